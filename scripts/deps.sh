@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Installs what building and testing erofs-snapshotter needs on a Debian-based
+# machine, as root. Idempotent: each step is skipped when its tool is present.
+#
+# erofs-utils must be at least 1.8 (`--tar`, `-b`); Debian 12 ships 1.5. Then
+# Debian's own source package of a newer release is built and installed under
+# /usr/local, where the default `mkfs_path` ("mkfs.erofs" on PATH) finds it.
+# 1.8.7 and 1.8.8 are avoided: they have known tar/AUFS conversion bugs.
+set -euo pipefail
+
+EROFS_UTILS_VERSION=${EROFS_UTILS_VERSION:-1.8.6-1}
+EROFS_UTILS_SUITE=${EROFS_UTILS_SUITE:-trixie}
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[deps] %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "deps.sh: run as root (it installs packages)" >&2
+    exit 1
+fi
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        apt-get update -q >/dev/null
+        apt_updated=1
+    fi
+    log "apt-get install $*"
+    apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+# Build tools and the C toolchain the C example and tests use.
+need=()
+for p in gcc:gcc make:make pkg-config:pkg-config git:git valgrind:valgrind; do
+    command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
+done
+[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+
+# mkfs.erofs >= 1.8, not 1.8.7 or 1.8.8.
+erofs_ok() {
+    local v
+    v=$(mkfs.erofs --version 2>/dev/null | sed -n 's/^mkfs\.erofs (erofs-utils) \([0-9.]*\).*/\1/p' | head -n1)
+    [ -n "$v" ] || return 1
+    case "$v" in 1.8.7|1.8.8) return 1 ;; esac
+    local major minor
+    major=${v%%.*}; minor=${v#*.}; minor=${minor%%.*}
+    [ "$major" -gt 1 ] || { [ "$major" = 1 ] && [ "$minor" -ge 8 ]; }
+}
+
+if erofs_ok; then
+    log "$(mkfs.erofs --version | head -n1) already installed"
+else
+    apt_install dpkg-dev autoconf automake libtool pkg-config \
+        liblz4-dev liblzma-dev libzstd-dev uuid-dev zlib1g-dev
+    src_list=/etc/apt/sources.list.d/erofs-snapshotter-src.sources
+    cat >"$src_list" <<EOF
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: $EROFS_UTILS_SUITE
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    apt-get update -q >/dev/null
+    work=$(mktemp -d /tmp/erofs-utils-build.XXXXXX)
+    trap 'rm -rf "$work"; rm -f "$src_list"' EXIT
+    log "building erofs-utils $EROFS_UTILS_VERSION from Debian's $EROFS_UTILS_SUITE source package"
+    (
+        cd "$work"
+        apt-get source -q --download-only "erofs-utils=$EROFS_UTILS_VERSION" >/dev/null 2>&1
+        tar -xzf erofs-utils_*.orig.tar.gz
+        cd erofs-utils-*/
+        ./autogen.sh >build.log 2>&1
+        ./configure --prefix=/usr/local --disable-fuse --enable-lz4 --enable-lzma \
+            --with-zlib --with-libzstd >>build.log 2>&1
+        make -j"$(nproc)" >>build.log 2>&1 || { tail -n 30 build.log >&2; exit 1; }
+        make install >>build.log 2>&1
+    )
+    hash -r
+    erofs_ok || { echo "deps.sh: mkfs.erofs still missing or too old after the build" >&2; exit 1; }
+    log "installed $(mkfs.erofs --version | head -n1) into /usr/local"
+fi
+
+# The Rust toolchain is expected on the machine (rustup); say so clearly if not.
+command -v cargo >/dev/null || { echo "deps.sh: cargo not found; install Rust with rustup" >&2; exit 1; }

@@ -1,0 +1,211 @@
+//! The one JSON configuration document and its validation.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Configuration of a snapshotter, as the JSON document given to `open`:
+///
+/// ```json
+/// {"root": "/var/lib/erofs-snapshotter", "set_immutable": false, "enable_fsverity": false,
+///  "sync_commit": false, "mkfs_options": [], "ovl_mount_options": [], "mkfs_path": "mkfs.erofs"}
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding `metadata.db` and `snapshots/`. Required, absolute.
+    /// `root_path` (containerd's key) is accepted as another spelling.
+    #[serde(alias = "root_path")]
+    pub root: PathBuf,
+    /// Set FS_IMMUTABLE_FL on each committed `layer.erofs`.
+    #[serde(default)]
+    pub set_immutable: bool,
+    /// Enable fs-verity on each committed `layer.erofs` and check it before mounting.
+    #[serde(default)]
+    pub enable_fsverity: bool,
+    /// fsync each blob and its directory before its commit is recorded.
+    #[serde(default)]
+    pub sync_commit: bool,
+    /// Extra `mkfs.erofs` arguments, one argv element each.
+    #[serde(default)]
+    pub mkfs_options: Vec<String>,
+    /// Extra overlayfs mount options, one option each.
+    #[serde(default)]
+    pub ovl_mount_options: Vec<String>,
+    /// The `mkfs.erofs` program: a name looked up on PATH, or a path.
+    #[serde(default = "default_mkfs_path")]
+    pub mkfs_path: String,
+}
+
+fn default_mkfs_path() -> String {
+    "mkfs.erofs".to_string()
+}
+
+/// Overlay options the snapshotter sets itself; a user value would corrupt the mount.
+const RESERVED_OVERLAY_OPTIONS: &[&str] =
+    &["lowerdir", "upperdir", "workdir", "lowerdir+", "datadir+"];
+
+impl Config {
+    /// A configuration with every option at its default.
+    pub fn new(root: impl Into<PathBuf>) -> Config {
+        Config {
+            root: root.into(),
+            set_immutable: false,
+            enable_fsverity: false,
+            sync_commit: false,
+            mkfs_options: Vec::new(),
+            ovl_mount_options: Vec::new(),
+            mkfs_path: default_mkfs_path(),
+        }
+    }
+
+    /// Parses and validates the JSON document.
+    pub fn from_json(json: &str) -> Result<Config> {
+        let config: Config = serde_json::from_str(json)
+            .map_err(|e| Error::invalid_argument(format!("config: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field; the error names the field and the cause.
+    pub fn validate(&self) -> Result<()> {
+        if self.root.as_os_str().is_empty() {
+            return Err(Error::invalid_argument(
+                "config field \"root\": must not be empty",
+            ));
+        }
+        if !self.root.is_absolute() {
+            return Err(Error::invalid_argument(format!(
+                "config field \"root\": must be an absolute path, got {:?}",
+                self.root
+            )));
+        }
+        if self.mkfs_path.is_empty() {
+            return Err(Error::invalid_argument(
+                "config field \"mkfs_path\": must not be empty",
+            ));
+        }
+        for (i, opt) in self.mkfs_options.iter().enumerate() {
+            if opt.is_empty() {
+                return Err(Error::invalid_argument(format!(
+                    "config field \"mkfs_options\"[{i}]: empty option"
+                )));
+            }
+            if opt.chars().any(char::is_whitespace) {
+                return Err(Error::invalid_argument(format!(
+                    "config field \"mkfs_options\"[{i}]: {opt:?} contains whitespace; \
+                     give each option as its own element, e.g. [\"-T0\", \"--mkfs-time\"]"
+                )));
+            }
+            if opt.contains('\0') {
+                return Err(Error::invalid_argument(format!(
+                    "config field \"mkfs_options\"[{i}]: contains a NUL byte"
+                )));
+            }
+        }
+        for (i, opt) in self.ovl_mount_options.iter().enumerate() {
+            if opt.is_empty() || opt.contains(',') || opt.contains('\0') {
+                return Err(Error::invalid_argument(format!(
+                    "config field \"ovl_mount_options\"[{i}]: {opt:?} must be one non-empty option \
+                     without commas; give each option as its own element"
+                )));
+            }
+            let name = opt.split('=').next().unwrap_or(opt);
+            if RESERVED_OVERLAY_OPTIONS.contains(&name) {
+                return Err(Error::invalid_argument(format!(
+                    "config field \"ovl_mount_options\"[{i}]: {name:?} is set by the snapshotter itself"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when `mkfs_options` chooses a block size, so the default `-b4096` is left out.
+    pub(crate) fn sets_block_size(&self) -> bool {
+        self.mkfs_options
+            .iter()
+            .any(|o| o.starts_with("-b") || o.starts_with("--blocksize"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn err(json: &str) -> String {
+        let e = Config::from_json(json).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        e.message().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_json(r#"{"root": "/r"}"#).unwrap();
+        assert_eq!(c, Config::new("/r"));
+        let c = Config::from_json(r#"{"root_path": "/r"}"#).unwrap();
+        assert_eq!(c.root, PathBuf::from("/r"));
+    }
+
+    #[test]
+    fn full_document() {
+        let c = Config::from_json(
+            r#"{"root": "/r", "set_immutable": true, "enable_fsverity": true, "sync_commit": true,
+                "mkfs_options": ["-zlz4", "-T0"], "ovl_mount_options": ["redirect_dir=on"],
+                "mkfs_path": "/usr/local/bin/mkfs.erofs"}"#,
+        )
+        .unwrap();
+        assert!(c.set_immutable && c.enable_fsverity && c.sync_commit);
+        assert_eq!(c.mkfs_options, ["-zlz4", "-T0"]);
+        assert_eq!(c.ovl_mount_options, ["redirect_dir=on"]);
+        assert_eq!(c.mkfs_path, "/usr/local/bin/mkfs.erofs");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let m = err(r#"{"root": "/r", "set_immutible": true}"#);
+        assert!(m.contains("set_immutible"), "{m}");
+    }
+
+    #[test]
+    fn root_is_required_and_absolute() {
+        assert!(err(r#"{}"#).contains("root"));
+        assert!(err(r#"{"root": ""}"#).contains("root"));
+        assert!(err(r#"{"root": "rel/dir"}"#).contains("absolute"));
+    }
+
+    #[test]
+    fn mkfs_option_with_whitespace_is_rejected() {
+        let m = err(r#"{"root": "/r", "mkfs_options": ["-T0 --mkfs-time"]}"#);
+        assert!(
+            m.contains("mkfs_options") && m.contains("own element"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn overlay_options_are_checked() {
+        assert!(
+            err(r#"{"root": "/r", "ovl_mount_options": ["a,b"]}"#).contains("ovl_mount_options")
+        );
+        assert!(
+            err(r#"{"root": "/r", "ovl_mount_options": ["upperdir=/x"]}"#).contains("upperdir")
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_bad_json() {
+        assert!(err(r#"{"root": "/r", "set_immutable": "yes"}"#).contains("config"));
+        assert!(err("not json").contains("config"));
+    }
+
+    #[test]
+    fn block_size_detection() {
+        let mut c = Config::new("/r");
+        assert!(!c.sets_block_size());
+        c.mkfs_options = vec!["-b8192".into()];
+        assert!(c.sets_block_size());
+    }
+}

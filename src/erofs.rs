@@ -1,0 +1,290 @@
+//! EROFS conversion: running `mkfs.erofs` (argv, never a shell) and writing
+//! `layer.erofs` atomically (temporary file, then rename).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout::{BLOB, BLOB_TMP_PREFIX};
+
+/// Oldest erofs-utils with what the snapshotter needs (`-b`, `--tar`).
+pub const MIN_VERSION: Version = Version(1, 8, 0);
+
+/// An erofs-utils version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// Parses `mkfs.erofs (erofs-utils) 1.8.6` (also `1.8.6-g1234`, `1.8`).
+pub fn parse_version(output: &str) -> Option<Version> {
+    let line = output.lines().find(|l| l.contains("erofs-utils"))?;
+    let word = line.split_whitespace().last()?;
+    let mut nums = word
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().ok());
+    let major = nums.next()??;
+    let minor = nums.next()??;
+    let patch = nums.next().flatten().unwrap_or(0);
+    Some(Version(major, minor, patch))
+}
+
+/// Checks that `mkfs_path` runs and is new enough; remembered per process.
+pub fn check_mkfs(mkfs_path: &str) -> Result<Version> {
+    static SEEN: OnceLock<Mutex<HashMap<String, Version>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(v) = seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(mkfs_path)
+    {
+        return Ok(*v);
+    }
+    let install = "install erofs-utils 1.8 or newer (on Debian 12: `make deps`, which builds it \
+                   from Debian's source package) or set \"mkfs_path\"";
+    let out = Command::new(mkfs_path)
+        .arg("--version")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "cannot run {mkfs_path:?} (config field \"mkfs_path\"): {e}; {install}"
+            ))
+        })?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let version = parse_version(&text).ok_or_else(|| {
+        Error::unavailable(format!(
+            "{mkfs_path:?} --version printed no erofs-utils version ({:?}); {install}",
+            text.trim()
+        ))
+    })?;
+    if version < MIN_VERSION {
+        return Err(Error::unavailable(format!(
+            "{mkfs_path:?} is erofs-utils {version}, older than {MIN_VERSION}; {install}"
+        )));
+    }
+    if version.0 == 1 && version.1 == 8 && (version.2 == 7 || version.2 == 8) {
+        tracing::warn!(%version, "erofs-utils 1.8.7 and 1.8.8 have known tar/AUFS conversion bugs; use 1.8.6 or 1.8.9+");
+    }
+    seen.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(mkfs_path.to_string(), version);
+    Ok(version)
+}
+
+/// The argv (after the program) that converts `src_dir` into `dest`.
+pub(crate) fn dir_args(config: &Config, dest: &Path, src_dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["--quiet".into(), "-Enoinline_data".into()];
+    if !config.sets_block_size() {
+        args.push("-b4096".into());
+    }
+    args.extend(config.mkfs_options.iter().map(Into::into));
+    args.push(dest.into());
+    args.push(src_dir.into());
+    args
+}
+
+/// Runs mkfs.erofs with `args`; a failure is classified by what it printed.
+pub(crate) fn run_mkfs(config: &Config, args: &[std::ffi::OsString]) -> Result<()> {
+    let out = Command::new(&config.mkfs_path)
+        .args(args)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::unavailable(format!("cannot run {:?}: {e}", config.mkfs_path)))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let text = if text.trim().is_empty() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        text
+    };
+    let detail: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Try '"))
+        .collect();
+    let detail = detail.join("; ");
+    let kind = classify_failure(&detail);
+    let hint = if kind == ErrorKind::InvalidArgument {
+        format!(
+            " (check config field \"mkfs_options\": {:?})",
+            config.mkfs_options
+        )
+    } else {
+        String::new()
+    };
+    Err(Error::new(
+        kind,
+        format!("mkfs.erofs failed ({}): {detail}{hint}", out.status),
+    ))
+}
+
+fn classify_failure(detail: &str) -> ErrorKind {
+    let d = detail.to_ascii_lowercase();
+    if d.contains("no space left") || d.contains("quota exceeded") {
+        ErrorKind::Unavailable
+    } else if d.contains("unrecognized option")
+        || d.contains("invalid option")
+        || d.contains("unknown extended option")
+        || d.contains("invalid block size")
+        || d.contains("requires an argument")
+    {
+        ErrorKind::InvalidArgument
+    } else {
+        ErrorKind::Internal
+    }
+}
+
+/// Builds `<snapshot_dir>/layer.erofs` from `src_dir`: mkfs.erofs writes a
+/// temporary file which is renamed into place, so `layer.erofs` is either
+/// absent or complete. With `config.sync_commit` the file and directory are
+/// fsynced first. Returns the blob's length.
+pub(crate) fn build_blob(config: &Config, snapshot_dir: &Path, src_dir: &Path) -> Result<u64> {
+    let tmp = TempBlob::new(snapshot_dir);
+    run_mkfs(config, &dir_args(config, &tmp.path, src_dir))?;
+    tmp.install(snapshot_dir, config.sync_commit)
+}
+
+/// A blob being written in the snapshot directory; deleted unless installed.
+pub(crate) struct TempBlob {
+    pub path: PathBuf,
+}
+
+impl TempBlob {
+    pub fn new(snapshot_dir: &Path) -> TempBlob {
+        let name = format!(
+            "{BLOB_TMP_PREFIX}{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )
+        .replace(['(', ')'], "");
+        TempBlob {
+            path: snapshot_dir.join(name),
+        }
+    }
+
+    /// Renames the finished blob to `layer.erofs`; returns its length.
+    pub fn install(self, snapshot_dir: &Path, sync: bool) -> Result<u64> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&self.path)
+            .map_err(|e| Error::io("open converted blob", &self.path, e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| Error::io("stat", &self.path, e))?
+            .len();
+        if sync {
+            f.sync_all()
+                .map_err(|e| Error::io("fsync", &self.path, e))?;
+        }
+        drop(f);
+        let dest = snapshot_dir.join(BLOB);
+        fs::rename(&self.path, &dest).map_err(|e| Error::io("rename blob into place", &dest, e))?;
+        if sync {
+            sync_dir(snapshot_dir)?;
+        }
+        std::mem::forget(self);
+        Ok(len)
+    }
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        match fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "failed to remove temporary blob")
+            }
+        }
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
+    d.sync_all().map_err(|e| Error::io("fsync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            parse_version("mkfs.erofs (erofs-utils) 1.8.6\n"),
+            Some(Version(1, 8, 6))
+        );
+        assert_eq!(
+            parse_version("mkfs.erofs (erofs-utils) 1.5\n"),
+            Some(Version(1, 5, 0))
+        );
+        assert_eq!(
+            parse_version("mkfs.erofs (erofs-utils) 1.8.10-g5f3c2a\n"),
+            Some(Version(1, 8, 10))
+        );
+        assert_eq!(parse_version("garbage"), None);
+        assert!(Version(1, 5, 0) < MIN_VERSION && Version(1, 8, 6) >= MIN_VERSION);
+    }
+
+    #[test]
+    fn argv_defaults_and_block_size() {
+        let mut c = Config::new("/r");
+        c.mkfs_options = vec!["-T0".into()];
+        let args = dir_args(&c, Path::new("/d/t"), Path::new("/d/fs"));
+        assert_eq!(
+            args,
+            [
+                "--quiet",
+                "-Enoinline_data",
+                "-b4096",
+                "-T0",
+                "/d/t",
+                "/d/fs"
+            ]
+        );
+        c.mkfs_options = vec!["-b8192".into()];
+        let args = dir_args(&c, Path::new("/d/t"), Path::new("/d/fs"));
+        assert_eq!(
+            args,
+            ["--quiet", "-Enoinline_data", "-b8192", "/d/t", "/d/fs"]
+        );
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        assert_eq!(
+            classify_failure("<E> erofs_io: failed to write: No space left on device"),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            classify_failure("mkfs.erofs: unrecognized option '--foo'"),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(classify_failure("<E> something else"), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn missing_mkfs_is_unavailable() {
+        let e = check_mkfs("/nonexistent/mkfs.erofs").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.message().contains("mkfs_path"), "{}", e.message());
+    }
+}

@@ -1,0 +1,582 @@
+//! The C ABI: a thin shell over [`crate::Snapshotter`] that converts
+//! pointers, strings and JSON and maps errors to stable status codes.
+//!
+//! Conventions (every function follows them):
+//! - Every function returns an `int32_t` status: `EROFS_OK` (0) or one of the
+//!   `EROFS_ERR_*` codes, which never change their numbers.
+//! - Out-parameters are written only on success; `*err` only on failure, with a
+//!   one-line message. `err` and every out-parameter may be NULL when the
+//!   caller does not want them.
+//! - Every string the library returns is owned by the caller and must be
+//!   released with `erofs_snapshotter_string_free` (and nothing else).
+//! - Input pointers are NULL-checked (a NULL where a value is required is
+//!   `EROFS_ERR_INVALID_ARGUMENT`); strings must be UTF-8.
+//! - A panic inside the library never unwinds into the caller: it becomes
+//!   `EROFS_ERR_PANIC` with the panic message.
+//! - There is no thread-local error state; a handle may be used from many
+//!   threads at once.
+
+#![allow(non_camel_case_types)]
+// These are C entry points: their pointer contracts are documented in the
+// header, and every pointer is NULL-checked before it is dereferenced.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::info::{InfoUpdate, Labels};
+use crate::logging::{Level, Logger};
+use crate::mounts::Mount;
+use crate::{Config, Snapshotter};
+
+/// Success.
+pub const EROFS_OK: i32 = 0;
+/// A malformed argument: NULL, not UTF-8, bad JSON, an empty key, a bad label or filter.
+pub const EROFS_ERR_INVALID_ARGUMENT: i32 = 1;
+/// The snapshot (or parent) does not exist.
+pub const EROFS_ERR_NOT_FOUND: i32 = 2;
+/// A snapshot with that key or name already exists.
+pub const EROFS_ERR_ALREADY_EXISTS: i32 = 3;
+/// The snapshot is not in a state that allows the operation (e.g. removing a parent, committing a view).
+pub const EROFS_ERR_FAILED_PRECONDITION: i32 = 4;
+/// The machine lacks something (kernel feature, mkfs.erofs, disk space) or the database is busy.
+pub const EROFS_ERR_UNAVAILABLE: i32 = 5;
+/// The operation is not implemented.
+pub const EROFS_ERR_NOT_IMPLEMENTED: i32 = 6;
+/// Anything else; the message says what.
+pub const EROFS_ERR_INTERNAL: i32 = 7;
+/// A bug in the library was caught at the boundary; the message carries the panic.
+pub const EROFS_ERR_PANIC: i32 = 8;
+
+/// Log levels for `erofs_snapshotter_open_with_logger`.
+pub const EROFS_LOG_ERROR: i32 = 1;
+pub const EROFS_LOG_WARN: i32 = 2;
+pub const EROFS_LOG_INFO: i32 = 3;
+pub const EROFS_LOG_DEBUG: i32 = 4;
+
+/// Flag for `erofs_snapshotter_unmount_all`: detach lazily (MNT_DETACH).
+pub const EROFS_UNMOUNT_DETACH: u32 = 1;
+
+/// An open snapshotter. Opaque; create with `erofs_snapshotter_open`, destroy
+/// with `erofs_snapshotter_close`.
+pub struct erofs_snapshotter {
+    inner: Snapshotter,
+}
+
+impl erofs_snapshotter {
+    /// Hands a snapshotter opened from Rust to C code; the C side owns it and
+    /// must close it with `erofs_snapshotter_close`.
+    pub fn into_raw(inner: Snapshotter) -> *mut erofs_snapshotter {
+        Box::into_raw(Box::new(erofs_snapshotter { inner }))
+    }
+}
+
+/// A host's log function: `level` is one of `EROFS_LOG_*`, `message` is a
+/// NUL-terminated line valid only during the call.
+pub type erofs_snapshotter_log_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, level: i32, message: *const c_char)>;
+
+/// The host's user data pointer; the host promises it may be used from any thread.
+#[derive(Clone, Copy)]
+struct UserData(*mut c_void);
+// SAFETY: documented contract of erofs_snapshotter_open_with_logger.
+unsafe impl Send for UserData {}
+// SAFETY: as above.
+unsafe impl Sync for UserData {}
+
+// ---- boundary helpers ------------------------------------------------------
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}
+
+/// Allocates a C string for the caller (NUL bytes, impossible in our JSON
+/// and messages, are replaced rather than truncating).
+fn to_c(s: String) -> *mut c_char {
+    match CString::new(s) {
+        Ok(c) => c.into_raw(),
+        Err(e) => {
+            let bytes: Vec<u8> = e
+                .into_vec()
+                .into_iter()
+                .map(|b| if b == 0 { b'?' } else { b })
+                .collect();
+            CString::new(bytes)
+                .map(CString::into_raw)
+                .unwrap_or(std::ptr::null_mut())
+        }
+    }
+}
+
+/// Runs `f` inside the panic boundary; writes `*err` on failure.
+fn boundary(err: *mut *mut c_char, f: impl FnOnce() -> Result<()>) -> i32 {
+    let (code, message) = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => return EROFS_OK,
+        Ok(Err(e)) => (e.kind().code(), e.to_string()),
+        Err(p) => (
+            ErrorKind::Panic.code(),
+            format!("panic: {}", panic_message(p.as_ref())),
+        ),
+    };
+    if !err.is_null() {
+        // SAFETY: the caller passes NULL or a pointer to writable storage.
+        unsafe { *err = to_c(message) };
+    }
+    code
+}
+
+/// Writes `value` to `out` if the caller wants it.
+fn put<T>(out: *mut T, value: T) {
+    if !out.is_null() {
+        // SAFETY: the caller passes NULL or a pointer to writable storage.
+        unsafe { out.write(value) };
+    }
+}
+
+fn put_json<T: serde::Serialize>(out: *mut *mut c_char, value: &T) -> Result<()> {
+    if out.is_null() {
+        return Ok(());
+    }
+    let json =
+        serde_json::to_string(value).map_err(|e| Error::internal(format!("encode JSON: {e}")))?;
+    put(out, to_c(json));
+    Ok(())
+}
+
+fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+    opt_str_arg(p, name)?.ok_or_else(|| Error::invalid_argument(format!("{name} is NULL")))
+}
+
+fn opt_str_arg<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller passes a NUL-terminated string valid for the call.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str()
+        .map(Some)
+        .map_err(|e| Error::invalid_argument(format!("{name} is not valid UTF-8: {e}")))
+}
+
+fn json_arg<T: serde::de::DeserializeOwned + Default>(p: *const c_char, name: &str) -> Result<T> {
+    match opt_str_arg(p, name)? {
+        None => Ok(T::default()),
+        Some(s) => serde_json::from_str(s)
+            .map_err(|e| Error::invalid_argument(format!("{name}: invalid JSON: {e}"))),
+    }
+}
+
+fn handle<'a>(s: *const erofs_snapshotter) -> Result<&'a Snapshotter> {
+    if s.is_null() {
+        return Err(Error::invalid_argument("snapshotter handle is NULL"));
+    }
+    // SAFETY: a non-NULL handle comes from erofs_snapshotter_open and is not closed yet.
+    Ok(unsafe { &(*s).inner })
+}
+
+fn open(config_json: *const c_char, log: Logger, out: *mut *mut erofs_snapshotter) -> Result<()> {
+    let json = str_arg(config_json, "config_json")?;
+    let config = Config::from_json(json)?;
+    let s = Snapshotter::open_with_logger(config, log)?;
+    if out.is_null() {
+        // Nobody would own the handle: close it right away.
+        return Ok(());
+    }
+    put(out, erofs_snapshotter::into_raw(s));
+    Ok(())
+}
+
+// ---- exports ---------------------------------------------------------------
+
+/// Opens the snapshotter described by `config_json` (see the README's
+/// configuration reference), creating its root if needed.
+///
+/// On success `*out` receives a handle that the caller owns and must release
+/// with `erofs_snapshotter_close`. Checks the kernel (erofs, overlay),
+/// `mkfs.erofs` (1.8 or newer), the root's d_type support and, with
+/// `enable_fsverity`, fs-verity support; each missing piece is
+/// `EROFS_ERR_UNAVAILABLE` with what to install or change. Unknown or
+/// malformed fields are `EROFS_ERR_INVALID_ARGUMENT` naming the field.
+/// Thread safety: may be called from any thread; several handles (in one or
+/// several processes) may share one root.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_open(
+    config_json: *const c_char,
+    out: *mut *mut erofs_snapshotter,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || open(config_json, Logger::default(), out))
+}
+
+/// Like `erofs_snapshotter_open`, and the handle's log records of severity
+/// up to `max_level` (`EROFS_LOG_*`) go to `log_fn(user_data, level, message)`:
+/// warnings a host must see (e.g. a failed IMMUTABLE_FL, a cleanup that could
+/// not finish) and, at `EROFS_LOG_DEBUG`, one record per operation with its
+/// duration. `log_fn` may be called from any thread, including a background
+/// thread of the library, until `erofs_snapshotter_close` returns; it must
+/// not call back into this handle. `user_data` is passed through untouched.
+/// A NULL `log_fn` is the same as `erofs_snapshotter_open`.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_open_with_logger(
+    config_json: *const c_char,
+    log_fn: erofs_snapshotter_log_fn,
+    user_data: *mut c_void,
+    max_level: i32,
+    out: *mut *mut erofs_snapshotter,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let logger = match log_fn {
+            None => Logger::default(),
+            Some(f) => {
+                let max = Level::from_i32(max_level).ok_or_else(|| {
+                    Error::invalid_argument(format!(
+                        "max_level {max_level} is not one of EROFS_LOG_ERROR..EROFS_LOG_DEBUG (1..4)"
+                    ))
+                })?;
+                let ud = UserData(user_data);
+                Logger::new(
+                    Arc::new(move |level: Level, msg: &str| {
+                        let ud = ud;
+                        let c = to_c(msg.to_string());
+                        // SAFETY: the host's function, called as documented.
+                        unsafe { f(ud.0, level as i32, c) };
+                        // SAFETY: allocated by to_c just above.
+                        drop(unsafe { CString::from_raw(c) });
+                    }),
+                    max,
+                )
+            }
+        };
+        open(config_json, logger, out)
+    })
+}
+
+/// Closes a handle: waits for background deletion to finish and, if this
+/// was the last open handle on the root in any process, detaches the layer
+/// mounts (lazily: overlays already mounted keep working). NULL does nothing.
+/// The handle must not be used afterwards, nor concurrently with this call.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_close(s: *mut erofs_snapshotter) {
+    if s.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the handle came from erofs_snapshotter_open and is closed once.
+        drop(unsafe { Box::from_raw(s) });
+    }));
+}
+
+/// Creates an active snapshot `key` on top of committed snapshot `parent`
+/// (NULL or "" for none), with `labels_json` (a JSON object of strings, or
+/// NULL). On success `*mounts_json` receives the JSON array of mounts
+/// (`[{"type", "source", "options": [...]}]`) to write into it.
+/// Errors: `EROFS_ERR_ALREADY_EXISTS` (key taken), `EROFS_ERR_NOT_FOUND`
+/// (parent missing), `EROFS_ERR_INVALID_ARGUMENT` (parent not committed, empty
+/// key, bad labels). Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_prepare(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    parent: *const c_char,
+    labels_json: *const c_char,
+    mounts_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let key = str_arg(key, "key")?;
+        let parent = opt_str_arg(parent, "parent")?.unwrap_or("");
+        let labels: Labels = json_arg(labels_json, "labels_json")?;
+        let mounts = s.prepare(key, parent, &labels)?;
+        put_json(mounts_json, &mounts)
+    })
+}
+
+/// Creates a read-only view `key` of committed snapshot `parent` (NULL or ""
+/// for an empty one); same arguments and errors as `erofs_snapshotter_prepare`.
+/// A view of exactly one layer is that layer's EROFS image (`"type": "erofs"`).
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_view(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    parent: *const c_char,
+    labels_json: *const c_char,
+    mounts_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let key = str_arg(key, "key")?;
+        let parent = opt_str_arg(parent, "parent")?.unwrap_or("");
+        let labels: Labels = json_arg(labels_json, "labels_json")?;
+        let mounts = s.view(key, parent, &labels)?;
+        put_json(mounts_json, &mounts)
+    })
+}
+
+/// Commits active snapshot `key` as committed snapshot `name` with
+/// `labels_json` (replacing its labels, as containerd does). The upper dir
+/// must be unmounted by the caller first. Converts it with mkfs.erofs outside
+/// any lock other snapshots need. Errors: `EROFS_ERR_ALREADY_EXISTS` (name
+/// taken), `EROFS_ERR_NOT_FOUND` (no such key), `EROFS_ERR_FAILED_PRECONDITION`
+/// (key is a view or committed), `EROFS_ERR_UNAVAILABLE` (disk full),
+/// `EROFS_ERR_INVALID_ARGUMENT` (mkfs.erofs rejected `mkfs_options`). On any
+/// error the active snapshot is left as it was. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_commit(
+    s: *mut erofs_snapshotter,
+    name: *const c_char,
+    key: *const c_char,
+    labels_json: *const c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let name = str_arg(name, "name")?;
+        let key = str_arg(key, "key")?;
+        let labels: Labels = json_arg(labels_json, "labels_json")?;
+        s.commit(name, key, &labels)
+    })
+}
+
+/// The mounts of active snapshot or view `key`, as `erofs_snapshotter_prepare`
+/// returns them. `EROFS_ERR_FAILED_PRECONDITION` for a committed snapshot.
+/// On the path of every container start: no system call per layer once the
+/// layers are mounted. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_mounts(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    mounts_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let key = str_arg(key, "key")?;
+        let mounts = s.mounts(key)?;
+        put_json(mounts_json, &mounts)
+    })
+}
+
+/// Removes snapshot `key` (unmounting its layer). `EROFS_ERR_FAILED_PRECONDITION`
+/// while it has children; `EROFS_ERR_NOT_FOUND` when it does not exist. Its
+/// files are deleted in the background. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_remove(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        s.remove(str_arg(key, "key")?)
+    })
+}
+
+/// Information about snapshot `key`: `*info_json` receives
+/// `{"kind": "active"|"view"|"committed", "name", "parent", "labels": {},
+/// "created", "updated"}` (RFC 3339 UTC timestamps with nanoseconds).
+/// Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_stat(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    info_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let info = s.stat(str_arg(key, "key")?)?;
+        put_json(info_json, &info)
+    })
+}
+
+/// Updates the labels of the snapshot named in `info_json`
+/// (`{"name": ..., "labels": {...}}`; other fields are ignored) following
+/// `fieldpaths_json` (a JSON array, or NULL): none or `"labels"` replaces all
+/// labels, `"labels.<key>"` sets or removes one; any other path is
+/// `EROFS_ERR_INVALID_ARGUMENT`. `*info_json_out` receives the updated info.
+/// Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_update(
+    s: *mut erofs_snapshotter,
+    info_json: *const c_char,
+    fieldpaths_json: *const c_char,
+    info_json_out: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let text = str_arg(info_json, "info_json")?;
+        let update: InfoUpdate = serde_json::from_str(text)
+            .map_err(|e| Error::invalid_argument(format!("info_json: invalid JSON: {e}")))?;
+        let fieldpaths: Vec<String> = json_arg(fieldpaths_json, "fieldpaths_json")?;
+        let info = s.update(&update, &fieldpaths)?;
+        put_json(info_json_out, &info)
+    })
+}
+
+/// Disk usage of snapshot `key`: bytes and inodes of the upper dir of an
+/// active snapshot (walked now), or as recorded at commit. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_usage(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    size: *mut i64,
+    inodes: *mut i64,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let u = s.usage(str_arg(key, "key")?)?;
+        put(size, u.size);
+        put(inodes, u.inodes);
+        Ok(())
+    })
+}
+
+/// Every snapshot matching any of `filters_json` (a JSON array of containerd
+/// filter expressions such as `"kind==active,labels.\"a\"==b"`, or NULL for
+/// all); `*infos_json` receives a JSON array of infos ordered by name.
+/// A malformed filter is `EROFS_ERR_INVALID_ARGUMENT`. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_walk(
+    s: *mut erofs_snapshotter,
+    filters_json: *const c_char,
+    infos_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let filters: Vec<String> = json_arg(filters_json, "filters_json")?;
+        let infos = s.walk(&filters)?;
+        put_json(infos_json, &infos)
+    })
+}
+
+/// Deletes what no snapshot owns (directories of removed or abandoned
+/// snapshots, unfinished blobs, the trash), never a directory that a
+/// concurrent prepare is creating. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_cleanup(
+    s: *mut erofs_snapshotter,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || handle(s)?.cleanup())
+}
+
+/// Mounts `mounts_json` (a JSON array as returned by prepare, view or mounts)
+/// on the existing directory `target`, in order; on failure nothing stays
+/// mounted. EROFS images are mounted file-backed, or through a loop device
+/// where the kernel needs one; overlays with more lower directories than one
+/// `mount(2)` call takes use the new mount API. Needs CAP_SYS_ADMIN. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_mount_all(
+    mounts_json: *const c_char,
+    target: *const c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let text = str_arg(mounts_json, "mounts_json")?;
+        let mounts: Vec<Mount> = serde_json::from_str(text)
+            .map_err(|e| Error::invalid_argument(format!("mounts_json: invalid JSON: {e}")))?;
+        let target = str_arg(target, "target")?;
+        crate::mounts::mount_all(&mounts, Path::new(target))
+    })
+}
+
+/// Unmounts everything mounted on `target` (stacked mounts included).
+/// `flags` may be 0 or `EROFS_UNMOUNT_DETACH` (lazy). Not being a mount point
+/// is success. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_unmount_all(
+    target: *const c_char,
+    flags: u32,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let target = str_arg(target, "target")?;
+        if flags & !EROFS_UNMOUNT_DETACH != 0 {
+            return Err(Error::invalid_argument(format!(
+                "flags: unknown bits {flags:#x}"
+            )));
+        }
+        crate::mounts::unmount_all(Path::new(target), flags & EROFS_UNMOUNT_DETACH != 0).map(drop)
+    })
+}
+
+/// Frees a string returned by this library. NULL does nothing. Passing any
+/// other pointer (or freeing twice) is undefined behaviour.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_string_free(p: *mut c_char) {
+    if p.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: allocated by CString::into_raw in this library.
+        drop(unsafe { CString::from_raw(p) });
+    }));
+}
+
+/// The library version, e.g. "0.1.0": a static string, not to be freed.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_version() -> *const c_char {
+    static VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"unknown",
+        };
+    VERSION.as_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundary_turns_a_panic_into_a_status() {
+        let mut err: *mut c_char = std::ptr::null_mut();
+        let code = boundary(&mut err, || panic!("boom {}", 42));
+        assert_eq!(code, EROFS_ERR_PANIC);
+        // SAFETY: set by boundary.
+        let msg = unsafe { CStr::from_ptr(err) }.to_str().unwrap().to_string();
+        erofs_snapshotter_string_free(err);
+        assert_eq!(msg, "panic: boom 42");
+    }
+
+    #[test]
+    fn null_arguments_are_invalid() {
+        let mut err: *mut c_char = std::ptr::null_mut();
+        let code = erofs_snapshotter_stat(
+            std::ptr::null_mut(),
+            c"k".as_ptr(),
+            std::ptr::null_mut(),
+            &mut err,
+        );
+        assert_eq!(code, EROFS_ERR_INVALID_ARGUMENT);
+        // SAFETY: set by the call.
+        let msg = unsafe { CStr::from_ptr(err) }.to_str().unwrap().to_string();
+        erofs_snapshotter_string_free(err);
+        assert!(msg.contains("handle is NULL"), "{msg}");
+        let code =
+            erofs_snapshotter_open(std::ptr::null(), std::ptr::null_mut(), std::ptr::null_mut());
+        assert_eq!(code, EROFS_ERR_INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn version_is_static() {
+        // SAFETY: static NUL-terminated string.
+        let v = unsafe { CStr::from_ptr(erofs_snapshotter_version()) };
+        assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+}

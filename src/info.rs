@@ -1,0 +1,244 @@
+//! What the snapshotter says about a snapshot: its kind, its [`Info`] and
+//! [`Usage`], labels and containerd's rules for them, and timestamps.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// Labels of a snapshot, ordered by key.
+pub type Labels = BTreeMap<String, String>;
+
+/// containerd's limit on a label: key and value together.
+pub const MAX_LABEL_SIZE: usize = 4096;
+
+/// The kind of a snapshot. The numbers are containerd's `snapshots.Kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    View = 1,
+    Active = 2,
+    Committed = 3,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::View => "view",
+            Kind::Active => "active",
+            Kind::Committed => "committed",
+        }
+    }
+
+    pub(crate) fn from_i64(v: i64) -> Result<Kind> {
+        match v {
+            1 => Ok(Kind::View),
+            2 => Ok(Kind::Active),
+            3 => Ok(Kind::Committed),
+            _ => Err(Error::internal(format!(
+                "metadata database: unknown snapshot kind {v}"
+            ))),
+        }
+    }
+}
+
+/// A point in time, nanoseconds since the Unix epoch, UTC. Serialized as RFC
+/// 3339 with nanoseconds, as Go's `time.RFC3339Nano` reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    }
+
+    /// `2006-01-02T15:04:05.999999999Z`, always nine fraction digits.
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let nanos = self.0.rem_euclid(1_000_000_000);
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+            sod / 3600,
+            (sod / 60) % 60,
+            sod % 60
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Information about a snapshot, as containerd's `snapshots.Info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Info {
+    pub kind: Kind,
+    pub name: String,
+    pub parent: String,
+    pub labels: Labels,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+}
+
+/// Resources a snapshot takes by itself, as containerd's `snapshots.Usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub size: i64,
+    pub inodes: i64,
+}
+
+/// The part of an [`Info`] that `update` reads: the name and the labels.
+/// Other fields of the JSON are accepted and ignored, as containerd ignores them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InfoUpdate {
+    pub name: String,
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+/// Checks containerd's label rules: non-empty keys, key and value together at
+/// most [`MAX_LABEL_SIZE`] bytes.
+pub fn validate_labels(labels: &Labels) -> Result<()> {
+    for (k, v) in labels {
+        if k.is_empty() {
+            return Err(Error::invalid_argument("label key must not be empty"));
+        }
+        let total = k.len() + v.len();
+        if total > MAX_LABEL_SIZE {
+            let shown: String = k.chars().take(64).collect();
+            return Err(Error::invalid_argument(format!(
+                "label key and value length ({total} bytes) greater than maximum size \
+                 ({MAX_LABEL_SIZE} bytes), key: {shown}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Applies an update's labels to `current` following containerd's field-path
+/// rules: no paths replaces all labels; `labels` replaces all labels;
+/// `labels.<key>` sets (or, when absent from the update, removes) one label.
+/// Any other path names a field that cannot be updated.
+pub fn apply_label_update(
+    name: &str,
+    current: &Labels,
+    update: &Labels,
+    fieldpaths: &[String],
+) -> Result<Labels> {
+    if fieldpaths.is_empty() {
+        return Ok(update.clone());
+    }
+    let mut labels = current.clone();
+    for path in fieldpaths {
+        if let Some(key) = path.strip_prefix("labels.") {
+            match update.get(key) {
+                Some(v) => labels.insert(key.to_string(), v.clone()),
+                None => labels.remove(key),
+            };
+        } else if path == "labels" {
+            labels = update.clone();
+        } else {
+            return Err(Error::invalid_argument(format!(
+                "cannot update {path:?} field on snapshot {name:?}"
+            )));
+        }
+    }
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn rfc3339_nanos() {
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            Timestamp(1_700_000_000_123_456_789).to_rfc3339(),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+        // A leap day and a date before the epoch.
+        assert_eq!(
+            Timestamp(951_782_400_000_000_001).to_rfc3339(),
+            "2000-02-29T00:00:00.000000001Z"
+        );
+        assert_eq!(Timestamp(-1).to_rfc3339(), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn label_size_limit() {
+        let k = "k".repeat(10);
+        assert!(validate_labels(&labels(&[(&k, &"v".repeat(MAX_LABEL_SIZE - 10))])).is_ok());
+        let e = validate_labels(&labels(&[(&k, &"v".repeat(MAX_LABEL_SIZE - 9))])).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.message().contains("4097 bytes"), "{}", e.message());
+        assert!(validate_labels(&labels(&[("", "v")])).is_err());
+    }
+
+    #[test]
+    fn field_paths_follow_containerd() {
+        let cur = labels(&[("l1", "v1"), ("l2", "v2"), ("l3", "v3")]);
+        let upd = labels(&[("l1", "updated"), ("l4", "v4")]);
+        let fp = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(apply_label_update("s", &cur, &upd, &[]).unwrap(), upd);
+        assert_eq!(
+            apply_label_update("s", &cur, &upd, &fp(&["labels.l1", "labels.l2"])).unwrap(),
+            labels(&[("l1", "updated"), ("l3", "v3")])
+        );
+        assert_eq!(
+            apply_label_update("s", &cur, &upd, &fp(&["labels"])).unwrap(),
+            upd
+        );
+        let e = apply_label_update("s", &cur, &upd, &fp(&["parent"])).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.message().contains("\"parent\""));
+    }
+
+    #[test]
+    fn info_json_shape() {
+        let info = Info {
+            kind: Kind::Committed,
+            name: "n".into(),
+            parent: String::new(),
+            labels: labels(&[("a", "b")]),
+            created: Timestamp(0),
+            updated: Timestamp(1),
+        };
+        assert_eq!(
+            serde_json::to_string(&info).unwrap(),
+            r#"{"kind":"committed","name":"n","parent":"","labels":{"a":"b"},"created":"1970-01-01T00:00:00.000000000Z","updated":"1970-01-01T00:00:00.000000001Z"}"#
+        );
+    }
+}

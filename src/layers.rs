@@ -1,0 +1,291 @@
+//! Committed layers mounted on their `fs/` directories, so an overlay can use
+//! them as lower directories.
+//!
+//! `mounts` runs on every container start, so it must not pay a system call
+//! per lower: each handle remembers which layers it has seen mounted, and the
+//! remembered set is valid while the metadata's mount generation is unchanged.
+//! Every unmount done by the library (remove, cleanup, the last close) bumps
+//! the generation in the same database all processes share, so a handle never
+//! trusts a layer that another process unmounted. A layer not in the set is
+//! checked (`statfs`), validated against what its commit recorded (length,
+//! fs-verity digest) and mounted, under the snapshot directory's flock so two
+//! processes never stack two mounts.
+//!
+//! Every open handle holds a shared flock on `users.lock`. At close a handle
+//! that can take it exclusively is the last user of the root and detaches the
+//! layer mounts (lazily: overlays of running containers keep their references).
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::integrity;
+use crate::layout::{flock, lock_dir, parse_id, Layout};
+use crate::logging::Logger;
+use crate::metastore::{BlobRecord, MetaStore};
+use crate::mounts::{fs_magic, mount_points_under, sys_mount, unmount_all, EROFS_SUPER_MAGIC};
+
+/// How this kernel mounts an EROFS image file: probed on the first mount.
+static MOUNT_MODE: AtomicU8 = AtomicU8::new(MODE_UNKNOWN);
+const MODE_UNKNOWN: u8 = 0;
+const MODE_FILE: u8 = 1;
+const MODE_LOOP: u8 = 2;
+
+/// True once a mount showed that file-backed EROFS mounts do not work here.
+pub(crate) fn needs_loop() -> bool {
+    MOUNT_MODE.load(Ordering::Relaxed) == MODE_LOOP
+}
+
+struct Seen {
+    generation: i64,
+    mounted: HashSet<i64>,
+}
+
+pub(crate) struct Layers {
+    layout: Layout,
+    verity: bool,
+    seen: Mutex<Seen>,
+    users: File,
+}
+
+impl Layers {
+    /// Registers this handle as a user of the root (shared flock). Blocks
+    /// while a last user is detaching the layers.
+    pub fn open(layout: &Layout, verity: bool) -> Result<Layers> {
+        let path = layout.users_lock();
+        let users = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        flock(&users, libc::LOCK_SH).map_err(|e| Error::io("lock", &path, e))?;
+        Ok(Layers {
+            layout: layout.clone(),
+            verity,
+            seen: Mutex::new(Seen {
+                generation: -1,
+                mounted: HashSet::new(),
+            }),
+            users,
+        })
+    }
+
+    /// Makes sure the layers of the committed snapshots `ids` are mounted.
+    /// `generation` must have been read in the same transaction as `ids`.
+    pub fn ensure(&self, store: &MetaStore, ids: &[i64], generation: i64) -> Result<()> {
+        let missing: Vec<i64> = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.generation != generation {
+                seen.mounted.clear();
+                seen.generation = generation;
+            }
+            ids.iter()
+                .copied()
+                .filter(|id| !seen.mounted.contains(id))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let blobs = store.read(|tx| tx.blobs(&missing))?;
+        for (id, blob) in missing.iter().zip(blobs) {
+            let blob = blob.ok_or_else(|| {
+                Error::failed_precondition(format!(
+                    "snapshot id {id} has no committed layer blob recorded"
+                ))
+            })?;
+            self.mount_layer(*id, &blob)?;
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.generation == generation {
+                seen.mounted.insert(*id);
+            }
+        }
+        Ok(())
+    }
+
+    fn mount_layer(&self, id: i64, blob: &BlobRecord) -> Result<()> {
+        let dir = self.layout.snapshot_dir(id);
+        let _lock =
+            lock_dir(&dir, true).map_err(|e| Error::io("lock snapshot directory", &dir, e))?;
+        let fs = self.layout.fs_dir(id);
+        if fs_magic(&fs).map_err(|e| Error::io("statfs", &fs, e))? == EROFS_SUPER_MAGIC {
+            return Ok(());
+        }
+        let path = self.layout.blob(id);
+        self.verify_blob(&path, blob)?;
+        mount_erofs_file(&path, &fs).map_err(|e| {
+            Error::internal(format!(
+                "mount layer {} on {}: {e}",
+                path.display(),
+                fs.display()
+            ))
+        })
+    }
+
+    /// Refuses a blob that is not what its commit recorded: cut short by a
+    /// crash, replaced, or (with fs-verity) without verity or with another digest.
+    pub fn verify_blob(&self, path: &Path, blob: &BlobRecord) -> Result<()> {
+        let md = std::fs::symlink_metadata(path).map_err(|e| {
+            Error::failed_precondition(format!(
+                "layer blob {} cannot be read ({e}); the snapshot is damaged: remove it and create it again",
+                path.display()
+            ))
+        })?;
+        if !md.file_type().is_file() || md.size() != blob.size {
+            return Err(Error::failed_precondition(format!(
+                "layer blob {} is {} bytes but {} were recorded at commit: it was cut short \
+                 (crash?) or replaced; refusing to mount it, remove the snapshot and create it again",
+                path.display(),
+                md.size(),
+                blob.size
+            )));
+        }
+        if self.verity {
+            let digest = integrity::measure_verity(path).map_err(|e| {
+                Error::failed_precondition(format!(
+                    "fs-verity is not enabled on layer blob {} ({e}); refusing to mount it",
+                    path.display()
+                ))
+            })?;
+            if let Some(want) = &blob.verity_digest {
+                if &digest != want {
+                    return Err(Error::failed_precondition(format!(
+                        "layer blob {} has fs-verity digest {} but {} was recorded at commit; \
+                         refusing to mount a replaced blob",
+                        path.display(),
+                        integrity::hex(&digest),
+                        integrity::hex(want)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lazily unmounts the layer of snapshot `id` (remove, cleanup).
+    pub fn unmount(&self, id: i64) -> Result<usize> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .mounted
+            .remove(&id);
+        unmount_all(&self.layout.fs_dir(id), true)
+    }
+
+    /// Detaches every layer mount under `snapshots/`; returns how many.
+    fn detach_all(&self) -> Result<usize> {
+        let points = mount_points_under(&self.layout.snapshots)
+            .map_err(|e| Error::io("read mount table for", &self.layout.snapshots, e))?;
+        let mut n = 0;
+        for p in points {
+            let is_layer = p.file_name().is_some_and(|f| f == "fs")
+                && p.parent()
+                    .and_then(|d| d.file_name())
+                    .and_then(parse_id_str)
+                    .is_some()
+                && p.parent().and_then(Path::parent) == Some(self.layout.snapshots.as_path());
+            if is_layer {
+                n += unmount_all(&p, true)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Called at close: if this was the last handle on the root, detach the
+    /// layer mounts and bump the generation. Failures are logged.
+    pub fn release(&self, store: &MetaStore, log: &Logger) {
+        let _ = flock(&self.users, libc::LOCK_UN);
+        if flock(&self.users, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            return; // someone else still uses the root
+        }
+        match self.detach_all() {
+            Ok(0) => {}
+            Ok(n) => {
+                if let Err(e) = store.write(|tx| tx.bump_mount_generation()) {
+                    log.warn(format_args!(
+                        "detached {n} layer mounts but could not record it: {e}"
+                    ));
+                }
+            }
+            Err(e) => log.warn(format_args!(
+                "last user of {}: {e}",
+                self.layout.root.display()
+            )),
+        }
+        let _ = flock(&self.users, libc::LOCK_UN);
+    }
+}
+
+fn parse_id_str(name: &std::ffi::OsStr) -> Option<i64> {
+    parse_id(name)
+}
+
+/// Mounts an EROFS image file read-only on `target`: file-backed where the
+/// kernel supports it (6.12+), through a loop device otherwise. The first
+/// mount in the process decides which, and later ones go straight to it.
+pub(crate) fn mount_erofs_file(image: &Path, target: &Path) -> io::Result<()> {
+    let flags = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID;
+    if MOUNT_MODE.load(Ordering::Relaxed) != MODE_LOOP {
+        match sys_mount(image.as_os_str(), target, "erofs", flags, None) {
+            Ok(()) => {
+                MOUNT_MODE.store(MODE_FILE, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOTBLK)
+                    && MOUNT_MODE.load(Ordering::Relaxed) == MODE_UNKNOWN =>
+            {
+                MOUNT_MODE.store(MODE_LOOP, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    crate::loopdev::mount_via_loop(image, target, flags, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mounts::sys_umount;
+
+    fn image(dir: &Path) -> std::path::PathBuf {
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("hello"), b"hi").unwrap();
+        let img = dir.join("img.erofs");
+        let ok = std::process::Command::new("mkfs.erofs")
+            .args(["--quiet", "-b4096"])
+            .arg(&img)
+            .arg(&src)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        img
+    }
+
+    #[test]
+    fn file_backed_and_loop_mounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path());
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        mount_erofs_file(&img, &mnt).unwrap();
+        assert_eq!(fs_magic(&mnt).unwrap(), EROFS_SUPER_MAGIC);
+        assert_eq!(std::fs::read(mnt.join("hello")).unwrap(), b"hi");
+        sys_umount(&mnt, 0).unwrap();
+        // The loop path, used by kernels without file-backed EROFS.
+        crate::loopdev::mount_via_loop(&img, &mnt, libc::MS_RDONLY, None).unwrap();
+        assert_eq!(std::fs::read(mnt.join("hello")).unwrap(), b"hi");
+        sys_umount(&mnt, 0).unwrap();
+    }
+}

@@ -1,0 +1,511 @@
+//! The on-disk layout under `root`, and the file-system steps that keep it
+//! consistent with the metadata:
+//!
+//! ```text
+//! root/                     0700
+//!   metadata.db             SQLite (WAL)
+//!   users.lock              flock: shared by every open handle (see layers.rs)
+//!   snapshots/              0700
+//!     new-*/                a snapshot being created (flock held by its creator)
+//!     <id>/                 named by the metadata id, never by the key
+//!       fs/                 upper dir of an active snapshot; mount point of a committed layer
+//!       work/               overlayfs work dir of an active snapshot
+//!       .erofslayer         marks a directory prepared by this snapshotter (for the differ)
+//!       layer.erofs         the committed layer
+//!   trash/                  0700, directories waiting to be deleted off the critical path
+//! ```
+
+use std::ffi::OsStr;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::info::{Kind, Usage};
+
+/// Prefix of a snapshot directory that is being created.
+pub const STAGING_PREFIX: &str = "new-";
+/// Marker file the EROFS differ looks for.
+pub const MARKER: &str = ".erofslayer";
+/// Name of the committed layer blob.
+pub const BLOB: &str = "layer.erofs";
+/// Prefix of a blob being written (in the snapshot directory).
+pub const BLOB_TMP_PREFIX: &str = ".layer.erofs.tmp-";
+
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub root: PathBuf,
+    pub snapshots: PathBuf,
+    pub trash: PathBuf,
+}
+
+/// Owner and mode for the root of a new upper dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DirAttrs {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+            snapshots: root.join("snapshots"),
+            trash: root.join("trash"),
+        }
+    }
+
+    /// Creates the root (0700 when new) and its directories.
+    pub fn create(&self) -> Result<()> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(|e| Error::io("create root directory", &self.root, e))?;
+        for dir in [&self.snapshots, &self.trash] {
+            match DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create directory", dir, e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn metadata_db(&self) -> PathBuf {
+        self.root.join("metadata.db")
+    }
+
+    pub fn users_lock(&self) -> PathBuf {
+        self.root.join("users.lock")
+    }
+
+    pub fn snapshot_dir(&self, id: i64) -> PathBuf {
+        self.snapshots.join(id.to_string())
+    }
+
+    pub fn fs_dir(&self, id: i64) -> PathBuf {
+        self.snapshot_dir(id).join("fs")
+    }
+
+    pub fn work_dir(&self, id: i64) -> PathBuf {
+        self.snapshot_dir(id).join("work")
+    }
+
+    pub fn blob(&self, id: i64) -> PathBuf {
+        self.snapshot_dir(id).join(BLOB)
+    }
+
+    /// Creates `snapshots/new-*` with `fs/` (and `work/` and the marker for an
+    /// active snapshot), locked against `cleanup` until installed or dropped.
+    pub fn stage(&self, kind: Kind, attrs: Option<DirAttrs>) -> Result<Staging> {
+        let path = unique_dir(&self.snapshots, STAGING_PREFIX, 0o700)?;
+        // Locked before anything else can see it: cleanup skips locked staging dirs.
+        let lock = lock_dir(&path, true).map_err(|e| Error::io("lock", &path, e))?;
+        let staging = Staging {
+            path,
+            lock: Some(lock),
+        };
+        let fs_dir = staging.path.join("fs");
+        DirBuilder::new()
+            .mode(0o755)
+            .create(&fs_dir)
+            .map_err(|e| Error::io("create directory", &fs_dir, e))?;
+        // The umask must not narrow the mode containerd's suite checks (0755).
+        set_mode(&fs_dir, attrs.map_or(0o755, |a| a.mode))?;
+        if let Some(a) = attrs {
+            std::os::unix::fs::lchown(&fs_dir, Some(a.uid), Some(a.gid))
+                .map_err(|e| Error::io("chown", &fs_dir, e))?;
+        }
+        if kind == Kind::Active {
+            let work = staging.path.join("work");
+            DirBuilder::new()
+                .mode(0o711)
+                .create(&work)
+                .map_err(|e| Error::io("create directory", &work, e))?;
+            let marker = staging.path.join(MARKER);
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&marker)
+                .map_err(|e| Error::io("create", &marker, e))?;
+        }
+        Ok(staging)
+    }
+
+    /// Moves `path` into the trash; it is deleted later by [`Trash`].
+    pub fn retire(&self, path: &Path, what: &str) -> Result<Option<PathBuf>> {
+        let name = format!("{what}-{}", unique_suffix());
+        let dest = self.trash.join(name);
+        match fs::rename(path, &dest) {
+            Ok(()) => Ok(Some(dest)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("move to trash", path, e)),
+        }
+    }
+
+    /// Names of entries of `snapshots/`.
+    pub fn snapshot_entries(&self) -> Result<Vec<String>> {
+        let rd = fs::read_dir(&self.snapshots)
+            .map_err(|e| Error::io("read directory", &self.snapshots, e))?;
+        let mut out = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io("read directory", &self.snapshots, e))?;
+            out.push(ent.file_name().to_string_lossy().into_owned());
+        }
+        Ok(out)
+    }
+}
+
+/// A snapshot directory under construction; removed on drop unless installed.
+pub(crate) struct Staging {
+    pub path: PathBuf,
+    lock: Option<File>,
+}
+
+impl Staging {
+    /// Renames the staging directory to `snapshots/<id>`. A leftover directory
+    /// with that name can only come from a creation whose transaction rolled
+    /// back (ids are allocated inside the write transaction), so it is retired.
+    pub fn install(mut self, layout: &Layout, id: i64) -> Result<PathBuf> {
+        let dest = layout.snapshot_dir(id);
+        if let Err(e) = fs::rename(&self.path, &dest) {
+            if !matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) {
+                return Err(Error::io("rename snapshot directory", &self.path, e));
+            }
+            layout.retire(&dest, &format!("orphan-{id}"))?;
+            fs::rename(&self.path, &dest)
+                .map_err(|e| Error::io("rename snapshot directory", &self.path, e))?;
+        }
+        self.path = PathBuf::new();
+        self.lock = None;
+        Ok(dest)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            if let Err(e) = fs::remove_dir_all(&self.path) {
+                tracing::warn!(path = %self.path.display(), error = %e, "failed to remove staging directory");
+            }
+        }
+    }
+}
+
+/// Opens a directory and takes an flock on it (exclusive, blocking or not).
+pub(crate) fn lock_dir(path: &Path, block: bool) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)?;
+    flock(&f, libc::LOCK_EX | if block { 0 } else { libc::LOCK_NB })?;
+    Ok(f)
+}
+
+pub(crate) fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("chmod", path, e))
+}
+
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{n}-{t:08x}", std::process::id())
+}
+
+/// Creates a new directory `<parent>/<prefix><unique>`.
+pub(crate) fn unique_dir(parent: &Path, prefix: &str, mode: u32) -> Result<PathBuf> {
+    loop {
+        let path = parent.join(format!("{prefix}{}", unique_suffix()));
+        match DirBuilder::new().mode(mode).create(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create directory", &path, e)),
+        }
+    }
+}
+
+/// Deletes what is moved into `trash/` on a background thread, so removing
+/// 10,000 files is not on the path of a commit or remove.
+pub(crate) struct Trash {
+    dir: PathBuf,
+    worker: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl Trash {
+    pub fn new(dir: PathBuf) -> Trash {
+        Trash {
+            dir,
+            worker: Mutex::new(None),
+        }
+    }
+
+    /// Asks the background thread to empty the trash (starting it if needed).
+    pub fn kick(&self) {
+        let mut worker = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((tx, _)) = worker.as_ref() {
+            if tx.send(()).is_ok() {
+                return;
+            }
+        }
+        let (tx, rx) = mpsc::channel::<()>();
+        let dir = self.dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("erofs-trash".into())
+            .spawn(move || {
+                // Several kicks collapse into one pass.
+                while rx.recv().is_ok() {
+                    while rx.try_recv().is_ok() {}
+                    empty_trash(&dir);
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                let _ = tx.send(());
+                *worker = Some((tx, handle));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start trash thread; deleting inline");
+                empty_trash(&self.dir);
+            }
+        }
+    }
+
+    /// Empties the trash now, on this thread; returns what could not be deleted.
+    pub fn empty_now(&self) -> Vec<String> {
+        empty_trash(&self.dir)
+    }
+
+    /// Lets the background thread finish its pass and stops it.
+    pub fn shutdown(&self) {
+        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((tx, handle)) = worker {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Trash {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Deletes every entry of the trash. Another process may be deleting the same
+/// entries: whatever vanished under us is fine. Returns the failures.
+fn empty_trash(dir: &Path) -> Vec<String> {
+    let mut failures = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return failures,
+        Err(e) => {
+            failures.push(format!("read {}: {e}", dir.display()));
+            return failures;
+        }
+    };
+    for ent in entries.flatten() {
+        let path = ent.path();
+        let res = match ent.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            Ok(_) => fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "failed to delete from trash");
+                failures.push(format!("delete {}: {e}", path.display()));
+            }
+        }
+    }
+    failures
+}
+
+/// True when readdir on `dir` reports file types (overlayfs needs d_type).
+pub(crate) fn supports_d_type(dir: &Path) -> Result<bool> {
+    let probe = unique_dir(dir, ".d_type-probe-", 0o700)?;
+    let file = probe.join("f");
+    let result = (|| {
+        File::create(&file).map_err(|e| Error::io("create", &file, e))?;
+        dir_reports_types(&probe).map_err(|e| Error::io("read directory", &probe, e))
+    })();
+    let _ = fs::remove_dir_all(&probe);
+    result
+}
+
+fn dir_reports_types(dir: &Path) -> io::Result<bool> {
+    let cpath = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: opendir/readdir/closedir on a valid C string; entries are read
+    // before closedir.
+    unsafe {
+        let d = libc::opendir(cpath.as_ptr());
+        if d.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let mut typed = true;
+        loop {
+            let ent = libc::readdir(d);
+            if ent.is_null() {
+                break;
+            }
+            let name = std::ffi::CStr::from_ptr((*ent).d_name.as_ptr());
+            if name.to_bytes() == b"f" && (*ent).d_type == libc::DT_UNKNOWN {
+                typed = false;
+            }
+        }
+        libc::closedir(d);
+        Ok(typed)
+    }
+}
+
+/// Disk usage of a tree, as containerd's `fs.DiskUsage`: allocated bytes and
+/// inodes, each hard-linked inode counted once, not crossing mount points.
+pub(crate) fn disk_usage(root: &Path) -> Result<Usage> {
+    let top = fs::symlink_metadata(root).map_err(|e| Error::io("stat", root, e))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut usage = Usage::default();
+    let mut stack = vec![root.to_path_buf()];
+    account(&top, &mut seen, &mut usage);
+    while let Some(dir) = stack.pop() {
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("read directory", &dir, e)),
+        };
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io("read directory", &dir, e))?;
+            let md = match ent.metadata() {
+                Ok(md) => md,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("stat", &ent.path(), e)),
+            };
+            if md.dev() != top.dev() {
+                continue;
+            }
+            account(&md, &mut seen, &mut usage);
+            if md.is_dir() {
+                stack.push(ent.path());
+            }
+        }
+    }
+    Ok(usage)
+}
+
+fn account(md: &fs::Metadata, seen: &mut std::collections::HashSet<(u64, u64)>, u: &mut Usage) {
+    if seen.insert((md.dev(), md.ino())) {
+        u.inodes += 1;
+        u.size += (md.blocks() * 512) as i64;
+    }
+}
+
+/// True for an entry of `snapshots/` that is a snapshot id.
+pub(crate) fn parse_id(name: &OsStr) -> Option<i64> {
+    let s = name.to_str()?;
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_is_locked_and_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        let st = layout.stage(Kind::Active, None).unwrap();
+        assert!(st.path.join("fs").is_dir() && st.path.join("work").is_dir());
+        assert!(st.path.join(MARKER).is_file());
+        // A second open file description cannot take the lock while it is staged.
+        assert!(lock_dir(&st.path, false).is_err());
+        let path = st.path.clone();
+        drop(st);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn install_replaces_orphan() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        fs::create_dir_all(layout.fs_dir(7).join("junk")).unwrap();
+        let st = layout.stage(Kind::View, None).unwrap();
+        let dest = st.install(&layout, 7).unwrap();
+        assert!(dest.join("fs").is_dir());
+        assert!(!dest.join("fs/junk").exists());
+        assert!(!dest.join("work").exists());
+        assert_eq!(layout.snapshot_entries().unwrap(), vec!["7".to_string()]);
+    }
+
+    #[test]
+    fn trash_empties_in_background_and_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        let victim = dir.path().join("victim");
+        fs::create_dir_all(victim.join("a/b")).unwrap();
+        fs::write(victim.join("a/b/f"), b"x").unwrap();
+        layout.retire(&victim, "t").unwrap();
+        let trash = Trash::new(layout.trash.clone());
+        trash.kick();
+        trash.shutdown();
+        assert_eq!(fs::read_dir(&layout.trash).unwrap().count(), 0);
+        fs::create_dir(dir.path().join("v2")).unwrap();
+        layout.retire(&dir.path().join("v2"), "t").unwrap();
+        assert!(trash.empty_now().is_empty());
+        assert_eq!(fs::read_dir(&layout.trash).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn d_type_and_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(supports_d_type(dir.path()).unwrap());
+        fs::write(dir.path().join("f"), vec![1u8; 10000]).unwrap();
+        fs::hard_link(dir.path().join("f"), dir.path().join("g")).unwrap();
+        let u = disk_usage(dir.path()).unwrap();
+        assert_eq!(u.inodes, 2);
+        assert!(u.size >= 10000 + 4096 - 4096, "{u:?}");
+    }
+
+    #[test]
+    fn ids_from_names() {
+        assert_eq!(parse_id(OsStr::new("12")), Some(12));
+        assert_eq!(parse_id(OsStr::new("new-1")), None);
+        assert_eq!(parse_id(OsStr::new("")), None);
+    }
+}

@@ -1,0 +1,495 @@
+//! Mounts: the concrete `{type, source, target, options}` records the
+//! snapshotter returns, and the system calls that perform them, so that a C
+//! program or a script without a container runtime can mount a snapshot.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::loopdev;
+
+/// One mount, as containerd's `mount.Mount`; usable with a plain `mount(2)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    /// Sub-path of the mount point this mount goes to (absent: the mount point itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+/// `statfs` magic of EROFS.
+pub const EROFS_SUPER_MAGIC: i64 = 0xE0F5_E1E2;
+
+fn cstr(p: &OsStr) -> io::Result<CString> {
+    CString::new(p.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `mount(2)`.
+pub(crate) fn sys_mount(
+    source: &OsStr,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let src = cstr(source)?;
+    let tgt = cstr(target.as_os_str())?;
+    let ty = cstr(OsStr::new(fstype))?;
+    let data = data.map(|d| cstr(OsStr::new(d))).transpose()?;
+    // SAFETY: every pointer is a valid NUL-terminated string or null.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            ty.as_ptr(),
+            flags,
+            data.as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `umount2(2)`.
+pub(crate) fn sys_umount(target: &Path, flags: libc::c_int) -> io::Result<()> {
+    let tgt = cstr(target.as_os_str())?;
+    // SAFETY: valid C string.
+    if unsafe { libc::umount2(tgt.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The filesystem magic of the filesystem `path` is on.
+pub(crate) fn fs_magic(path: &Path) -> io::Result<i64> {
+    let p = cstr(path.as_os_str())?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and a statfs buffer.
+    if unsafe { libc::statfs(p.as_ptr(), &mut st) } == 0 {
+        Ok(st.f_type as i64)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Unmounts everything stacked on `target` (as containerd's `UnmountAll`);
+/// `detach` unmounts lazily. Returns how many mounts were removed.
+pub fn unmount_all(target: &Path, detach: bool) -> Result<usize> {
+    let flags = if detach { libc::MNT_DETACH } else { 0 };
+    let mut n = 0;
+    loop {
+        match sys_umount(target, flags) {
+            Ok(()) => n += 1,
+            // EINVAL: not a mount point (any more). ENOENT: gone.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {
+                return Ok(n)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => {
+                let kind = if e.raw_os_error() == Some(libc::EBUSY) {
+                    crate::ErrorKind::FailedPrecondition
+                } else {
+                    crate::ErrorKind::Internal
+                };
+                return Err(Error::new(
+                    kind,
+                    format!("unmount {}: {e}", target.display()),
+                ));
+            }
+        }
+    }
+}
+
+/// Mount flags and the remaining data options, as `mount(8)` splits them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ParsedOptions {
+    pub flags: libc::c_ulong,
+    pub data: Vec<String>,
+    pub loop_dev: bool,
+}
+
+pub(crate) fn parse_options(options: &[String]) -> ParsedOptions {
+    let mut p = ParsedOptions::default();
+    for o in options {
+        let (set, clear): (libc::c_ulong, libc::c_ulong) = match o.as_str() {
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "bind" => (libc::MS_BIND, 0),
+            "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS),
+            "noatime" => (libc::MS_NOATIME, 0),
+            "relatime" => (libc::MS_RELATIME, 0),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "defaults" => (0, 0),
+            "loop" => {
+                p.loop_dev = true;
+                (0, 0)
+            }
+            _ => {
+                p.data.push(o.clone());
+                (0, 0)
+            }
+        };
+        p.flags = (p.flags | set) & !clear;
+    }
+    p
+}
+
+/// Mounts `mounts` on `target` in order, as containerd's `mount.All`. On
+/// failure the mounts already made are undone. The target must exist.
+pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
+    if mounts.is_empty() {
+        return Err(Error::invalid_argument("no mounts given"));
+    }
+    let mut done: Vec<PathBuf> = Vec::new();
+    for m in mounts {
+        let dest = match &m.target {
+            Some(sub) if !sub.is_empty() => {
+                let sub = Path::new(sub);
+                if sub
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    undo(&done);
+                    return Err(Error::invalid_argument(format!(
+                        "mount target {sub:?} must stay below the mount point"
+                    )));
+                }
+                target.join(sub.strip_prefix("/").unwrap_or(sub))
+            }
+            _ => target.to_path_buf(),
+        };
+        if let Err(e) = mount_one(m, &dest) {
+            undo(&done);
+            return Err(e);
+        }
+        done.push(dest);
+    }
+    Ok(())
+}
+
+fn undo(done: &[PathBuf]) {
+    for d in done.iter().rev() {
+        let _ = sys_umount(d, libc::MNT_DETACH);
+    }
+}
+
+fn mount_one(m: &Mount, dest: &Path) -> Result<()> {
+    let p = parse_options(&m.options);
+    let fail = |e: io::Error| {
+        let kind = match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => crate::ErrorKind::NotFound,
+            Some(libc::EPERM) | Some(libc::EACCES) => crate::ErrorKind::FailedPrecondition,
+            Some(libc::ENODEV) => crate::ErrorKind::Unavailable,
+            Some(libc::EINVAL) => crate::ErrorKind::InvalidArgument,
+            _ => crate::ErrorKind::Internal,
+        };
+        Error::new(
+            kind,
+            format!(
+                "mount {} {:?} on {} (options {:?}): {e}",
+                m.kind,
+                m.source,
+                dest.display(),
+                m.options
+            ),
+        )
+    };
+    match m.kind.as_str() {
+        "bind" | "rbind" => {
+            let mut flags = p.flags | libc::MS_BIND;
+            if m.kind == "rbind" {
+                flags |= libc::MS_REC;
+            }
+            sys_mount(
+                OsStr::new(&m.source),
+                dest,
+                "none",
+                flags & !libc::MS_RDONLY,
+                None,
+            )
+            .map_err(fail)?;
+            // A bind mount takes MS_RDONLY (and the other per-mount flags) only on remount.
+            let per_mount =
+                flags & (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
+            if per_mount != 0 {
+                let r = sys_mount(
+                    OsStr::new("none"),
+                    dest,
+                    "none",
+                    per_mount | libc::MS_BIND | libc::MS_REMOUNT,
+                    None,
+                );
+                if let Err(e) = r {
+                    let _ = sys_umount(dest, libc::MNT_DETACH);
+                    return Err(fail(e));
+                }
+            }
+            Ok(())
+        }
+        "erofs" => {
+            let data = (!p.data.is_empty()).then(|| p.data.join(","));
+            let source = Path::new(&m.source);
+            if p.loop_dev {
+                return loopdev::mount_via_loop(source, dest, p.flags, data.as_deref())
+                    .map_err(fail);
+            }
+            match sys_mount(source.as_os_str(), dest, "erofs", p.flags, data.as_deref()) {
+                // A kernel without file-backed EROFS wants a block device.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTBLK) && is_regular(source) => {
+                    loopdev::mount_via_loop(source, dest, p.flags, data.as_deref()).map_err(fail)
+                }
+                r => r.map_err(fail),
+            }
+        }
+        "overlay" => mount_overlay(&m.source, dest, &p).map_err(fail),
+        other => {
+            let data = (!p.data.is_empty()).then(|| p.data.join(","));
+            sys_mount(OsStr::new(&m.source), dest, other, p.flags, data.as_deref()).map_err(fail)
+        }
+    }
+}
+
+fn is_regular(p: &Path) -> bool {
+    std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(false)
+}
+
+/// Longest option string `mount(2)` accepts (one page, with the NUL).
+const MAX_MOUNT_DATA: usize = 4095;
+
+/// Mounts an overlay; when the options do not fit in one page (many long
+/// lower directories), uses the new mount API with one `lowerdir+` per layer.
+fn mount_overlay(source: &str, dest: &Path, p: &ParsedOptions) -> io::Result<()> {
+    let data = p.data.join(",");
+    if data.len() <= MAX_MOUNT_DATA {
+        return sys_mount(OsStr::new(source), dest, "overlay", p.flags, Some(&data));
+    }
+    mount_overlay_fsconfig(dest, p)
+}
+
+fn check(r: libc::c_long) -> io::Result<libc::c_long> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn mount_overlay_fsconfig(dest: &Path, p: &ParsedOptions) -> io::Result<()> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+    let name = CString::new("overlay").map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: fsopen with a valid C string; the fd is owned below.
+    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: a new fd we own.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    let fs_raw = std::os::fd::AsRawFd::as_raw_fd(&fs);
+    let set = |key: &str, value: Option<&str>| -> io::Result<()> {
+        let k = CString::new(key).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let v = value
+            .map(|v| CString::new(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
+            .transpose()?;
+        let (cmd, vp) = match &v {
+            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: valid fd and C strings.
+        check(unsafe { libc::syscall(libc::SYS_fsconfig, fs_raw, cmd, k.as_ptr(), vp, 0) })
+            .map(drop)
+    };
+    for opt in &p.data {
+        match opt.split_once('=') {
+            Some(("lowerdir", list)) => {
+                for dir in split_lowerdirs(list) {
+                    set("lowerdir+", Some(&dir))?;
+                }
+            }
+            Some((k, v)) => set(k, Some(v))?,
+            None => set(opt, None)?,
+        }
+    }
+    // SAFETY: valid fd.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs_raw,
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })?;
+    let attrs = if p.flags & libc::MS_RDONLY != 0 {
+        MOUNT_ATTR_RDONLY
+    } else {
+        0
+    };
+    // SAFETY: valid fd; the new mount fd is owned below.
+    let mnt = check(unsafe { libc::syscall(libc::SYS_fsmount, fs_raw, FSMOUNT_CLOEXEC, attrs) })?;
+    // SAFETY: a new fd we own.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as i32) };
+    let empty = CString::new("").map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let tgt = cstr(dest.as_os_str())?;
+    // SAFETY: valid fds and C strings.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            std::os::fd::AsRawFd::as_raw_fd(&mnt),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            tgt.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+/// Splits a `lowerdir=` value at unescaped colons.
+fn split_lowerdirs(list: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = list.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            ':' => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Escapes a path for a `lowerdir=` list (`:` and `,` and `\` are special).
+pub(crate) fn escape_overlay_path(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if matches!(c, ':' | ',' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Mount points of this mount namespace (from /proc/self/mountinfo) that lie
+/// strictly below `prefix`.
+pub(crate) fn mount_points_under(prefix: &Path) -> io::Result<Vec<PathBuf>> {
+    let info = std::fs::read("/proc/self/mountinfo")?;
+    let mut out = Vec::new();
+    for line in info.split(|b| *b == b'\n') {
+        let Some(field) = line.split(|b| *b == b' ').nth(4) else {
+            continue;
+        };
+        let path = PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(field)));
+        if path != prefix && path.starts_with(prefix) {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_like_mount8() {
+        let opts: Vec<String> = ["ro", "rbind", "loop", "lowerdir=/a:/b", "index=off"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let p = parse_options(&opts);
+        assert_eq!(p.flags, libc::MS_RDONLY | libc::MS_BIND | libc::MS_REC);
+        assert!(p.loop_dev);
+        assert_eq!(p.data, ["lowerdir=/a:/b", "index=off"]);
+        let p = parse_options(&["ro".into(), "rw".into()]);
+        assert_eq!(p.flags, 0);
+    }
+
+    #[test]
+    fn lowerdir_escaping_round_trips() {
+        let dirs = ["/a:b", "/c,d", "/e\\f", "/plain"];
+        let joined = dirs
+            .iter()
+            .map(|d| escape_overlay_path(d))
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(split_lowerdirs(&joined), dirs);
+    }
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mountinfo(br"/a\040b\134c"), b"/a b\\c");
+        assert_eq!(unescape_mountinfo(br"/x\04"), b"/x\\04");
+    }
+
+    #[test]
+    fn mount_json_shape() {
+        let m = Mount {
+            kind: "bind".into(),
+            source: "/s".into(),
+            target: None,
+            options: vec!["rw".into(), "rbind".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"bind","source":"/s","options":["rw","rbind"]}"#
+        );
+        let back: Mount =
+            serde_json::from_str(r#"{"type":"bind","source":"/s","target":"x"}"#).unwrap();
+        assert_eq!(back.target.as_deref(), Some("x"));
+        assert!(back.options.is_empty());
+    }
+}

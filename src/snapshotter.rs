@@ -1,0 +1,630 @@
+//! Snapshot semantics: containerd's `snapshots.Snapshotter` contract, on top
+//! of the metadata store, the on-disk layout, EROFS conversion and layer mounts.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::erofs;
+use crate::error::{Error, Result};
+use crate::filters::Filter;
+use crate::info::{
+    apply_label_update, validate_labels, Info, InfoUpdate, Kind, Labels, Timestamp, Usage,
+};
+use crate::integrity;
+use crate::layers::{self, Layers};
+use crate::layout::{lock_dir, parse_id, DirAttrs, Layout, BLOB_TMP_PREFIX, STAGING_PREFIX};
+use crate::logging::Logger;
+use crate::metastore::{BlobRecord, MetaStore, SnapshotRow};
+use crate::mounts::{escape_overlay_path, Mount};
+
+/// An EROFS snapshotter on one root. Safe to share between threads; several
+/// processes may open the same root at once.
+pub struct Snapshotter {
+    config: Config,
+    layout: Layout,
+    store: MetaStore,
+    layers: Layers,
+    trash: crate::layout::Trash,
+    log: Logger,
+    /// `index=off` for overlays, as containerd adds it where the kernel knows it.
+    overlay_index_off: bool,
+}
+
+impl std::fmt::Debug for Snapshotter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshotter")
+            .field("root", &self.layout.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_key(what: &str, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid_argument(format!("{what} must not be empty")));
+    }
+    Ok(())
+}
+
+/// Reads /proc/filesystems once per open: erofs and overlay must be there.
+fn check_kernel() -> Result<()> {
+    let fs = std::fs::read_to_string("/proc/filesystems")
+        .map_err(|e| Error::unavailable(format!("read /proc/filesystems: {e}")))?;
+    let has = |name: &str| {
+        fs.lines()
+            .any(|l| l.split_whitespace().last() == Some(name))
+    };
+    for (name, module) in [("erofs", "erofs"), ("overlay", "overlay")] {
+        if !has(name) {
+            return Err(Error::unavailable(format!(
+                "the kernel does not support the {name} filesystem (not in /proc/filesystems); \
+                 load it with `modprobe {module}` or use a kernel built with it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Snapshotter {
+    /// Opens (creating if needed) the snapshotter described by `config`.
+    pub fn open(config: Config) -> Result<Snapshotter> {
+        Snapshotter::open_with_logger(config, Logger::default())
+    }
+
+    /// Like [`Snapshotter::open`], with warnings and operation records going to `log`.
+    pub fn open_with_logger(config: Config, log: Logger) -> Result<Snapshotter> {
+        config.validate()?;
+        check_kernel()?;
+        erofs::check_mkfs(&config.mkfs_path)?;
+        Layout::new(&config.root).create()?;
+        // Mount points in /proc/self/mountinfo are canonical paths.
+        let root = std::fs::canonicalize(&config.root)
+            .map_err(|e| Error::io("resolve root", &config.root, e))?;
+        let layout = Layout::new(&root);
+        if !crate::layout::supports_d_type(&root)? {
+            return Err(Error::unavailable(format!(
+                "the filesystem of root {} does not support d_type, which overlayfs needs; \
+                 if it is xfs, reformat it with ftype=1",
+                root.display()
+            )));
+        }
+        if config.enable_fsverity {
+            integrity::probe_verity(&root)?;
+        }
+        let store = MetaStore::open(&layout.metadata_db(), config.sync_commit)?;
+        let layers = Layers::open(&layout, config.enable_fsverity)?;
+        let trash = crate::layout::Trash::new(layout.trash.clone());
+        // Finish deletions an earlier process did not complete.
+        if std::fs::read_dir(&layout.trash).is_ok_and(|mut d| d.next().is_some()) {
+            trash.kick();
+        }
+        let overlay_index_off = Path::new("/sys/module/overlay/parameters/index").exists()
+            && !config
+                .ovl_mount_options
+                .iter()
+                .any(|o| o.starts_with("index="));
+        Ok(Snapshotter {
+            config,
+            layout,
+            store,
+            layers,
+            trash,
+            log,
+            overlay_index_off,
+        })
+    }
+
+    /// The configuration this snapshotter was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The canonical root directory.
+    pub fn root(&self) -> &Path {
+        &self.layout.root
+    }
+
+    /// Creates an active snapshot of `parent` (a committed snapshot, or "" for
+    /// none) and returns the mounts to write into it.
+    pub fn prepare(&self, key: &str, parent: &str, labels: &Labels) -> Result<Vec<Mount>> {
+        let op = self.log.op("prepare", key);
+        op.finish(self.create(Kind::Active, key, parent, labels))
+    }
+
+    /// Creates a read-only view of `parent` and returns its mounts.
+    pub fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<Vec<Mount>> {
+        let op = self.log.op("view", key);
+        op.finish(self.create(Kind::View, key, parent, labels))
+    }
+
+    fn create(&self, kind: Kind, key: &str, parent: &str, labels: &Labels) -> Result<Vec<Mount>> {
+        check_key("key", key)?;
+        validate_labels(labels)?;
+        // The parent's layers are mounted first: a new upper dir takes the
+        // owner and mode of the parent's root, as containerd's snapshotters do.
+        let mut attrs = None;
+        if !parent.is_empty() {
+            let (p, generation) = self.store.read(|tx| {
+                let p = tx.get(parent)?.ok_or_else(|| {
+                    Error::not_found(format!("parent snapshot {parent:?} does not exist"))
+                })?;
+                Ok((p, tx.mount_generation()?))
+            })?;
+            if p.kind != Kind::Committed {
+                return Err(Error::invalid_argument(format!(
+                    "parent {parent:?} is not a committed snapshot"
+                )));
+            }
+            self.layers.ensure(&self.store, &chain(&p), generation)?;
+            if kind == Kind::Active {
+                let root = self.layout.fs_dir(p.id);
+                let md = std::fs::metadata(&root).map_err(|e| Error::io("stat", &root, e))?;
+                attrs = Some(DirAttrs {
+                    mode: md.mode() & 0o7777,
+                    uid: md.uid(),
+                    gid: md.gid(),
+                });
+            }
+        }
+        let staging = self.layout.stage(kind, attrs)?;
+        let mut installed = None;
+        let result = self.store.write(|tx| {
+            let p = if parent.is_empty() {
+                None
+            } else {
+                let p = tx.get(parent)?.ok_or_else(|| {
+                    Error::not_found(format!("parent snapshot {parent:?} does not exist"))
+                })?;
+                if p.kind != Kind::Committed {
+                    return Err(Error::invalid_argument(format!(
+                        "parent {parent:?} is not a committed snapshot"
+                    )));
+                }
+                Some(p)
+            };
+            if tx.get(key)?.is_some() {
+                return Err(Error::already_exists(format!(
+                    "snapshot {key:?} already exists"
+                )));
+            }
+            let id = tx.insert(kind, key, p.as_ref(), labels, Timestamp::now())?;
+            installed = Some(id);
+            staging.install(&self.layout, id)?;
+            Ok((id, p.map(|p| chain(&p)).unwrap_or_default()))
+        });
+        let (id, parent_ids) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                // The directory was renamed into place but the transaction did not commit.
+                if let Some(id) = installed {
+                    let _ = self
+                        .layout
+                        .retire(&self.layout.snapshot_dir(id), &format!("failed-{id}"));
+                }
+                return Err(e);
+            }
+        };
+        Ok(self.build_mounts(kind, id, &parent_ids))
+    }
+
+    /// The mounts of an active snapshot or a view.
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let op = self.log.op("mounts", key);
+        op.finish(self.mounts_inner(key))
+    }
+
+    fn mounts_inner(&self, key: &str) -> Result<Vec<Mount>> {
+        check_key("key", key)?;
+        let (row, generation) = self
+            .store
+            .read(|tx| Ok((tx.must_get(key)?, tx.mount_generation()?)))?;
+        if row.kind == Kind::Committed {
+            return Err(Error::failed_precondition(format!(
+                "snapshot {key:?} is committed; only active snapshots and views have mounts"
+            )));
+        }
+        self.layers
+            .ensure(&self.store, &row.parent_ids, generation)?;
+        Ok(self.build_mounts(row.kind, row.id, &row.parent_ids))
+    }
+
+    /// Mounts for snapshot `id` whose layers `parent_ids` (nearest first) are mounted.
+    fn build_mounts(&self, kind: Kind, id: i64, parent_ids: &[i64]) -> Vec<Mount> {
+        let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+        if parent_ids.is_empty() {
+            let mode = if kind == Kind::Active { "rw" } else { "ro" };
+            return vec![Mount {
+                kind: "bind".into(),
+                source: path(self.layout.fs_dir(id)),
+                target: None,
+                options: vec![mode.into(), "rbind".into()],
+            }];
+        }
+        if kind == Kind::View && parent_ids.len() == 1 {
+            let mut options = vec!["ro".to_string()];
+            if layers::needs_loop() {
+                options.push("loop".into());
+            }
+            return vec![Mount {
+                kind: "erofs".into(),
+                source: path(self.layout.blob(parent_ids[0])),
+                target: None,
+                options,
+            }];
+        }
+        let mut options = Vec::with_capacity(4 + self.config.ovl_mount_options.len());
+        if self.overlay_index_off {
+            options.push("index=off".to_string());
+        }
+        if kind == Kind::Active {
+            options.push(format!("workdir={}", path(self.layout.work_dir(id))));
+            options.push(format!("upperdir={}", path(self.layout.fs_dir(id))));
+        }
+        let mut lower = String::from("lowerdir=");
+        for (i, pid) in parent_ids.iter().enumerate() {
+            if i > 0 {
+                lower.push(':');
+            }
+            lower.push_str(&escape_overlay_path(&path(self.layout.fs_dir(*pid))));
+        }
+        options.push(lower);
+        options.extend(self.config.ovl_mount_options.iter().cloned());
+        vec![Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            target: None,
+            options,
+        }]
+    }
+
+    /// Commits active snapshot `key` as `name`: converts its upper dir into
+    /// `layer.erofs` (outside the write transaction), then records it.
+    pub fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<()> {
+        let op = self.log.op("commit", key);
+        op.finish(self.commit_inner(name, key, labels))
+    }
+
+    fn commit_inner(&self, name: &str, key: &str, labels: &Labels) -> Result<()> {
+        check_key("name", name)?;
+        check_key("key", key)?;
+        validate_labels(labels)?;
+        let row = self.store.read(|tx| {
+            if tx.get(name)?.is_some() {
+                return Err(Error::already_exists(format!(
+                    "snapshot {name:?} already exists"
+                )));
+            }
+            active_row(tx.get(key)?, key)
+        })?;
+        let dir = self.layout.snapshot_dir(row.id);
+        // Serializes commits of one snapshot (across processes) and keeps
+        // layer mounts off the directory until its upper dir is retired.
+        let _lock =
+            lock_dir(&dir, true).map_err(|e| Error::io("lock snapshot directory", &dir, e))?;
+        // A concurrent commit of the same key may have won while we waited.
+        self.store.read(|tx| {
+            let current = tx.get_by_id(row.id)?;
+            active_row(current.filter(|r| r.key == key), key).map(drop)
+        })?;
+
+        let blob_path = self.layout.blob(row.id);
+        let existing = match std::fs::symlink_metadata(&blob_path) {
+            Ok(md) if md.file_type().is_file() => Some(md.len()),
+            Ok(_) => {
+                return Err(Error::failed_precondition(format!(
+                    "{} is not a regular file",
+                    blob_path.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("stat", &blob_path, e)),
+        };
+        // A blob written by a differ is used as is; one we write is ours to
+        // delete again if the commit does not complete.
+        let (size, ours) = match existing {
+            Some(len) => (len, false),
+            None => (
+                erofs::build_blob(&self.config, &dir, &self.layout.fs_dir(row.id))
+                    .map_err(|e| e.context(format!("commit {key:?}")))?,
+                true,
+            ),
+        };
+        let undo = |e: Error| {
+            if ours {
+                let _ = integrity::set_immutable(&blob_path, false);
+                let _ = std::fs::remove_file(&blob_path);
+            }
+            e
+        };
+        let verity_digest = if self.config.enable_fsverity {
+            let digest = integrity::enable_verity(&blob_path)
+                .and_then(|()| integrity::measure_verity(&blob_path))
+                .map_err(|e| Error::io("enable fs-verity on", &blob_path, e))
+                .map_err(undo)?;
+            Some(digest)
+        } else {
+            None
+        };
+        if self.config.set_immutable {
+            if let Err(e) = integrity::set_immutable(&blob_path, true) {
+                self.log.warn(format_args!(
+                    "failed to set IMMUTABLE_FL on {}: {e}",
+                    blob_path.display()
+                ));
+            }
+        }
+        let md = std::fs::metadata(&blob_path)
+            .map_err(|e| Error::io("stat", &blob_path, e))
+            .map_err(undo)?;
+        let usage = Usage {
+            size: (md.blocks() * 512) as i64,
+            inodes: 1,
+        };
+        let blob = BlobRecord {
+            size,
+            verity_digest,
+        };
+        self.store
+            .write(|tx| {
+                if tx.get(name)?.is_some() {
+                    return Err(Error::already_exists(format!(
+                        "snapshot {name:?} already exists"
+                    )));
+                }
+                let current = tx.get_by_id(row.id)?.filter(|r| r.key == key);
+                active_row(current, key)?;
+                tx.commit(row.id, name, labels, Timestamp::now(), usage, &blob)
+            })
+            .map_err(undo)?;
+
+        // The upper dir's contents are deleted off the critical path.
+        if let Err(e) = self.retire_upper(row.id) {
+            self.log
+                .warn(format_args!("commit {name:?}: {e}; cleanup will retry"));
+        }
+        self.trash.kick();
+        Ok(())
+    }
+
+    /// Moves the upper and work dirs of a committed snapshot into the trash,
+    /// leaving an empty `fs/` as the layer's mount point.
+    fn retire_upper(&self, id: i64) -> Result<()> {
+        let fs = self.layout.fs_dir(id);
+        let md = std::fs::symlink_metadata(&fs).map_err(|e| Error::io("stat", &fs, e))?;
+        self.layout.retire(&fs, &format!("upper-{id}"))?;
+        let staged = crate::layout::unique_dir(&self.layout.snapshot_dir(id), ".fs-", 0o755)?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ =
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(md.mode() & 0o7777));
+        let _ = std::os::unix::fs::lchown(&staged, Some(md.uid()), Some(md.gid()));
+        std::fs::rename(&staged, &fs).map_err(|e| Error::io("rename", &staged, e))?;
+        self.layout
+            .retire(&self.layout.work_dir(id), &format!("work-{id}"))?;
+        Ok(())
+    }
+
+    /// Removes a snapshot. Fails with failed-precondition while it has children.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        let op = self.log.op("remove", key);
+        op.finish(self.remove_inner(key))
+    }
+
+    fn remove_inner(&self, key: &str) -> Result<()> {
+        check_key("key", key)?;
+        let row = self.store.write(|tx| {
+            let row = tx.must_get(key)?;
+            if tx.has_children(row.id)? {
+                return Err(Error::failed_precondition(format!(
+                    "cannot remove snapshot {key:?}: it has children"
+                )));
+            }
+            if row.kind == Kind::Committed {
+                // IMMUTABLE_FL would stop the deletion; a missing blob is already gone.
+                let blob = self.layout.blob(row.id);
+                if std::fs::symlink_metadata(&blob).is_ok_and(|m| m.file_type().is_file()) {
+                    match integrity::set_immutable(&blob, false) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        // Filesystems without inode flags cannot have it set either.
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::ENOTTY) | Some(libc::EOPNOTSUPP)
+                            ) => {}
+                        Err(e) => return Err(Error::io("clear IMMUTABLE_FL on", &blob, e)),
+                    }
+                }
+                tx.bump_mount_generation()?;
+            }
+            tx.delete(row.id)?;
+            Ok(row)
+        })?;
+        // The snapshot is gone from the metadata: what follows only reclaims
+        // space, and what fails here is left to cleanup.
+        if row.kind == Kind::Committed {
+            if let Err(e) = self.layers.unmount(row.id) {
+                self.log.warn(format_args!("remove {key:?}: {e}"));
+            }
+        }
+        if let Err(e) = self.layout.retire(
+            &self.layout.snapshot_dir(row.id),
+            &format!("snapshot-{}", row.id),
+        ) {
+            self.log
+                .warn(format_args!("remove {key:?}: {e}; cleanup will retry"));
+        }
+        self.trash.kick();
+        Ok(())
+    }
+
+    /// Information about a snapshot.
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        let op = self.log.op("stat", key);
+        op.finish(self.store.read(|tx| tx.must_get(key)).map(|r| r.info()))
+    }
+
+    /// Updates labels (the only mutable field) following containerd's field
+    /// paths: none or `labels` replaces all labels, `labels.<key>` one label.
+    pub fn update(&self, info: &InfoUpdate, fieldpaths: &[String]) -> Result<Info> {
+        let op = self.log.op("update", &info.name);
+        op.finish(self.store.write(|tx| {
+            let row = tx.must_get(&info.name)?;
+            let labels = apply_label_update(&info.name, &row.labels, &info.labels, fieldpaths)?;
+            validate_labels(&labels)?;
+            let now = Timestamp::now();
+            tx.update_labels(row.id, &labels, now)?;
+            let mut out = row.info();
+            out.labels = labels;
+            out.updated = now;
+            Ok(out)
+        }))
+    }
+
+    /// Disk usage: of the upper dir for an active snapshot, as recorded at
+    /// commit for a committed one.
+    pub fn usage(&self, key: &str) -> Result<Usage> {
+        let op = self.log.op("usage", key);
+        op.finish((|| {
+            let row = self.store.read(|tx| tx.must_get(key))?;
+            match row.kind {
+                Kind::Active => crate::layout::disk_usage(&self.layout.fs_dir(row.id)),
+                _ => Ok(row.usage),
+            }
+        })())
+    }
+
+    /// Every snapshot matching any of `filters` (containerd filter syntax), by key.
+    pub fn walk(&self, filters: &[String]) -> Result<Vec<Info>> {
+        let op = self.log.op("walk", "");
+        op.finish((|| {
+            let filter =
+                Filter::parse_all(filters).map_err(|e| Error::invalid_argument(e.to_string()))?;
+            let rows = self.store.read(|tx| tx.all())?;
+            Ok(rows
+                .into_iter()
+                .map(|r| r.info())
+                .filter(|info| filter.matches(&|path: &[String]| field(info, path)))
+                .collect())
+        })())
+    }
+
+    /// Removes what no snapshot owns: orphaned and abandoned directories,
+    /// unfinished blobs, and the trash. Never touches a staging directory
+    /// whose creator is still running.
+    pub fn cleanup(&self) -> Result<()> {
+        let op = self.log.op("cleanup", "");
+        op.finish(self.cleanup_inner())
+    }
+
+    fn cleanup_inner(&self) -> Result<()> {
+        // Listing and retiring inside the write transaction: no creation can
+        // be between installing its directory and committing meanwhile.
+        let committed_ids = self.store.write(|tx| {
+            let ids = tx.ids()?;
+            for name in self.layout.snapshot_entries()? {
+                let path = self.layout.snapshots.join(&name);
+                if name.starts_with(STAGING_PREFIX) {
+                    // Its creator holds the lock until the directory is installed.
+                    if let Ok(_lock) = lock_dir(&path, false) {
+                        self.layout.retire(&path, "staging")?;
+                    }
+                    continue;
+                }
+                let Some(id) = parse_id(std::ffi::OsStr::new(&name)) else {
+                    continue;
+                };
+                if !ids.contains(&id) {
+                    if let Err(e) = self.layers.unmount(id) {
+                        self.log.warn(format_args!("cleanup: {e}"));
+                        continue;
+                    }
+                    self.layout.retire(&path, &format!("orphan-{id}"))?;
+                }
+            }
+            Ok(ids)
+        })?;
+        for id in committed_ids {
+            // Blobs left by interrupted commits, when no commit is running.
+            let dir = self.layout.snapshot_dir(id);
+            let Ok(_lock) = lock_dir(&dir, false) else {
+                continue;
+            };
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for ent in rd.flatten() {
+                    if ent
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(BLOB_TMP_PREFIX)
+                    {
+                        let _ = std::fs::remove_file(ent.path());
+                    }
+                }
+            }
+        }
+        let failures = self.empty_trash();
+        if !failures.is_empty() {
+            self.log.warn(format_args!(
+                "cleanup could not delete {} entries: {}",
+                failures.len(),
+                failures.join("; ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Empties the trash, first detaching any mount that ended up inside it
+    /// (a layer mounted while its snapshot was being removed).
+    fn empty_trash(&self) -> Vec<String> {
+        if let Ok(points) = crate::mounts::mount_points_under(&self.layout.trash) {
+            for p in points.iter().rev() {
+                let _ = crate::mounts::unmount_all(p, true);
+            }
+        }
+        self.trash.empty_now()
+    }
+
+    /// Closes the snapshotter: waits for background deletion and, if this is
+    /// the last handle on the root in any process, detaches the layer mounts.
+    pub fn close(self) {}
+}
+
+impl Drop for Snapshotter {
+    fn drop(&mut self) {
+        self.trash.shutdown();
+        self.layers.release(&self.store, &self.log);
+    }
+}
+
+/// The snapshot and its ancestors, nearest first: the lowers of its children.
+fn chain(p: &SnapshotRow) -> Vec<i64> {
+    std::iter::once(p.id)
+        .chain(p.parent_ids.iter().copied())
+        .collect()
+}
+
+fn active_row(row: Option<SnapshotRow>, key: &str) -> Result<SnapshotRow> {
+    let row = row.ok_or_else(|| Error::not_found(format!("snapshot {key:?} does not exist")))?;
+    if row.kind != Kind::Active {
+        return Err(Error::failed_precondition(format!(
+            "snapshot {key:?} is not active ({}); only active snapshots can be committed",
+            row.kind.as_str()
+        )));
+    }
+    Ok(row)
+}
+
+/// containerd's snapshot filter adaptor: `kind`, `name`, `parent`, `labels.<key>`.
+fn field(info: &Info, path: &[String]) -> Option<String> {
+    match path.first().map(String::as_str) {
+        Some("kind") => Some(info.kind.as_str().to_string()),
+        Some("name") => Some(info.name.clone()),
+        Some("parent") => Some(info.parent.clone()),
+        Some("labels") => {
+            if info.labels.is_empty() {
+                return None;
+            }
+            info.labels.get(&path[1..].join(".")).cloned()
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,114 @@
+//! Helpers shared by the integration tests. They run as root against the real
+//! kernel and the real mkfs.erofs.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use erofs_snapshotter::{mount_all, unmount_all, Config, Labels, Mount, Snapshotter};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("erofs-test-")
+            .tempdir()
+            .unwrap();
+        let root = dir.path().join("root");
+        Env { dir, root }
+    }
+
+    pub fn config(&self) -> Config {
+        Config::new(&self.root)
+    }
+
+    pub fn open(&self) -> Snapshotter {
+        Snapshotter::open(self.config()).unwrap()
+    }
+
+    pub fn open_with(&self, f: impl FnOnce(&mut Config)) -> Snapshotter {
+        let mut c = self.config();
+        f(&mut c);
+        Snapshotter::open(c).unwrap()
+    }
+
+    /// A fresh directory for mounting under the test's temporary directory.
+    pub fn target(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join("mnt").join(name);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+}
+
+/// Mounts `mounts` on a fresh target, runs `f`, unmounts.
+pub fn with_mounted<T>(env: &Env, name: &str, mounts: &[Mount], f: impl FnOnce(&Path) -> T) -> T {
+    let target = env.target(name);
+    mount_all(mounts, &target).unwrap();
+    let guard = Unmount(target.clone());
+    let out = f(&target);
+    drop(guard);
+    out
+}
+
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        unmount_all(&self.0, false).unwrap();
+    }
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn no_labels() -> Labels {
+    Labels::new()
+}
+
+/// Creates an active snapshot, applies `f` to its mounted tree, commits it.
+pub fn layer(env: &Env, s: &Snapshotter, name: &str, parent: &str, f: impl FnOnce(&Path)) {
+    let key = format!("{name}-active");
+    let mounts = s.prepare(&key, parent, &no_labels()).unwrap();
+    with_mounted(env, &key, &mounts, f);
+    s.commit(name, &key, &no_labels()).unwrap();
+}
+
+pub fn write(p: &Path, rel: &str, content: &str) {
+    let f = p.join(rel);
+    if let Some(d) = f.parent() {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(f, content).unwrap();
+}
+
+pub fn read(p: &Path, rel: &str) -> String {
+    fs::read_to_string(p.join(rel)).unwrap()
+}
+
+pub fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+pub fn chmod(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Mount points under `dir` in this mount namespace.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
+    let dir = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&(dir.clone() + "/")))
+        .collect()
+}
