@@ -290,6 +290,13 @@ int32_t erofs_snapshotter_unmount_all(const char *target,
 void erofs_snapshotter_string_free(char *p);
 
 /**
+ * How many strings this library has returned (in this process, through any
+ * handle) that were not yet released with `erofs_snapshotter_string_free`.
+ * For leak tests of bindings: take it before and after a workload.
+ */
+int64_t erofs_snapshotter_strings_outstanding(void);
+
+/**
  * The library version, e.g. "0.1.0": a static string, not to be freed.
  */
 const char *erofs_snapshotter_version(void);

@@ -24,6 +24,7 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -99,20 +100,30 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Allocates a C string for the caller (NUL bytes, impossible in our JSON
-/// and messages, are replaced rather than truncating).
+/// Strings handed to callers and not yet given back to
+/// `erofs_snapshotter_string_free`: lets bindings test that they free every one.
+static OUTSTANDING: AtomicI64 = AtomicI64::new(0);
+
+/// Allocates a C string for the caller, who frees it with
+/// `erofs_snapshotter_string_free`.
 fn to_c(s: String) -> *mut c_char {
+    let p = c_string(s).into_raw();
+    OUTSTANDING.fetch_add(1, Ordering::Relaxed);
+    p
+}
+
+/// NUL bytes, impossible in our JSON and messages, are replaced rather than
+/// truncating the string.
+fn c_string(s: String) -> CString {
     match CString::new(s) {
-        Ok(c) => c.into_raw(),
+        Ok(c) => c,
         Err(e) => {
             let bytes: Vec<u8> = e
                 .into_vec()
                 .into_iter()
                 .map(|b| if b == 0 { b'?' } else { b })
                 .collect();
-            CString::new(bytes)
-                .map(CString::into_raw)
-                .unwrap_or(std::ptr::null_mut())
+            CString::new(bytes).unwrap_or_default()
         }
     }
 }
@@ -247,11 +258,10 @@ pub extern "C" fn erofs_snapshotter_open_with_logger(
                 Logger::new(
                     Arc::new(move |level: Level, msg: &str| {
                         let ud = ud;
-                        let c = to_c(msg.to_string());
-                        // SAFETY: the host's function, called as documented.
-                        unsafe { f(ud.0, level as i32, c) };
-                        // SAFETY: allocated by to_c just above.
-                        drop(unsafe { CString::from_raw(c) });
+                        let c = c_string(msg.to_string());
+                        // SAFETY: the host's function, called as documented;
+                        // the message lives until it returns.
+                        unsafe { f(ud.0, level as i32, c.as_ptr()) };
                     }),
                     max,
                 )
@@ -526,6 +536,15 @@ pub extern "C" fn erofs_snapshotter_string_free(p: *mut c_char) {
         // SAFETY: allocated by CString::into_raw in this library.
         drop(unsafe { CString::from_raw(p) });
     }));
+    OUTSTANDING.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// How many strings this library has returned (in this process, through any
+/// handle) that were not yet released with `erofs_snapshotter_string_free`.
+/// For leak tests of bindings: take it before and after a workload.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_strings_outstanding() -> i64 {
+    OUTSTANDING.load(Ordering::Relaxed)
 }
 
 /// The library version, e.g. "0.1.0": a static string, not to be freed.
