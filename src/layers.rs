@@ -30,16 +30,12 @@ use crate::logging::Logger;
 use crate::metastore::{BlobRecord, MetaStore};
 use crate::mounts::{fs_magic, mount_points_under, sys_mount, unmount_all, EROFS_SUPER_MAGIC};
 
-/// How this kernel mounts an EROFS image file: probed on the first mount.
-static MOUNT_MODE: AtomicU8 = AtomicU8::new(MODE_UNKNOWN);
+/// How EROFS images on the root's filesystem mount: file-backed needs a
+/// 6.12+ kernel and a backing filesystem that supports it (tmpfs does not).
+/// Probed by the first layer mount of a handle, then remembered.
 const MODE_UNKNOWN: u8 = 0;
 const MODE_FILE: u8 = 1;
 const MODE_LOOP: u8 = 2;
-
-/// True once a mount showed that file-backed EROFS mounts do not work here.
-pub(crate) fn needs_loop() -> bool {
-    MOUNT_MODE.load(Ordering::Relaxed) == MODE_LOOP
-}
 
 struct Seen {
     generation: i64,
@@ -51,6 +47,7 @@ pub(crate) struct Layers {
     verity: bool,
     seen: Mutex<Seen>,
     users: File,
+    mode: AtomicU8,
 }
 
 impl Layers {
@@ -76,6 +73,7 @@ impl Layers {
                 mounted: HashSet::new(),
             }),
             users,
+            mode: AtomicU8::new(MODE_UNKNOWN),
         })
     }
 
@@ -122,7 +120,7 @@ impl Layers {
         }
         let path = self.layout.blob(id);
         self.verify_blob(&path, blob)?;
-        mount_erofs_file(&path, &fs).map_err(|e| {
+        mount_erofs_file(&path, &fs, &self.mode).map_err(|e| {
             Error::internal(format!(
                 "mount layer {} on {}: {e}",
                 path.display(),
@@ -171,6 +169,12 @@ impl Layers {
         Ok(())
     }
 
+    /// True when this root's images need a loop device to mount (known after
+    /// the first layer mount).
+    pub fn needs_loop(&self) -> bool {
+        self.mode.load(Ordering::Relaxed) == MODE_LOOP
+    }
+
     /// Lazily unmounts the layer of snapshot `id` (remove, cleanup).
     pub fn unmount(&self, id: i64) -> Result<usize> {
         self.seen
@@ -190,7 +194,7 @@ impl Layers {
             let is_layer = p.file_name().is_some_and(|f| f == "fs")
                 && p.parent()
                     .and_then(|d| d.file_name())
-                    .and_then(parse_id_str)
+                    .and_then(parse_id)
                     .is_some()
                 && p.parent().and_then(Path::parent) == Some(self.layout.snapshots.as_path());
             if is_layer {
@@ -225,26 +229,19 @@ impl Layers {
     }
 }
 
-fn parse_id_str(name: &std::ffi::OsStr) -> Option<i64> {
-    parse_id(name)
-}
-
-/// Mounts an EROFS image file read-only on `target`: file-backed where the
-/// kernel supports it (6.12+), through a loop device otherwise. The first
-/// mount in the process decides which, and later ones go straight to it.
-pub(crate) fn mount_erofs_file(image: &Path, target: &Path) -> io::Result<()> {
+/// Mounts an EROFS image file read-only on `target`: file-backed where that
+/// works, through a loop device otherwise; `mode` remembers which.
+pub(crate) fn mount_erofs_file(image: &Path, target: &Path, mode: &AtomicU8) -> io::Result<()> {
     let flags = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID;
-    if MOUNT_MODE.load(Ordering::Relaxed) != MODE_LOOP {
+    if mode.load(Ordering::Relaxed) != MODE_LOOP {
         match sys_mount(image.as_os_str(), target, "erofs", flags, None) {
             Ok(()) => {
-                MOUNT_MODE.store(MODE_FILE, Ordering::Relaxed);
+                mode.store(MODE_FILE, Ordering::Relaxed);
                 return Ok(());
             }
-            Err(e)
-                if e.raw_os_error() == Some(libc::ENOTBLK)
-                    && MOUNT_MODE.load(Ordering::Relaxed) == MODE_UNKNOWN =>
-            {
-                MOUNT_MODE.store(MODE_LOOP, Ordering::Relaxed);
+            // No file-backed EROFS in this kernel, or not on this filesystem.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTBLK) => {
+                mode.store(MODE_LOOP, Ordering::Relaxed);
             }
             Err(e) => return Err(e),
         }
@@ -279,7 +276,9 @@ mod tests {
         let img = image(dir.path());
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        mount_erofs_file(&img, &mnt).unwrap();
+        let mode = AtomicU8::new(MODE_UNKNOWN);
+        mount_erofs_file(&img, &mnt, &mode).unwrap();
+        assert_eq!(mode.load(Ordering::Relaxed), MODE_FILE);
         assert_eq!(fs_magic(&mnt).unwrap(), EROFS_SUPER_MAGIC);
         assert_eq!(std::fs::read(mnt.join("hello")).unwrap(), b"hi");
         sys_umount(&mnt, 0).unwrap();

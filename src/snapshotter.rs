@@ -12,8 +12,10 @@ use crate::info::{
     apply_label_update, validate_labels, Info, InfoUpdate, Kind, Labels, Timestamp, Usage,
 };
 use crate::integrity;
-use crate::layers::{self, Layers};
-use crate::layout::{lock_dir, parse_id, DirAttrs, Layout, BLOB_TMP_PREFIX, STAGING_PREFIX};
+use crate::layers::Layers;
+use crate::layout::{
+    lock_dir, parse_id, DirAttrs, Layout, BLOB_TMP_PREFIX, STAGING_PREFIX, UPPER_SWAP_PREFIX,
+};
 use crate::logging::Logger;
 use crate::metastore::{BlobRecord, MetaStore, SnapshotRow};
 use crate::mounts::{escape_overlay_path, Mount};
@@ -242,7 +244,7 @@ impl Snapshotter {
         }
         if kind == Kind::View && parent_ids.len() == 1 {
             let mut options = vec!["ro".to_string()];
-            if layers::needs_loop() {
+            if self.layers.needs_loop() {
                 options.push("loop".into());
             }
             return vec![Mount {
@@ -378,28 +380,11 @@ impl Snapshotter {
             .map_err(undo)?;
 
         // The upper dir's contents are deleted off the critical path.
-        if let Err(e) = self.retire_upper(row.id) {
+        if let Err(e) = self.layout.retire_upper(row.id) {
             self.log
                 .warn(format_args!("commit {name:?}: {e}; cleanup will retry"));
         }
         self.trash.kick();
-        Ok(())
-    }
-
-    /// Moves the upper and work dirs of a committed snapshot into the trash,
-    /// leaving an empty `fs/` as the layer's mount point.
-    fn retire_upper(&self, id: i64) -> Result<()> {
-        let fs = self.layout.fs_dir(id);
-        let md = std::fs::symlink_metadata(&fs).map_err(|e| Error::io("stat", &fs, e))?;
-        self.layout.retire(&fs, &format!("upper-{id}"))?;
-        let staged = crate::layout::unique_dir(&self.layout.snapshot_dir(id), ".fs-", 0o755)?;
-        use std::os::unix::fs::PermissionsExt;
-        let _ =
-            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(md.mode() & 0o7777));
-        let _ = std::os::unix::fs::lchown(&staged, Some(md.uid()), Some(md.gid()));
-        std::fs::rename(&staged, &fs).map_err(|e| Error::io("rename", &staged, e))?;
-        self.layout
-            .retire(&self.layout.work_dir(id), &format!("work-{id}"))?;
         Ok(())
     }
 
@@ -551,12 +536,12 @@ impl Snapshotter {
             };
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 for ent in rd.flatten() {
-                    if ent
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with(BLOB_TMP_PREFIX)
-                    {
+                    let name = ent.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(BLOB_TMP_PREFIX) {
                         let _ = std::fs::remove_file(ent.path());
+                    } else if name.starts_with(UPPER_SWAP_PREFIX) {
+                        // An upper dir swapped out by a commit that stopped there.
+                        let _ = self.layout.retire(&ent.path(), &format!("upper-{id}"));
                     }
                 }
             }

@@ -1,0 +1,261 @@
+//! Failures must leave every snapshot as it was: a failing or killed
+//! mkfs.erofs, a full disk, several processes on one root.
+
+mod common;
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use erofs_snapshotter::{mount_all, unmount_all, ErrorKind, Kind, Mount};
+
+const CTL: &str = env!("CARGO_BIN_EXE_erofs-snapshotter-ctl");
+
+fn snapshot_dirs(root: &Path) -> Vec<PathBuf> {
+    fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+/// Files in snapshot directories that look like layer blobs.
+fn blobs(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in snapshot_dirs(root) {
+        for e in fs::read_dir(&d).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            if n.contains("layer.erofs") {
+                out.push(format!("{}/{n}", d.display()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn failing_mkfs_leaves_the_active_snapshot_intact() {
+    let env = Env::new();
+    let bad = env.open_with(|c| c.mkfs_options = vec!["--no-such-option".into()]);
+    let m = bad.prepare("a", "", &no_labels()).unwrap();
+    with_mounted(&env, "a", &m, |p| write(p, "data", "precious"));
+    let e = bad.commit("c", "a", &no_labels()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        e.message().contains("mkfs.erofs failed")
+            && e.message().contains("--no-such-option")
+            && e.message().contains("mkfs_options"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(bad.stat("a").unwrap().kind, Kind::Active);
+    assert_eq!(bad.stat("c").unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(
+        blobs(&env.root).is_empty(),
+        "no blob, temporary or not: {:?}",
+        blobs(&env.root)
+    );
+    drop(bad);
+    // The same snapshot commits with a working configuration.
+    let good = env.open();
+    with_mounted(&env, "a2", &good.mounts("a").unwrap(), |p| {
+        assert_eq!(read(p, "data"), "precious")
+    });
+    good.commit("c", "a", &no_labels()).unwrap();
+    with_mounted(
+        &env,
+        "v",
+        &good.view("v", "c", &no_labels()).unwrap(),
+        |p| assert_eq!(read(p, "data"), "precious"),
+    );
+}
+
+#[test]
+fn full_disk_during_commit_is_unavailable_and_harmless() {
+    let env = Env::new();
+    let small = env.dir.path().join("small");
+    fs::create_dir(&small).unwrap();
+    mount_all(
+        &[Mount {
+            kind: "tmpfs".into(),
+            source: "tmpfs".into(),
+            target: None,
+            options: vec!["size=24m".into(), "mode=0700".into()],
+        }],
+        &small,
+    )
+    .unwrap();
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = unmount_all(&self.0, true);
+        }
+    }
+    let _umount = Umount(small.clone());
+    let mut c = env.config();
+    c.root = small.join("root");
+    let s = erofs_snapshotter::Snapshotter::open(c).unwrap();
+    let m = s.prepare("a", "", &no_labels()).unwrap();
+    let target = env.target("a");
+    mount_all(&m, &target).unwrap();
+    // 14 MiB of incompressible data: the upper fits, the upper plus its image does not.
+    let mut data = vec![0u8; 14 << 20];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(target.join("big"), &data).unwrap();
+    unmount_all(&target, false).unwrap();
+    let e = s.commit("c", "a", &no_labels()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(
+        e.message().contains("No space left on device"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(s.stat("a").unwrap().kind, Kind::Active);
+    assert!(blobs(&s.root().to_path_buf()).is_empty());
+    // Room made (a smaller file): the commit goes through.
+    mount_all(&m, &target).unwrap();
+    fs::write(target.join("big"), &data[..4 << 20]).unwrap();
+    unmount_all(&target, false).unwrap();
+    s.commit("c", "a", &no_labels()).unwrap();
+    with_mounted(&env, "v", &s.view("v", "c", &no_labels()).unwrap(), |p| {
+        assert_eq!(fs::read(p.join("big")).unwrap(), &data[..4 << 20]);
+    });
+    drop(s);
+}
+
+fn ctl(env: &Env, args: &[&str]) -> Command {
+    let mut cmd = Command::new(CTL);
+    cmd.arg("--config")
+        .arg(format!("{{\"root\": {:?}}}", env.root.to_string_lossy()))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn ctl_ok(env: &Env, args: &[&str]) -> String {
+    let out = ctl(env, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_killed_commit_leaves_a_consistent_state() {
+    let env = Env::new();
+    let s = env.open();
+    let m = s.prepare("a", "", &no_labels()).unwrap();
+    with_mounted(&env, "a", &m, |p| {
+        for i in 0..2000 {
+            write(p, &format!("d{}/f{i}", i % 20), &format!("file {i}"));
+        }
+        fs::write(p.join("big"), vec![3u8; 64 << 20]).unwrap();
+    });
+    // Kill the committing process (and its mkfs.erofs) at growing delays;
+    // after each kill the snapshot is either still active or fully committed.
+    let mut committed = false;
+    for delay_ms in [5u64, 20, 60, 150, 400, 1500] {
+        let mut child = ctl(&env, &["commit", "c", "a"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let status = child.wait().unwrap();
+        let reopened = env.open();
+        reopened.cleanup().unwrap();
+        match (reopened.stat("a"), reopened.stat("c")) {
+            (Ok(a), Err(e)) => {
+                assert_eq!(a.kind, Kind::Active);
+                assert_eq!(e.kind(), ErrorKind::NotFound);
+                // No half-written blob is left, and nothing temporary either.
+                assert!(
+                    blobs(&env.root).iter().all(|b| !b.contains(".tmp")),
+                    "after kill at {delay_ms} ms ({status}): {:?}",
+                    blobs(&env.root)
+                );
+            }
+            (Err(e), Ok(c)) => {
+                assert_eq!(e.kind(), ErrorKind::NotFound);
+                assert_eq!(c.kind, Kind::Committed);
+                committed = true;
+                break;
+            }
+            other => panic!("inconsistent after kill at {delay_ms} ms: {other:?}"),
+        }
+    }
+    if !committed {
+        s.commit("c", "a", &no_labels()).unwrap();
+    }
+    let v = s.view("v", "c", &no_labels()).unwrap();
+    with_mounted(&env, "v", &v, |p| {
+        assert_eq!(read(p, "d7/f1307"), "file 1307");
+        assert_eq!(fs::metadata(p.join("big")).unwrap().len(), 64 << 20);
+    });
+}
+
+#[test]
+fn several_processes_share_one_root() {
+    let env = Env::new();
+    let s = env.open();
+    layer(&env, &s, "base", "", |p| write(p, "f", "base"));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        // Two other processes, one operation per process, beside this one.
+        for w in 0..2 {
+            let env = &env;
+            scope.spawn(move || {
+                for i in 0..8 {
+                    let key = format!("p{w}-{i}");
+                    let mounts = ctl_ok(env, &["prepare", &key, "base"]);
+                    assert!(mounts.contains("overlay"), "{mounts}");
+                    ctl_ok(env, &["commit", &format!("{key}-c"), &key]);
+                    ctl_ok(env, &["view", &format!("{key}-v"), &format!("{key}-c")]);
+                    ctl_ok(env, &["remove", &format!("{key}-v")]);
+                    ctl_ok(env, &["remove", &format!("{key}-c")]);
+                }
+            });
+        }
+        let s = &s;
+        scope.spawn(move || {
+            for i in 0..8 {
+                let key = format!("local-{i}");
+                s.prepare(&key, "base", &no_labels()).unwrap();
+                s.commit(&format!("{key}-c"), &key, &no_labels()).unwrap();
+                s.remove(&format!("{key}-c")).unwrap();
+            }
+        });
+    });
+    eprintln!("48 cross-process operations in {:?}", started.elapsed());
+    let names: Vec<String> = s.walk(&[]).unwrap().into_iter().map(|i| i.name).collect();
+    assert_eq!(names, ["base"]);
+    // The other processes closed while this handle was open: layers stay mounted.
+    assert_eq!(mounts_under(&env.root).len(), 1);
+    let stat: serde_json::Value = serde_json::from_str(&ctl_ok(&env, &["stat", "base"])).unwrap();
+    assert_eq!(stat["kind"], "committed");
+    s.cleanup().unwrap();
+    assert_eq!(snapshot_dirs(&env.root).len(), 1);
+    drop(s);
+    assert!(mounts_under(&env.root).is_empty());
+}
+
+#[test]
+fn sync_commit_commits() {
+    let env = Env::new();
+    let s = env.open_with(|c| c.sync_commit = true);
+    layer(&env, &s, "c", "", |p| write(p, "f", "durable"));
+    with_mounted(&env, "v", &s.view("v", "c", &no_labels()).unwrap(), |p| {
+        assert_eq!(read(p, "f"), "durable")
+    });
+}

@@ -1,0 +1,268 @@
+//! The C ABI called as C would call it: status codes, out-parameters written
+//! only on success, NULL handling, and the panic boundary of a real export.
+
+mod common;
+
+use std::ffi::{c_char, CStr, CString};
+use std::ptr;
+use std::sync::Arc;
+
+use ::erofs_snapshotter::ffi::*;
+use ::erofs_snapshotter::{Level, Logger, Snapshotter};
+use common::*;
+
+fn take(p: *mut c_char) -> String {
+    assert!(!p.is_null());
+    let s = unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_string();
+    erofs_snapshotter_string_free(p);
+    s
+}
+
+fn config(env: &Env) -> CString {
+    CString::new(format!("{{\"root\": {:?}}}", env.root.to_string_lossy())).unwrap()
+}
+
+#[test]
+fn a_panic_in_a_real_export_becomes_a_status() {
+    let env = Env::new();
+    // A host log sink that panics: the library's stat runs into it.
+    let logger = Logger::new(
+        Arc::new(|_, msg: &str| panic!("sink exploded on {msg:?}")),
+        Level::Debug,
+    );
+    let s = Snapshotter::open_with_logger(env.config(), logger).unwrap();
+    let h = ::erofs_snapshotter::ffi::erofs_snapshotter::into_raw(s);
+    let sentinel = 0x5a5a as *mut c_char;
+    let mut info = sentinel;
+    let mut err = ptr::null_mut();
+    let code = erofs_snapshotter_stat(h, c"k".as_ptr(), &mut info, &mut err);
+    assert_eq!(code, EROFS_ERR_PANIC);
+    assert_eq!(info, sentinel, "out-parameter untouched on failure");
+    let msg = take(err);
+    assert!(msg.starts_with("panic: sink exploded"), "{msg}");
+    erofs_snapshotter_close(h);
+}
+
+#[test]
+fn status_codes_and_out_parameters() {
+    let env = Env::new();
+    let cfg = config(&env);
+    let mut h = ptr::null_mut();
+    let mut err = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open(cfg.as_ptr(), &mut h, &mut err),
+        EROFS_OK
+    );
+    assert!(err.is_null());
+    let before = erofs_snapshotter_strings_outstanding();
+
+    let mut mounts = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_prepare(
+            h,
+            c"a".as_ptr(),
+            ptr::null(),
+            c"{\"x\":\"y\"}".as_ptr(),
+            &mut mounts,
+            &mut err
+        ),
+        EROFS_OK
+    );
+    let m: serde_json::Value = serde_json::from_str(&take(mounts)).unwrap();
+    assert_eq!(m[0]["type"], "bind");
+
+    // Out-parameters may be NULL.
+    assert_eq!(
+        erofs_snapshotter_prepare(
+            h,
+            c"b".as_ptr(),
+            c"".as_ptr(),
+            ptr::null(),
+            ptr::null_mut(),
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+
+    let mut out = 0x1 as *mut c_char;
+    assert_eq!(
+        erofs_snapshotter_prepare(
+            h,
+            c"a".as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            &mut out,
+            &mut err
+        ),
+        EROFS_ERR_ALREADY_EXISTS
+    );
+    assert_eq!(out, 0x1 as *mut c_char);
+    assert!(take(err).contains("\"a\""));
+
+    let mut err = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_prepare(
+            h,
+            ptr::null(),
+            ptr::null(),
+            ptr::null(),
+            ptr::null_mut(),
+            &mut err
+        ),
+        EROFS_ERR_INVALID_ARGUMENT
+    );
+    assert!(take(err).contains("key is NULL"));
+    let mut err = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_prepare(
+            h,
+            c"c".as_ptr(),
+            ptr::null(),
+            c"[1]".as_ptr(),
+            ptr::null_mut(),
+            &mut err
+        ),
+        EROFS_ERR_INVALID_ARGUMENT
+    );
+    assert!(take(err).contains("labels_json"));
+    let bad_utf8 = [0xffu8, 0xfe, 0];
+    let mut err = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_stat(h, bad_utf8.as_ptr().cast(), ptr::null_mut(), &mut err),
+        EROFS_ERR_INVALID_ARGUMENT
+    );
+    assert!(take(err).contains("UTF-8"));
+    assert_eq!(
+        erofs_snapshotter_stat(h, c"nope".as_ptr(), ptr::null_mut(), ptr::null_mut()),
+        EROFS_ERR_NOT_FOUND
+    );
+
+    let mut err = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_commit(h, c"c".as_ptr(), c"a".as_ptr(), ptr::null(), &mut err),
+        EROFS_OK
+    );
+    let (mut size, mut inodes) = (-1i64, -1i64);
+    assert_eq!(
+        erofs_snapshotter_usage(h, c"c".as_ptr(), &mut size, &mut inodes, ptr::null_mut()),
+        EROFS_OK
+    );
+    assert!(size > 0 && inodes == 1);
+    let mut err = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_remove(h, c"c".as_ptr(), &mut err),
+        EROFS_OK
+    );
+
+    let mut info = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_update(
+            h,
+            c"{\"name\":\"b\",\"labels\":{\"k\":\"v\"},\"kind\":\"ignored\"}".as_ptr(),
+            c"[\"labels.k\"]".as_ptr(),
+            &mut info,
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let info: serde_json::Value = serde_json::from_str(&take(info)).unwrap();
+    assert_eq!(info["labels"]["k"], "v");
+    assert_eq!(info["kind"], "active");
+    let created = info["created"].as_str().unwrap();
+    assert!(
+        created.ends_with('Z') && created.len() == "2026-01-01T00:00:00.000000000Z".len(),
+        "{created}"
+    );
+
+    let mut infos = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_walk(
+            h,
+            c"[\"labels.k==v\"]".as_ptr(),
+            &mut infos,
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let infos: serde_json::Value = serde_json::from_str(&take(infos)).unwrap();
+    assert_eq!(infos.as_array().unwrap().len(), 1);
+    let mut err = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_walk(h, c"[\"kind==\"]".as_ptr(), ptr::null_mut(), &mut err),
+        EROFS_ERR_INVALID_ARGUMENT
+    );
+    take(err);
+    assert_eq!(erofs_snapshotter_cleanup(h, ptr::null_mut()), EROFS_OK);
+
+    assert_eq!(
+        erofs_snapshotter_strings_outstanding(),
+        before,
+        "every returned string was freed"
+    );
+    erofs_snapshotter_close(h);
+    erofs_snapshotter_close(ptr::null_mut());
+    erofs_snapshotter_string_free(ptr::null_mut());
+}
+
+#[test]
+fn open_errors_and_logger() {
+    let mut err = ptr::null_mut();
+    let mut h = 0x7 as *mut erofs_snapshotter;
+    assert_eq!(
+        erofs_snapshotter_open(
+            c"{\"root\":\"/tmp/x\",\"bogus\":1}".as_ptr(),
+            &mut h,
+            &mut err
+        ),
+        EROFS_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(h, 0x7 as *mut erofs_snapshotter);
+    assert!(take(err).contains("bogus"));
+
+    unsafe extern "C" fn sink(user: *mut std::ffi::c_void, level: i32, msg: *const c_char) {
+        let seen = unsafe { &*(user as *const std::sync::Mutex<Vec<(i32, String)>>) };
+        let msg = unsafe { CStr::from_ptr(msg) }
+            .to_string_lossy()
+            .into_owned();
+        seen.lock().unwrap().push((level, msg));
+    }
+    let env = Env::new();
+    let seen = std::sync::Mutex::new(Vec::<(i32, String)>::new());
+    let cfg = config(&env);
+    let mut err = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open_with_logger(
+            cfg.as_ptr(),
+            Some(sink),
+            (&seen as *const _) as *mut _,
+            99,
+            &mut h,
+            &mut err
+        ),
+        EROFS_ERR_INVALID_ARGUMENT
+    );
+    assert!(take(err).contains("max_level"));
+    let mut h = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open_with_logger(
+            cfg.as_ptr(),
+            Some(sink),
+            (&seen as *const _) as *mut _,
+            EROFS_LOG_DEBUG,
+            &mut h,
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    assert_eq!(
+        erofs_snapshotter_stat(h, c"missing".as_ptr(), ptr::null_mut(), ptr::null_mut()),
+        EROFS_ERR_NOT_FOUND
+    );
+    erofs_snapshotter_close(h);
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .any(|(l, m)| *l == EROFS_LOG_DEBUG && m.starts_with("stat \"missing\": not found")),
+        "{seen:?}"
+    );
+}
