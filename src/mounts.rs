@@ -91,9 +91,16 @@ pub(crate) fn fs_magic(path: &Path) -> io::Result<i64> {
 pub fn unmount_all(target: &Path, detach: bool) -> Result<usize> {
     let flags = if detach { libc::MNT_DETACH } else { 0 };
     let mut n = 0;
+    // As containerd: a mount can be busy for a moment (e.g. a forked child
+    // that has not exec'd yet still holds a descriptor in it).
+    let mut busy_retries = 50;
     loop {
         match sys_umount(target, flags) {
             Ok(()) => n += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && busy_retries > 0 => {
+                busy_retries -= 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
             // EINVAL: not a mount point (any more). ENOENT: gone.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {
                 return Ok(n)

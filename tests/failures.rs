@@ -119,7 +119,7 @@ fn full_disk_during_commit_is_unavailable_and_harmless() {
         e.message()
     );
     assert_eq!(s.stat("a").unwrap().kind, Kind::Active);
-    assert!(blobs(&s.root().to_path_buf()).is_empty());
+    assert!(blobs(s.root()).is_empty());
     // Room made (a smaller file): the commit goes through.
     mount_all(&m, &target).unwrap();
     fs::write(target.join("big"), &data[..4 << 20]).unwrap();
