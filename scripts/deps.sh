@@ -36,10 +36,10 @@ for p in gcc:gcc make:make pkg-config:pkg-config git:git valgrind:valgrind; do
 done
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
-# mkfs.erofs >= 1.8, not 1.8.7 or 1.8.8.
+# mkfs.erofs ($1, default: the one on PATH) >= 1.8, not 1.8.7 or 1.8.8.
 erofs_ok() {
     local v
-    v=$(mkfs.erofs --version 2>/dev/null | sed -n 's/^mkfs\.erofs (erofs-utils) \([0-9.]*\).*/\1/p' | head -n1)
+    v=$("${1:-mkfs.erofs}" --version 2>/dev/null | sed -n 's/^mkfs\.erofs (erofs-utils) \([0-9.]*\).*/\1/p' | head -n1)
     [ -n "$v" ] || return 1
     case "$v" in 1.8.7|1.8.8) return 1 ;; esac
     local major minor
@@ -76,8 +76,9 @@ EOF
         make install >>build.log 2>&1
     )
     hash -r
-    erofs_ok || { echo "deps.sh: mkfs.erofs still missing or too old after the build" >&2; exit 1; }
-    log "installed $(mkfs.erofs --version | head -n1) into /usr/local"
+    erofs_ok /usr/local/bin/mkfs.erofs || { echo "deps.sh: the erofs-utils build did not install a usable /usr/local/bin/mkfs.erofs" >&2; exit 1; }
+    log "installed $(/usr/local/bin/mkfs.erofs --version | head -n1) into /usr/local"
+    erofs_ok || log "warning: /usr/local/bin is not first on PATH; set \"mkfs_path\": \"/usr/local/bin/mkfs.erofs\""
 fi
 
 # The Rust toolchain is expected on the machine (rustup); say so clearly if not.

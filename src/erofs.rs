@@ -180,7 +180,7 @@ impl TempBlob {
     }
 
     /// Renames the finished blob to `layer.erofs`; returns its length.
-    pub fn install(self, snapshot_dir: &Path, sync: bool) -> Result<u64> {
+    pub fn install(mut self, snapshot_dir: &Path, sync: bool) -> Result<u64> {
         let f = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
@@ -197,16 +197,20 @@ impl TempBlob {
         drop(f);
         let dest = snapshot_dir.join(BLOB);
         fs::rename(&self.path, &dest).map_err(|e| Error::io("rename blob into place", &dest, e))?;
+        // Installed: nothing for Drop to delete any more.
+        self.path = PathBuf::new();
         if sync {
             sync_dir(snapshot_dir)?;
         }
-        std::mem::forget(self);
         Ok(len)
     }
 }
 
 impl Drop for TempBlob {
     fn drop(&mut self) {
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
         match fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
