@@ -56,8 +56,21 @@ impl Logger {
         }
     }
 
+    /// True when a record of `level` goes anywhere (formatting is skipped otherwise).
+    pub fn enabled(&self, level: Level) -> bool {
+        self.max.is_some_and(|m| level <= m)
+            || match level {
+                Level::Error => tracing::enabled!(tracing::Level::ERROR),
+                Level::Warn => tracing::enabled!(tracing::Level::WARN),
+                Level::Info => tracing::enabled!(tracing::Level::INFO),
+                Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            }
+    }
+
     pub fn log(&self, level: Level, message: impl Display) {
-        let wants_sink = self.max.is_some_and(|m| level <= m);
+        if !self.enabled(level) {
+            return;
+        }
         let text = message.to_string();
         match level {
             Level::Error => tracing::error!("{text}"),
@@ -65,7 +78,7 @@ impl Logger {
             Level::Info => tracing::info!("{text}"),
             Level::Debug => tracing::debug!("{text}"),
         }
-        if wants_sink {
+        if self.max.is_some_and(|m| level <= m) {
             if let Some(sink) = &self.sink {
                 sink(level, &text);
             }
@@ -76,17 +89,16 @@ impl Logger {
         self.log(Level::Warn, message)
     }
 
-    /// Starts an operation: a `tracing` span, and a debug record with its
-    /// duration and outcome when the returned guard is finished or dropped.
-    pub fn op<'a>(&'a self, name: &'static str, key: &str) -> Op<'a> {
+    /// Starts an operation: a `tracing` span, closed by [`Op::finish`] with a
+    /// debug record of its duration and outcome.
+    pub fn op<'a>(&'a self, name: &'static str, key: &'a str) -> Op<'a> {
         let span = tracing::debug_span!("erofs_snapshotter", op = name, key = key);
         Op {
             logger: self,
             name,
-            key: key.to_string(),
+            key,
             start: Instant::now(),
-            span: span.entered(),
-            outcome: None,
+            _span: span.entered(),
         }
     }
 }
@@ -95,32 +107,29 @@ impl Logger {
 pub struct Op<'a> {
     logger: &'a Logger,
     name: &'static str,
-    key: String,
+    key: &'a str,
     start: Instant,
-    span: tracing::span::EnteredSpan,
-    outcome: Option<String>,
+    _span: tracing::span::EnteredSpan,
 }
 
 impl Op<'_> {
-    /// Notes the result for the closing record and passes it through.
-    pub fn finish<T>(mut self, r: crate::Result<T>) -> crate::Result<T> {
-        self.outcome = Some(match &r {
-            Ok(_) => "ok".to_string(),
-            Err(e) => e.to_string(),
-        });
+    /// Logs the operation's duration and outcome and passes the result through.
+    pub fn finish<T>(self, r: crate::Result<T>) -> crate::Result<T> {
+        if self.logger.enabled(Level::Debug) {
+            let elapsed = self.start.elapsed();
+            let (name, key) = (self.name, self.key);
+            match &r {
+                Ok(_) => self.logger.log(
+                    Level::Debug,
+                    format_args!("{name} {key:?}: ok in {elapsed:?}"),
+                ),
+                Err(e) => self.logger.log(
+                    Level::Debug,
+                    format_args!("{name} {key:?}: {e} in {elapsed:?}"),
+                ),
+            }
+        }
         r
-    }
-}
-
-impl Drop for Op<'_> {
-    fn drop(&mut self) {
-        let elapsed = self.start.elapsed();
-        let _ = &self.span;
-        let outcome = self.outcome.as_deref().unwrap_or("ok");
-        self.logger.log(
-            Level::Debug,
-            format_args!("{} {:?}: {} in {:?}", self.name, self.key, outcome, elapsed),
-        );
     }
 }
 

@@ -40,7 +40,13 @@ CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL)
 INSERT OR IGNORE INTO state (name, value) VALUES ('mount_generation', 0);
 ";
 
-const COLUMNS: &str = "id, key, kind, parent, parent_ids, labels, created, updated, size, inodes";
+/// The columns `SnapshotRow::from_row` reads, as a macro so queries are
+/// `concat!`-ed at compile time (no formatting on the hot path).
+macro_rules! columns {
+    () => {
+        "id, key, kind, parent, parent_ids, labels, created, updated, size, inodes"
+    };
+}
 
 /// One row of the `snapshots` table.
 #[derive(Debug, Clone)]
@@ -206,6 +212,16 @@ impl MetaStore {
         self.run(TransactionBehavior::Immediate, f)
     }
 
+    /// Runs `f`, which must issue a single statement, without an explicit
+    /// transaction: one statement is atomic by itself, and the hot read
+    /// paths (`stat`, `mounts`) save a BEGIN and a COMMIT.
+    pub fn read_one<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let conn = self.take()?;
+        let result = f(&Tx { tx: &conn });
+        self.put_back(conn);
+        result
+    }
+
     fn run<T>(
         &self,
         behavior: TransactionBehavior,
@@ -223,17 +239,32 @@ impl MetaStore {
     }
 }
 
-/// A transaction, with the queries the snapshotter needs.
+/// A connection inside a transaction (or running one statement), with the
+/// queries the snapshotter needs.
 pub(crate) struct Tx<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
+    tx: &'a Connection,
 }
 
 impl Tx<'_> {
     pub fn get(&self, key: &str) -> Result<Option<SnapshotRow>> {
-        let mut st = self
-            .tx
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM snapshots WHERE key = ?1"))?;
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM snapshots WHERE key = ?1"
+        ))?;
         Ok(st.query_row([key], SnapshotRow::from_row).optional()?)
+    }
+
+    /// The snapshot and the mount generation, read by one statement.
+    pub fn get_with_generation(&self, key: &str) -> Result<(SnapshotRow, i64)> {
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            columns!(),
+            ", (SELECT value FROM state WHERE name = 'mount_generation') FROM snapshots WHERE key = ?1"
+        ))?;
+        st.query_row([key], |r| Ok((SnapshotRow::from_row(r)?, r.get(10)?)))
+            .optional()?
+            .ok_or_else(|| Error::not_found(format!("snapshot {key:?} does not exist")))
     }
 
     /// Like [`Tx::get`], but a missing key is containerd's not-found error.
@@ -243,9 +274,11 @@ impl Tx<'_> {
     }
 
     pub fn get_by_id(&self, id: i64) -> Result<Option<SnapshotRow>> {
-        let mut st = self
-            .tx
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM snapshots WHERE id = ?1"))?;
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM snapshots WHERE id = ?1"
+        ))?;
         Ok(st.query_row([id], SnapshotRow::from_row).optional()?)
     }
 
@@ -363,9 +396,11 @@ impl Tx<'_> {
 
     /// Every snapshot, ordered by key (bytewise, as containerd's bolt store walks).
     pub fn all(&self) -> Result<Vec<SnapshotRow>> {
-        let mut st = self
-            .tx
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM snapshots ORDER BY key"))?;
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM snapshots ORDER BY key"
+        ))?;
         let rows = st.query_map([], SnapshotRow::from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }

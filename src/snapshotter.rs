@@ -217,9 +217,7 @@ impl Snapshotter {
 
     fn mounts_inner(&self, key: &str) -> Result<Vec<Mount>> {
         check_key("key", key)?;
-        let (row, generation) = self
-            .store
-            .read(|tx| Ok((tx.must_get(key)?, tx.mount_generation()?)))?;
+        let (row, generation) = self.store.read_one(|tx| tx.get_with_generation(key))?;
         if row.kind == Kind::Committed {
             return Err(Error::failed_precondition(format!(
                 "snapshot {key:?} is committed; only active snapshots and views have mounts"
@@ -445,7 +443,7 @@ impl Snapshotter {
     /// Information about a snapshot.
     pub fn stat(&self, key: &str) -> Result<Info> {
         let op = self.log.op("stat", key);
-        op.finish(self.store.read(|tx| tx.must_get(key)).map(|r| r.info()))
+        op.finish(self.store.read_one(|tx| tx.must_get(key)).map(|r| r.info()))
     }
 
     /// Updates labels (the only mutable field) following containerd's field

@@ -1,0 +1,92 @@
+//! Latency of the snapshotter's operations on this machine, as a table of
+//! medians. `cargo bench --bench ops` (as root). Not a test: nothing is asserted.
+
+use std::time::{Duration, Instant};
+
+use erofs_snapshotter::{Config, Labels, Snapshotter};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time<T>(n: usize, mut f: impl FnMut(usize) -> T) -> Duration {
+    median(
+        (0..n)
+            .map(|i| {
+                let t = Instant::now();
+                std::hint::black_box(f(i));
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn chain(s: &Snapshotter, prefix: &str, len: usize) -> String {
+    let none = Labels::new();
+    let mut parent = String::new();
+    for i in 0..len {
+        let key = format!("{prefix}-{i}-a");
+        s.prepare(&key, &parent, &none).unwrap();
+        let name = format!("{prefix}-{i}");
+        s.commit(&name, &key, &none).unwrap();
+        parent = name;
+    }
+    parent
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(Config::new(dir.path().join("root"))).unwrap();
+    let none = Labels::new();
+    let mut rows: Vec<(String, Duration)> = Vec::new();
+
+    rows.push((
+        "prepare (no parent)".into(),
+        time(200, |i| s.prepare(&format!("p{i}"), "", &none).unwrap()),
+    ));
+    for n in [1usize, 10, 50] {
+        let top = chain(&s, &format!("c{n}"), n);
+        rows.push((
+            format!("prepare ({n} parents)"),
+            time(100, |i| {
+                s.prepare(&format!("p{n}-{i}"), &top, &none).unwrap()
+            }),
+        ));
+        rows.push((
+            format!("mounts ({n} parents)"),
+            time(2000, |_| s.mounts(&format!("p{n}-0")).unwrap()),
+        ));
+    }
+    rows.push((
+        "mounts (no parent)".into(),
+        time(2000, |_| s.mounts("p0").unwrap()),
+    ));
+    rows.push(("stat".into(), time(5000, |_| s.stat("p0").unwrap())));
+    let total = s.walk(&[]).unwrap().len();
+    rows.push((
+        format!("walk ({total} snapshots)"),
+        time(50, |_| s.walk(&[]).unwrap()),
+    ));
+    rows.push((
+        "commit (empty)".into(),
+        time(50, |i| {
+            s.commit(&format!("e{i}"), &format!("p{}", i + 100), &none)
+                .unwrap()
+        }),
+    ));
+    rows.push((
+        "remove (committed)".into(),
+        time(50, |i| s.remove(&format!("e{i}")).unwrap()),
+    ));
+
+    println!(
+        "erofs-snapshotter operations, medians ({}; `cargo bench --bench ops`)",
+        std::env::consts::ARCH
+    );
+    println!("| operation | median |");
+    println!("| --- | --- |");
+    for (name, d) in rows {
+        println!("| {name} | {d:.1?} |");
+    }
+}
