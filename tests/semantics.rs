@@ -440,3 +440,48 @@ fn fsverity_needs_support_from_the_root_filesystem() {
         }
     }
 }
+
+/// A slow commit (here: an mkfs.erofs that takes two seconds) holds no lock
+/// other operations need: they complete while it converts.
+#[test]
+fn a_slow_commit_does_not_block_other_operations() {
+    let env = Env::new();
+    let slow = env.dir.path().join("slow-mkfs.erofs");
+    fs::write(
+        &slow,
+        "#!/bin/sh\ncase \"$1\" in --version) ;; *) sleep 2 ;; esac\nexec mkfs.erofs \"$@\"\n",
+    )
+    .unwrap();
+    chmod(&slow, 0o755);
+    let fast = env.open();
+    layer(&env, &fast, "other", "", |p| write(p, "f", "x"));
+    let s = env.open_with(|c| c.mkfs_path = slow.to_string_lossy().into_owned());
+    s.prepare("slow", "", &no_labels()).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            s.commit("slow-c", "slow", &no_labels()).unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Meanwhile: reads, a prepare, a view, label updates and a remove.
+        s.prepare("during", "other", &no_labels()).unwrap();
+        s.view("during-v", "other", &no_labels()).unwrap();
+        s.stat("slow").unwrap();
+        s.walk(&[]).unwrap();
+        s.update(
+            &InfoUpdate {
+                name: "other".into(),
+                labels: labels(&[("k", "v")]),
+            },
+            &[],
+        )
+        .unwrap();
+        s.remove("during-v").unwrap();
+        assert!(
+            !done.load(std::sync::atomic::Ordering::SeqCst),
+            "the other operations should have finished while the commit was converting"
+        );
+    });
+    assert_eq!(s.stat("slow-c").unwrap().kind, Kind::Committed);
+}
