@@ -12,8 +12,9 @@
  * - A panic inside the library is caught and returned as EROFS_ERR_PANIC.
  * - No thread-local error state: a handle may be used from many threads at
  *   once, and a goroutine may move between threads between two calls.
- * - All JSON is UTF-8. Snapshot keys are arbitrary non-empty UTF-8 strings and
- *   never become file names.
+ * - All JSON is UTF-8; optional JSON arguments accept NULL or `null`. Snapshot
+ *   keys are arbitrary non-empty UTF-8 strings (without NUL, being C strings)
+ *   and never become file names.
  */
 
 #ifndef EROFS_SNAPSHOTTER_H

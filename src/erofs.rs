@@ -40,6 +40,11 @@ pub fn parse_version(output: &str) -> Option<Version> {
     Some(Version(major, minor, patch))
 }
 
+/// erofs-utils 1.8.7 and 1.8.8 convert some tar/AUFS layers wrongly.
+pub fn is_buggy(v: Version) -> bool {
+    v.0 == 1 && v.1 == 8 && (v.2 == 7 || v.2 == 8)
+}
+
 /// Checks that `mkfs_path` runs and is new enough; remembered per process.
 pub fn check_mkfs(mkfs_path: &str) -> Result<Version> {
     static SEEN: OnceLock<Mutex<HashMap<String, Version>>> = OnceLock::new();
@@ -75,9 +80,6 @@ pub fn check_mkfs(mkfs_path: &str) -> Result<Version> {
         return Err(Error::unavailable(format!(
             "{mkfs_path:?} is erofs-utils {version}, older than {MIN_VERSION}; {install}"
         )));
-    }
-    if version.0 == 1 && version.1 == 8 && (version.2 == 7 || version.2 == 8) {
-        tracing::warn!(%version, "erofs-utils 1.8.7 and 1.8.8 have known tar/AUFS conversion bugs; use 1.8.6 or 1.8.9+");
     }
     seen.lock()
         .unwrap_or_else(|p| p.into_inner())

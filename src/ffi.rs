@@ -178,10 +178,13 @@ fn opt_str_arg<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
         .map_err(|e| Error::invalid_argument(format!("{name} is not valid UTF-8: {e}")))
 }
 
+/// An optional JSON argument: NULL and JSON `null` (what Go's encoding/json
+/// makes of a nil map or slice) both mean "none".
 fn json_arg<T: serde::de::DeserializeOwned + Default>(p: *const c_char, name: &str) -> Result<T> {
     match opt_str_arg(p, name)? {
         None => Ok(T::default()),
-        Some(s) => serde_json::from_str(s)
+        Some(s) => serde_json::from_str::<Option<T>>(s)
+            .map(Option::unwrap_or_default)
             .map_err(|e| Error::invalid_argument(format!("{name}: invalid JSON: {e}"))),
     }
 }

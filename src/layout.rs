@@ -27,8 +27,9 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::info::{Kind, Usage};
+use crate::logging::Logger;
 
 /// Prefix of a snapshot directory that is being created.
 pub const STAGING_PREFIX: &str = "new-";
@@ -71,7 +72,14 @@ impl Layout {
             .recursive(true)
             .mode(0o700)
             .create(&self.root)
-            .map_err(|e| Error::io("create root directory", &self.root, e))?;
+            .map_err(|e| {
+                // The configured root itself is wrong: say which field.
+                let e = Error::io("create root directory", &self.root, e);
+                match e.kind() {
+                    ErrorKind::Unavailable => e,
+                    _ => Error::invalid_argument(format!("config field \"root\": {}", e.message())),
+                }
+            })?;
         for dir in [&self.snapshots, &self.trash] {
             match DirBuilder::new().mode(0o700).create(dir) {
                 Ok(()) => {}
@@ -300,13 +308,16 @@ pub(crate) fn unique_dir(parent: &Path, prefix: &str, mode: u32) -> Result<PathB
 /// 10,000 files is not on the path of a commit or remove.
 pub(crate) struct Trash {
     dir: PathBuf,
+    log: Logger,
     worker: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
 }
 
 impl Trash {
-    pub fn new(dir: PathBuf) -> Trash {
+    /// Failures of background deletion go to `log` (the host's logger).
+    pub fn new(dir: PathBuf, log: Logger) -> Trash {
         Trash {
             dir,
+            log,
             worker: Mutex::new(None),
         }
     }
@@ -321,13 +332,14 @@ impl Trash {
         }
         let (tx, rx) = mpsc::channel::<()>();
         let dir = self.dir.clone();
+        let log = self.log.clone();
         let spawned = std::thread::Builder::new()
             .name("erofs-trash".into())
             .spawn(move || {
                 // Several kicks collapse into one pass.
                 while rx.recv().is_ok() {
                     while rx.try_recv().is_ok() {}
-                    empty_trash(&dir);
+                    report(&log, &empty_trash(&dir));
                 }
             });
         match spawned {
@@ -336,8 +348,10 @@ impl Trash {
                 *worker = Some((tx, handle));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot start trash thread; deleting inline");
-                empty_trash(&self.dir);
+                self.log.warn(format_args!(
+                    "cannot start the trash thread ({e}); deleting inline"
+                ));
+                report(&self.log, &empty_trash(&self.dir));
             }
         }
     }
@@ -363,6 +377,16 @@ impl Drop for Trash {
     }
 }
 
+fn report(log: &Logger, failures: &[String]) {
+    if !failures.is_empty() {
+        log.warn(format_args!(
+            "could not delete {} entries from the trash (cleanup retries): {}",
+            failures.len(),
+            failures.join("; ")
+        ));
+    }
+}
+
 /// Deletes every entry of the trash. Another process may be deleting the same
 /// entries: whatever vanished under us is fine. Returns the failures.
 fn empty_trash(dir: &Path) -> Vec<String> {
@@ -385,10 +409,7 @@ fn empty_trash(dir: &Path) -> Vec<String> {
         match res {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "failed to delete from trash");
-                failures.push(format!("delete {}: {e}", path.display()));
-            }
+            Err(e) => failures.push(format!("delete {}: {e}", path.display())),
         }
     }
     failures
@@ -523,7 +544,7 @@ mod tests {
         fs::create_dir_all(victim.join("a/b")).unwrap();
         fs::write(victim.join("a/b/f"), b"x").unwrap();
         layout.retire(&victim, "t").unwrap();
-        let trash = Trash::new(layout.trash.clone());
+        let trash = Trash::new(layout.trash.clone(), Logger::default());
         trash.kick();
         trash.shutdown();
         assert_eq!(fs::read_dir(&layout.trash).unwrap().count(), 0);

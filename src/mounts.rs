@@ -410,21 +410,81 @@ pub(crate) fn escape_overlay_path(p: &str) -> String {
     out
 }
 
-/// Mount points of this mount namespace (from /proc/self/mountinfo) that lie
-/// strictly below `prefix`.
-pub(crate) fn mount_points_under(prefix: &Path) -> io::Result<Vec<PathBuf>> {
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MountInfo {
+    /// major:minor of the mounted filesystem.
+    pub dev: (u32, u32),
+    /// The directory of that filesystem which is mounted (`/` unless a bind).
+    pub root: PathBuf,
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    pub super_options: String,
+}
+
+fn parse_mountinfo_line(line: &[u8]) -> Option<MountInfo> {
+    let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+    let sep = fields.iter().position(|f| *f == b"-")?;
+    let dev = std::str::from_utf8(fields.get(2)?).ok()?;
+    let (major, minor) = dev.split_once(':')?;
+    let path = |f: &[u8]| PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(f)));
+    Some(MountInfo {
+        dev: (major.parse().ok()?, minor.parse().ok()?),
+        root: path(fields.get(3)?),
+        mount_point: path(fields.get(4)?),
+        fstype: String::from_utf8_lossy(fields.get(sep + 1)?).into_owned(),
+        super_options: String::from_utf8_lossy(&unescape_mountinfo(fields.get(sep + 3)?))
+            .into_owned(),
+    })
+}
+
+/// The mount table of this mount namespace.
+pub(crate) fn mount_table() -> io::Result<Vec<MountInfo>> {
     let info = std::fs::read("/proc/self/mountinfo")?;
-    let mut out = Vec::new();
-    for line in info.split(|b| *b == b'\n') {
-        let Some(field) = line.split(|b| *b == b' ').nth(4) else {
-            continue;
-        };
-        let path = PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(field)));
-        if path != prefix && path.starts_with(prefix) {
-            out.push(path);
-        }
+    Ok(info
+        .split(|b| *b == b'\n')
+        .filter_map(parse_mountinfo_line)
+        .collect())
+}
+
+/// Mount points of this mount namespace that lie strictly below `prefix`.
+pub(crate) fn mount_points_under(prefix: &Path) -> io::Result<Vec<PathBuf>> {
+    Ok(mount_table()?
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p != prefix && p.starts_with(prefix))
+        .collect())
+}
+
+/// Where `dir` (canonical) is in use by a mount in this namespace: as an
+/// overlay's upper dir, or bind-mounted elsewhere (it or a directory in it).
+/// Best effort: mounts in other mount namespaces are not visible.
+pub(crate) fn in_use_at(dir: &Path) -> io::Result<Option<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let table = mount_table()?;
+    let upper = format!("upperdir={}", dir.display());
+    if let Some(m) = table
+        .iter()
+        .find(|m| m.fstype == "overlay" && m.super_options.split(',').any(|o| o == upper))
+    {
+        return Ok(Some(m.mount_point.clone()));
     }
-    Ok(out)
+    let st_dev = std::fs::metadata(dir)?.dev();
+    let dev = (libc::major(st_dev), libc::minor(st_dev));
+    // The mount `dir` is reached through, and `dir`'s path inside that filesystem.
+    let Some(host) = table
+        .iter()
+        .filter(|m| m.dev == dev && dir.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+    else {
+        return Ok(None);
+    };
+    let rel = dir.strip_prefix(&host.mount_point).unwrap_or(dir);
+    let inside = host.root.join(rel);
+    Ok(table
+        .iter()
+        .find(|m| m.dev == dev && m.mount_point != host.mount_point && m.root.starts_with(&inside))
+        .map(|m| m.mount_point.clone()))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -474,6 +534,18 @@ mod tests {
             .collect::<Vec<_>>()
             .join(":");
         assert_eq!(split_lowerdirs(&joined), dirs);
+    }
+
+    #[test]
+    fn mountinfo_lines() {
+        let l = br"36 35 98:0 /mnt1 /mnt/a\040b rw,noatime master:1 - ext3 /dev/root rw,errors=continue";
+        let m = parse_mountinfo_line(l).unwrap();
+        assert_eq!(m.dev, (98, 0));
+        assert_eq!(m.root, PathBuf::from("/mnt1"));
+        assert_eq!(m.mount_point, PathBuf::from("/mnt/a b"));
+        assert_eq!(m.fstype, "ext3");
+        assert_eq!(m.super_options, "rw,errors=continue");
+        assert!(parse_mountinfo_line(b"garbage").is_none());
     }
 
     #[test]

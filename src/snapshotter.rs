@@ -77,7 +77,13 @@ impl Snapshotter {
     pub fn open_with_logger(config: Config, log: Logger) -> Result<Snapshotter> {
         config.validate()?;
         check_kernel()?;
-        erofs::check_mkfs(&config.mkfs_path)?;
+        let version = erofs::check_mkfs(&config.mkfs_path)?;
+        if erofs::is_buggy(version) {
+            log.warn(format_args!(
+                "{} is erofs-utils {version}, which has known tar/AUFS conversion bugs; use 1.8.6 or 1.8.9+",
+                config.mkfs_path
+            ));
+        }
         Layout::new(&config.root).create()?;
         // Mount points in /proc/self/mountinfo are canonical paths.
         let root = std::fs::canonicalize(&config.root)
@@ -95,7 +101,7 @@ impl Snapshotter {
         }
         let store = MetaStore::open(&layout.metadata_db(), config.sync_commit)?;
         let layers = Layers::open(&layout, config.enable_fsverity)?;
-        let trash = crate::layout::Trash::new(layout.trash.clone());
+        let trash = crate::layout::Trash::new(layout.trash.clone(), log.clone());
         // Finish deletions an earlier process did not complete.
         if std::fs::read_dir(&layout.trash).is_ok_and(|mut d| d.next().is_some()) {
             trash.kick();
@@ -306,6 +312,17 @@ impl Snapshotter {
             let current = tx.get_by_id(row.id)?;
             active_row(current.filter(|r| r.key == key), key).map(drop)
         })?;
+        // Writes made after the conversion would be lost with the retired
+        // upper dir: the caller must unmount first (containerd's contract).
+        let upper = self.layout.fs_dir(row.id);
+        if let Some(at) = crate::mounts::in_use_at(&upper)
+            .map_err(|e| Error::io("read the mount table for", &upper, e))?
+        {
+            return Err(Error::failed_precondition(format!(
+                "snapshot {key:?} is still mounted at {}; unmount it before committing",
+                at.display()
+            )));
+        }
 
         let blob_path = self.layout.blob(row.id);
         let existing = match std::fs::symlink_metadata(&blob_path) {

@@ -71,6 +71,29 @@ fn status_codes_and_out_parameters() {
     let m: serde_json::Value = serde_json::from_str(&take(mounts)).unwrap();
     assert_eq!(m[0]["type"], "bind");
 
+    // JSON null means "none", as a NULL pointer does (Go marshals nil maps so).
+    assert_eq!(
+        erofs_snapshotter_prepare(
+            h,
+            c"n".as_ptr(),
+            ptr::null(),
+            c"null".as_ptr(),
+            ptr::null_mut(),
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let mut walked = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_walk(h, c"null".as_ptr(), &mut walked, ptr::null_mut()),
+        EROFS_OK
+    );
+    assert!(take(walked).contains("\"n\""));
+    assert_eq!(
+        erofs_snapshotter_remove(h, c"n".as_ptr(), ptr::null_mut()),
+        EROFS_OK
+    );
+
     // Out-parameters may be NULL.
     assert_eq!(
         erofs_snapshotter_prepare(

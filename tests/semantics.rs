@@ -485,3 +485,93 @@ fn a_slow_commit_does_not_block_other_operations() {
     });
     assert_eq!(s.stat("slow-c").unwrap().kind, Kind::Committed);
 }
+
+#[test]
+fn committing_a_mounted_snapshot_is_refused() {
+    let env = Env::new();
+    let s = env.open();
+    layer(&env, &s, "base", "", |p| write(p, "f", "x"));
+    for (key, parent) in [("no-parent", ""), ("over-base", "base")] {
+        let m = s.prepare(key, parent, &no_labels()).unwrap();
+        with_mounted(&env, key, &m, |p| {
+            write(p, "new", "y");
+            let e = s
+                .commit(&format!("{key}-c"), key, &no_labels())
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{e}");
+            assert!(
+                e.message().contains("still mounted at")
+                    && e.message().contains(&p.display().to_string()),
+                "{e}"
+            );
+        });
+        // Unmounted, the same commit goes through with what was written.
+        s.commit(&format!("{key}-c"), key, &no_labels()).unwrap();
+        let v = s
+            .view(&format!("{key}-v"), &format!("{key}-c"), &no_labels())
+            .unwrap();
+        with_mounted(&env, &format!("{key}-v"), &v, |p| {
+            assert_eq!(read(p, "new"), "y")
+        });
+    }
+}
+
+#[test]
+fn bad_roots_name_the_field() {
+    let env = Env::new();
+    let file = env.dir.path().join("a-file");
+    fs::write(&file, "").unwrap();
+    for root in [
+        file.join("root"),
+        std::path::PathBuf::from("/proc/no-such-root"),
+    ] {
+        let mut c = env.config();
+        c.root = root;
+        let (k, m) = kind_of(Snapshotter::open(c));
+        assert_eq!(k, ErrorKind::InvalidArgument, "{m}");
+        assert!(m.contains("config field \"root\""), "{m}");
+    }
+}
+
+#[test]
+fn background_deletion_failures_reach_the_host_logger() {
+    use erofs_snapshotter::{Level, Logger};
+    use std::sync::{Arc, Mutex};
+    let env = Env::new();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = seen.clone();
+    let logger = Logger::new(
+        Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
+        Level::Warn,
+    );
+    let s = Snapshotter::open_with_logger(env.config(), logger).unwrap();
+    let m = s.prepare("a", "", &no_labels()).unwrap();
+    let pinned = std::path::PathBuf::from(&m[0].source).join("pinned");
+    fs::write(&pinned, "x").unwrap();
+    erofs_snapshotter::integrity::set_immutable(&pinned, true).unwrap();
+    s.remove("a").unwrap();
+    drop(s); // waits for the background deletion
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|m| m.contains("could not delete") && m.contains("Operation not permitted")),
+        "{seen:?}"
+    );
+    // Unpin what is left in the trash so the test directory can go.
+    for ent in walk_files(&env.root.join("trash")) {
+        let _ = erofs_snapshotter::integrity::set_immutable(&ent, false);
+    }
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
