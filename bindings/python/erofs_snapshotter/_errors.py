@@ -1,0 +1,117 @@
+"""One exception class per status code of the C ABI."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Type
+
+from . import _ffi
+from ._ffi import LibraryNotFoundError
+
+
+class SnapshotterError(Exception):
+    """An error reported by liberofs_snapshotter.
+
+    ``code`` is the library's status code (``EROFS_ERR_*``) and ``message``
+    its one-line message, e.g. ``not found: snapshot "k" does not exist``.
+    """
+
+    code: int = -1
+
+    def __init__(self, message: str, code: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    # KeyError's own __str__ would print the repr of the message.
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgumentError(SnapshotterError, ValueError):
+    """A malformed argument: bad JSON, empty key, bad label or filter, ..."""
+
+    code = _ffi.EROFS_ERR_INVALID_ARGUMENT
+
+
+class NotFoundError(SnapshotterError, KeyError):
+    """The snapshot (or its parent) does not exist."""
+
+    code = _ffi.EROFS_ERR_NOT_FOUND
+
+
+class AlreadyExistsError(SnapshotterError):
+    """A snapshot with that key or name already exists."""
+
+    code = _ffi.EROFS_ERR_ALREADY_EXISTS
+
+
+class FailedPreconditionError(SnapshotterError):
+    """The snapshot's state forbids the operation (e.g. removing a parent)."""
+
+    code = _ffi.EROFS_ERR_FAILED_PRECONDITION
+
+
+class UnavailableError(SnapshotterError):
+    """The machine lacks something (kernel feature, mkfs.erofs, disk space)."""
+
+    code = _ffi.EROFS_ERR_UNAVAILABLE
+
+
+class UnimplementedError(SnapshotterError, NotImplementedError):
+    """The operation is not implemented (``EROFS_ERR_NOT_IMPLEMENTED``)."""
+
+    code = _ffi.EROFS_ERR_NOT_IMPLEMENTED
+
+
+class InternalError(SnapshotterError):
+    """Anything else; the message says what."""
+
+    code = _ffi.EROFS_ERR_INTERNAL
+
+
+class PanicError(SnapshotterError):
+    """A bug in the library, caught at its boundary."""
+
+    code = _ffi.EROFS_ERR_PANIC
+
+
+ERRORS: Dict[int, Type[SnapshotterError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgumentError,
+        NotFoundError,
+        AlreadyExistsError,
+        FailedPreconditionError,
+        UnavailableError,
+        UnimplementedError,
+        InternalError,
+        PanicError,
+    )
+}
+
+
+def error_for(code: int, message: Optional[str]) -> SnapshotterError:
+    """The exception for a status code; unknown codes get the base class."""
+    if not message:
+        message = f"liberofs_snapshotter returned status {code} without a message"
+    cls = ERRORS.get(code)
+    if cls is None:
+        return SnapshotterError(message, code)
+    return cls(message)
+
+
+__all__ = [
+    "SnapshotterError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "FailedPreconditionError",
+    "UnavailableError",
+    "UnimplementedError",
+    "InternalError",
+    "PanicError",
+    "LibraryNotFoundError",
+    "ERRORS",
+    "error_for",
+]

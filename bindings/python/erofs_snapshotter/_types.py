@@ -1,0 +1,114 @@
+"""The values the snapshotter returns: Kind, Mount, Info, Usage."""
+
+from __future__ import annotations
+
+import calendar
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Mapping, Optional
+
+
+class Kind(str, enum.Enum):
+    """The kind of a snapshot (containerd's ``snapshots.Kind``)."""
+
+    VIEW = "view"
+    ACTIVE = "active"
+    COMMITTED = "committed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Mount:
+    """One mount, as containerd's ``mount.Mount``."""
+
+    type: str
+    source: str
+    options: List[str] = field(default_factory=list)
+    # Sub-path below the mount point; None is the mount point itself.
+    target: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Mount":
+        return cls(
+            type=d["type"],
+            source=d["source"],
+            options=list(d.get("options") or []),
+            target=d.get("target"),
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"type": self.type, "source": self.source, "options": list(self.options)}
+        if self.target is not None:
+            d["target"] = self.target
+        return d
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resources a snapshot takes by itself (containerd's ``snapshots.Usage``)."""
+
+    size: int
+    inodes: int
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+
+def parse_timestamp_ns(text: str) -> int:
+    """Nanoseconds since the Unix epoch of an RFC 3339 timestamp."""
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
+    secs = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+    if m.group(9):
+        offset = int(m.group(10)) * 3600 + int(m.group(11)) * 60
+        secs -= offset if m.group(9) == "+" else -offset
+    frac = m.group(7) or ""
+    return secs * 1_000_000_000 + int(frac.ljust(9, "0"))
+
+
+def ns_to_datetime(ns: int) -> datetime:
+    """An aware UTC datetime; datetime holds microseconds, so the rest is cut."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+@dataclass
+class Info:
+    """Information about a snapshot (containerd's ``snapshots.Info``).
+
+    ``created``/``updated`` are UTC datetimes (microseconds); the library's
+    nanosecond timestamps are kept in ``created_ns``/``updated_ns``.
+    """
+
+    kind: Kind
+    name: str
+    parent: Optional[str]
+    labels: Dict[str, str]
+    created: datetime
+    updated: datetime
+    created_ns: int = field(repr=False)
+    updated_ns: int = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Info":
+        created_ns = parse_timestamp_ns(d["created"])
+        updated_ns = parse_timestamp_ns(d["updated"])
+        return cls(
+            kind=Kind(d["kind"]),
+            name=d["name"],
+            parent=d.get("parent") or None,
+            labels=dict(d.get("labels") or {}),
+            created=ns_to_datetime(created_ns),
+            updated=ns_to_datetime(updated_ns),
+            created_ns=created_ns,
+            updated_ns=updated_ns,
+        )
