@@ -265,6 +265,47 @@ int32_t erofs_snapshotter_cleanup(erofs_snapshotter *s,
                                   char **err);
 
 /**
+ * Applies an OCI image layer to active snapshot `key`: the layer is read
+ * from `fd` (when >= 0; the library reads from its current offset and does
+ * not close it) or from the file `path`, decompressed (gzip, zstd) and
+ * converted straight into the snapshot's `layer.erofs` by `mkfs.erofs --tar`,
+ * which the next `erofs_snapshotter_commit` uses as is. `options_json`
+ * (or NULL): `{"media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+ * "digest": "sha256:..."}` — the layer descriptor's media type (empty or
+ * absent: a tar, compression detected; `application/vnd.erofs.layer.v1` is a
+ * native EROFS blob, copied) and digest (verified; the image UUID is
+ * derived from it). `*result_json` receives the uncompressed layer's
+ * descriptor `{"digest": "sha256:<diffID>", "size": N, "media_type": ...}`.
+ * Errors: `EROFS_ERR_INVALID_ARGUMENT` (corrupt or truncated data, wrong
+ * compression, digest mismatch, unknown media type), `EROFS_ERR_FAILED_PRECONDITION`
+ * (not an active snapshot), `EROFS_ERR_NOT_FOUND`, and mkfs.erofs failures as
+ * for commit. On any error the snapshot is left as it was and no partial
+ * `layer.erofs` exists. Thread safe.
+ */
+int32_t erofs_snapshotter_apply(erofs_snapshotter *s,
+                                const char *key,
+                                int32_t fd,
+                                const char *path,
+                                const char *options_json,
+                                char **result_json,
+                                char **err);
+
+/**
+ * Like `erofs_snapshotter_apply`, for the active snapshot that
+ * `mounts_json` (as prepare returned it) belongs to. Mounts that are not an
+ * active snapshot of this snapshotter are `EROFS_ERR_NOT_IMPLEMENTED`, so a
+ * caller (containerd) moves on to its next differ; read-only mounts are
+ * `EROFS_ERR_FAILED_PRECONDITION`. Thread safe.
+ */
+int32_t erofs_snapshotter_apply_mounts(erofs_snapshotter *s,
+                                       const char *mounts_json,
+                                       int32_t fd,
+                                       const char *path,
+                                       const char *options_json,
+                                       char **result_json,
+                                       char **err);
+
+/**
  * Mounts `mounts_json` (a JSON array as returned by prepare, view or mounts)
  * on the existing directory `target`, in order; on failure nothing stays
  * mounted. EROFS images are mounted file-backed, or through a loop device

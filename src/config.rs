@@ -34,6 +34,10 @@ pub struct Config {
     /// Extra overlayfs mount options, one option each.
     #[serde(default)]
     pub ovl_mount_options: Vec<String>,
+    /// The differ writes tar-index images (`mkfs.erofs --tar=i`, the original
+    /// tar appended), as containerd's `enable_tar_index`.
+    #[serde(default)]
+    pub enable_tar_index: bool,
     /// The `mkfs.erofs` program: a name looked up on PATH, or a path.
     #[serde(default = "default_mkfs_path")]
     pub mkfs_path: String,
@@ -55,6 +59,7 @@ impl Config {
             set_immutable: false,
             enable_fsverity: false,
             sync_commit: false,
+            enable_tar_index: false,
             mkfs_options: Vec::new(),
             ovl_mount_options: Vec::new(),
             mkfs_path: default_mkfs_path(),

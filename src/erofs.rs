@@ -110,16 +110,23 @@ pub(crate) fn run_mkfs(config: &Config, args: &[std::ffi::OsString]) -> Result<(
     if out.status.success() {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&out.stderr).into_owned();
-    let text = if text.trim().is_empty() {
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    } else {
-        text
-    };
-    let detail: Vec<&str> = text
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    Err(mkfs_failure(config, "mkfs.erofs", out.status, &text))
+}
+
+/// The error for a failed mkfs.erofs run, classified by what it printed
+/// (folded to one line, without its version banner and usage hint).
+pub(crate) fn mkfs_failure(
+    config: &Config,
+    what: &str,
+    status: std::process::ExitStatus,
+    output: &str,
+) -> Error {
+    let detail: Vec<&str> = output
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("Try '"))
+        .filter(|l| !l.is_empty() && !l.starts_with("Try '") && !l.starts_with("mkfs.erofs 1."))
         .collect();
     let detail = detail.join("; ");
     let kind = classify_failure(&detail);
@@ -131,10 +138,7 @@ pub(crate) fn run_mkfs(config: &Config, args: &[std::ffi::OsString]) -> Result<(
     } else {
         String::new()
     };
-    Err(Error::new(
-        kind,
-        format!("mkfs.erofs failed ({}): {detail}{hint}", out.status),
-    ))
+    Error::new(kind, format!("{what} failed ({status}): {detail}{hint}"))
 }
 
 fn classify_failure(detail: &str) -> ErrorKind {
@@ -169,6 +173,14 @@ pub(crate) struct TempBlob {
 }
 
 impl TempBlob {
+    /// A companion temporary file next to `blob` (deleted the same way).
+    pub fn with_suffix(blob: &TempBlob, suffix: &str) -> TempBlob {
+        let mut name = blob.path.as_os_str().to_owned();
+        name.push(".");
+        name.push(suffix);
+        TempBlob { path: name.into() }
+    }
+
     pub fn new(snapshot_dir: &Path) -> TempBlob {
         let name = format!(
             "{BLOB_TMP_PREFIX}{}-{:?}",

@@ -27,6 +27,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use crate::differ::ApplyOptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::info::{InfoUpdate, Labels};
 use crate::logging::{Level, Logger};
@@ -486,6 +487,98 @@ pub extern "C" fn erofs_snapshotter_cleanup(
     err: *mut *mut c_char,
 ) -> i32 {
     boundary(err, || handle(s)?.cleanup())
+}
+
+/// The layer source of an apply: a descriptor the caller keeps (duplicated,
+/// so the caller's stays open and its offset is where reading starts) or a path.
+fn layer_source(fd: i32, path: *const c_char) -> Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = opt_str_arg(path, "path")?;
+    match (fd >= 0, path) {
+        (true, Some(_)) => Err(Error::invalid_argument("give either fd or path, not both")),
+        (false, None) => Err(Error::invalid_argument("give fd (>= 0) or path")),
+        (true, None) => {
+            // SAFETY: F_DUPFD_CLOEXEC on a descriptor number; the kernel checks it.
+            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+            if dup < 0 {
+                return Err(Error::invalid_argument(format!(
+                    "fd {fd}: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            // SAFETY: a new descriptor we own.
+            Ok(unsafe { std::fs::File::from_raw_fd(dup) })
+        }
+        (false, Some(p)) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(p)
+            .map_err(|e| Error::io("open layer", Path::new(p), e)),
+    }
+}
+
+/// Applies an OCI image layer to active snapshot `key`: the layer is read
+/// from `fd` (when >= 0; the library reads from its current offset and does
+/// not close it) or from the file `path`, decompressed (gzip, zstd) and
+/// converted straight into the snapshot's `layer.erofs` by `mkfs.erofs --tar`,
+/// which the next `erofs_snapshotter_commit` uses as is. `options_json`
+/// (or NULL): `{"media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+/// "digest": "sha256:..."}` — the layer descriptor's media type (empty or
+/// absent: a tar, compression detected; `application/vnd.erofs.layer.v1` is a
+/// native EROFS blob, copied) and digest (verified; the image UUID is
+/// derived from it). `*result_json` receives the uncompressed layer's
+/// descriptor `{"digest": "sha256:<diffID>", "size": N, "media_type": ...}`.
+/// Errors: `EROFS_ERR_INVALID_ARGUMENT` (corrupt or truncated data, wrong
+/// compression, digest mismatch, unknown media type), `EROFS_ERR_FAILED_PRECONDITION`
+/// (not an active snapshot), `EROFS_ERR_NOT_FOUND`, and mkfs.erofs failures as
+/// for commit. On any error the snapshot is left as it was and no partial
+/// `layer.erofs` exists. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_apply(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    fd: i32,
+    path: *const c_char,
+    options_json: *const c_char,
+    result_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let key = str_arg(key, "key")?;
+        let opts: ApplyOptions = json_arg(options_json, "options_json")?;
+        let mut source = layer_source(fd, path)?;
+        let applied = s.apply(key, &mut source, &opts)?;
+        put_json(result_json, &applied)
+    })
+}
+
+/// Like `erofs_snapshotter_apply`, for the active snapshot that
+/// `mounts_json` (as prepare returned it) belongs to. Mounts that are not an
+/// active snapshot of this snapshotter are `EROFS_ERR_NOT_IMPLEMENTED`, so a
+/// caller (containerd) moves on to its next differ; read-only mounts are
+/// `EROFS_ERR_FAILED_PRECONDITION`. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_apply_mounts(
+    s: *mut erofs_snapshotter,
+    mounts_json: *const c_char,
+    fd: i32,
+    path: *const c_char,
+    options_json: *const c_char,
+    result_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let text = str_arg(mounts_json, "mounts_json")?;
+        let mounts: Vec<Mount> = serde_json::from_str(text)
+            .map_err(|e| Error::invalid_argument(format!("mounts_json: invalid JSON: {e}")))?;
+        let opts: ApplyOptions = json_arg(options_json, "options_json")?;
+        let mut source = layer_source(fd, path)?;
+        let applied = s.apply_mounts(&mounts, &mut source, &opts)?;
+        put_json(result_json, &applied)
+    })
 }
 
 /// Mounts `mounts_json` (a JSON array as returned by prepare, view or mounts)

@@ -22,6 +22,8 @@
 /// cbindgen:ignore
 pub mod config;
 /// cbindgen:ignore
+pub mod differ;
+/// cbindgen:ignore
 pub mod erofs;
 /// cbindgen:ignore
 pub mod error;
@@ -46,8 +48,11 @@ mod metastore;
 pub mod mounts;
 /// cbindgen:ignore
 mod snapshotter;
+/// cbindgen:ignore
+mod tar_fixup;
 
 pub use config::Config;
+pub use differ::{Applied, ApplyOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use info::{Info, InfoUpdate, Kind, Labels, Timestamp, Usage};
 pub use logging::{Level, Logger};

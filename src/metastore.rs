@@ -44,7 +44,7 @@ INSERT OR IGNORE INTO state (name, value) VALUES ('mount_generation', 0);
 /// `concat!`-ed at compile time (no formatting on the hot path).
 macro_rules! columns {
     () => {
-        "id, key, kind, parent, parent_ids, labels, created, updated, size, inodes"
+        "id, key, kind, parent, parent_ids, labels, created, updated, size, inodes, blob_size"
     };
 }
 
@@ -61,6 +61,9 @@ pub(crate) struct SnapshotRow {
     pub created: Timestamp,
     pub updated: Timestamp,
     pub usage: Usage,
+    /// Length of `layer.erofs`: recorded by commit, or by the differ for an
+    /// active snapshot whose layer it applied.
+    pub blob_size: Option<u64>,
 }
 
 /// What a commit recorded about `layer.erofs`, checked before it is mounted.
@@ -98,6 +101,7 @@ impl SnapshotRow {
                 size: row.get(8)?,
                 inodes: row.get(9)?,
             },
+            blob_size: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
         })
     }
 }
@@ -262,7 +266,7 @@ impl Tx<'_> {
             columns!(),
             ", (SELECT value FROM state WHERE name = 'mount_generation') FROM snapshots WHERE key = ?1"
         ))?;
-        st.query_row([key], |r| Ok((SnapshotRow::from_row(r)?, r.get(10)?)))
+        st.query_row([key], |r| Ok((SnapshotRow::from_row(r)?, r.get(11)?)))
             .optional()?
             .ok_or_else(|| Error::not_found(format!("snapshot {key:?} does not exist")))
     }
@@ -381,6 +385,15 @@ impl Tx<'_> {
             blob.size as i64,
             blob.verity_digest,
         ])?;
+        Ok(())
+    }
+
+    /// Records the blob the differ wrote for active snapshot `id`.
+    pub fn record_applied(&self, id: i64, blob_size: u64) -> Result<()> {
+        let mut st = self
+            .tx
+            .prepare_cached("UPDATE snapshots SET blob_size = ?2 WHERE id = ?1")?;
+        st.execute(params![id, blob_size as i64])?;
         Ok(())
     }
 

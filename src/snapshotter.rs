@@ -4,7 +4,10 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use std::io::Read;
+
 use crate::config::Config;
+use crate::differ::{self, Applied, ApplyOptions};
 use crate::erofs;
 use crate::error::{Error, Result};
 use crate::filters::Filter;
@@ -14,7 +17,8 @@ use crate::info::{
 use crate::integrity;
 use crate::layers::Layers;
 use crate::layout::{
-    lock_dir, parse_id, DirAttrs, Layout, BLOB_TMP_PREFIX, STAGING_PREFIX, UPPER_SWAP_PREFIX,
+    lock_dir, parse_id, DirAttrs, Layout, BLOB_TMP_PREFIX, MARKER, STAGING_PREFIX,
+    UPPER_SWAP_PREFIX,
 };
 use crate::logging::Logger;
 use crate::metastore::{BlobRecord, MetaStore, SnapshotRow};
@@ -265,6 +269,10 @@ impl Snapshotter {
         if kind == Kind::Active {
             options.push(format!("workdir={}", path(self.layout.work_dir(id))));
             options.push(format!("upperdir={}", path(self.layout.fs_dir(id))));
+        } else {
+            // Without an upper dir the overlay is read-only anyway; saying so
+            // lets callers (a differ) see it without parsing the options.
+            options.push("ro".to_string());
         }
         let mut lower = String::from("lowerdir=");
         for (i, pid) in parent_ids.iter().enumerate() {
@@ -336,11 +344,19 @@ impl Snapshotter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("stat", &blob_path, e)),
         };
-        // A blob written by a differ is used as is; one we write is ours to
-        // delete again if the commit does not complete.
-        let (size, ours) = match existing {
-            Some(len) => (len, false),
-            None => (
+        // A blob written by a differ is used as is (ours: checked against what
+        // apply recorded); one this commit writes is its to delete on failure.
+        let (size, ours) = match (row.blob_size, existing) {
+            (Some(want), Some(len)) if want == len => (len, false),
+            (Some(want), got) => {
+                return Err(Error::failed_precondition(format!(
+                    "the layer applied to {key:?} was {want} bytes but {} is {}; apply it again",
+                    blob_path.display(),
+                    got.map_or("missing".to_string(), |l| format!("{l} bytes"))
+                )))
+            }
+            (None, Some(len)) => (len, false),
+            (None, None) => (
                 erofs::build_blob(&self.config, &dir, &self.layout.fs_dir(row.id))
                     .map_err(|e| e.context(format!("commit {key:?}")))?,
                 true,
@@ -401,6 +417,101 @@ impl Snapshotter {
         }
         self.trash.kick();
         Ok(())
+    }
+
+    /// Applies an OCI layer read from `input` to active snapshot `key`: the
+    /// layer is converted straight into its `layer.erofs` (mkfs.erofs --tar),
+    /// which the following commit uses. On failure the snapshot is as it was.
+    pub fn apply(&self, key: &str, input: &mut dyn Read, opts: &ApplyOptions) -> Result<Applied> {
+        let op = self.log.op("apply", key);
+        op.finish((|| {
+            check_key("key", key)?;
+            let (row, generation) = self.store.read_one(|tx| tx.get_with_generation(key))?;
+            self.apply_to(row, generation, input, opts)
+        })())
+    }
+
+    /// Like [`Snapshotter::apply`], to the active snapshot whose mounts (as
+    /// `prepare` returned them) are given. Mounts that are not an active
+    /// snapshot of this snapshotter are `not implemented`, so that a caller
+    /// such as containerd moves on to its next differ.
+    pub fn apply_mounts(
+        &self,
+        mounts: &[Mount],
+        input: &mut dyn Read,
+        opts: &ApplyOptions,
+    ) -> Result<Applied> {
+        let op = self.log.op("apply", "(mounts)");
+        op.finish((|| {
+            if mounts
+                .last()
+                .is_some_and(|m| m.options.iter().any(|o| o == "ro"))
+            {
+                return Err(Error::failed_precondition(
+                    "cannot apply a layer to read-only mounts",
+                ));
+            }
+            let not_ours = || {
+                Error::not_implemented(
+                    "the mounts are not an active snapshot of this EROFS snapshotter",
+                )
+            };
+            let dir = differ::mounts_dir(mounts).ok_or_else(not_ours)?;
+            let dir = std::fs::canonicalize(&dir).map_err(|_| not_ours())?;
+            if dir.parent() != Some(self.layout.snapshots.as_path()) || !dir.join(MARKER).exists() {
+                return Err(not_ours());
+            }
+            let id = dir.file_name().and_then(parse_id).ok_or_else(not_ours)?;
+            let (row, generation) = self.store.read(|tx| {
+                let row = tx.get_by_id(id)?.ok_or_else(|| {
+                    Error::not_found(format!("no snapshot owns {}", dir.display()))
+                })?;
+                Ok((row, tx.mount_generation()?))
+            })?;
+            self.apply_to(row, generation, input, opts)
+        })())
+    }
+
+    fn apply_to(
+        &self,
+        row: SnapshotRow,
+        generation: i64,
+        input: &mut dyn Read,
+        opts: &ApplyOptions,
+    ) -> Result<Applied> {
+        let key = row.key.clone();
+        if row.kind != Kind::Active {
+            return Err(Error::failed_precondition(format!(
+                "snapshot {key:?} is {}; a layer can only be applied to an active snapshot",
+                row.kind.as_str()
+            )));
+        }
+        let dir = self.layout.snapshot_dir(row.id);
+        let _lock =
+            lock_dir(&dir, true).map_err(|e| Error::io("lock snapshot directory", &dir, e))?;
+        self.layers
+            .ensure(&self.store, &row.parent_ids, generation)?;
+        let lowers = crate::tar_fixup::Lowers {
+            dirs: row
+                .parent_ids
+                .iter()
+                .map(|id| self.layout.fs_dir(*id))
+                .collect(),
+            now_ns: Timestamp::now().0,
+        };
+        let tmp = erofs::TempBlob::new(&dir);
+        let applied = differ::convert(&self.config, &tmp, input, opts, &lowers)
+            .map_err(|e| e.context(format!("apply to {key:?}")))?;
+        let len = tmp.install(&dir, self.config.sync_commit)?;
+        let recorded = self.store.write(|tx| {
+            active_row(tx.get_by_id(row.id)?.filter(|r| r.key == key), &key)?;
+            tx.record_applied(row.id, len)
+        });
+        if let Err(e) = recorded {
+            let _ = std::fs::remove_file(self.layout.blob(row.id));
+            return Err(e);
+        }
+        Ok(applied)
     }
 
     /// Removes a snapshot. Fails with failed-precondition while it has children.
