@@ -27,7 +27,7 @@ from ._errors import (
 )
 from ._ffi import ENV_VAR, Library, load as load_library
 from ._snapshotter import Snapshotter, mount_all, mounted, strings_outstanding, unmount_all, version
-from ._types import Info, Kind, Mount, Usage
+from ._types import Applied, Info, Kind, Mount, Usage
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "Mount",
     "Info",
     "Usage",
+    "Applied",
     "SnapshotterError",
     "InvalidArgumentError",
     "NotFoundError",

@@ -28,7 +28,7 @@ from typing import (
 
 from . import _ffi
 from ._errors import FailedPreconditionError, InvalidArgumentError, error_for
-from ._types import Info, Mount, Usage
+from ._types import Applied, Info, Mount, Usage
 
 LOGGER_NAME = "erofs_snapshotter"
 
@@ -75,6 +75,25 @@ def _cstr(value: Union[str, bytes, "os.PathLike[str]", None], what: str) -> Opti
     if b"\0" in raw:
         raise InvalidArgumentError(f"invalid argument: {what} contains a NUL byte")
     return raw
+
+
+def _layer_source(layer: Any) -> "tuple[int, Optional[bytes]]":
+    """(fd, path) for the C ABI: exactly one of them is given."""
+    if isinstance(layer, int):
+        if layer < 0:
+            raise InvalidArgumentError(f"invalid argument: fd {layer} is negative")
+        return layer, None
+    if isinstance(layer, (str, bytes, os.PathLike)):
+        return -1, _cstr(layer, "layer path")
+    fileno = getattr(layer, "fileno", None)
+    if callable(fileno):
+        # Buffered Python readers may have read ahead: the library reads the descriptor.
+        tell = getattr(layer, "tell", None)
+        fd = fileno()
+        if callable(tell):
+            os.lseek(fd, tell(), os.SEEK_SET)
+        return fd, None
+    raise TypeError(f"layer must be a path, a file descriptor or a file object, not {type(layer).__name__}")
 
 
 def _json_default(o: Any) -> Any:
@@ -459,6 +478,34 @@ class Snapshotter:
         """Deletes what no snapshot owns (removed snapshots' files, the trash)."""
         with self._use() as h:
             _call(self._lib, self._lib.cdll.erofs_snapshotter_cleanup, h)
+
+    def apply(
+        self,
+        key: str,
+        layer: Union[PathArg, int, Any],
+        media_type: str = "",
+        digest: Optional[str] = None,
+    ) -> Applied:
+        """Applies an OCI layer to active snapshot ``key``: converted straight
+        into its EROFS image (which ``commit`` then uses) instead of being
+        unpacked into the upper dir.
+
+        ``layer`` is a path, a file descriptor, or an object with
+        ``fileno()`` (read from its current position; not closed).
+        ``media_type`` is the layer descriptor's (empty: a tar, compression
+        detected; ``application/vnd.erofs.layer.v1`` for a native EROFS blob)
+        and ``digest`` its digest, verified when given. Returns the
+        uncompressed layer's digest (diffID) and size.
+        """
+        k = _cstr(key, "key")
+        fd, path = _layer_source(layer)
+        opts: Dict[str, Any] = {"media_type": media_type}
+        if digest is not None:
+            opts["digest"] = digest
+        oj = _json(opts, "options")
+        with self._use() as h:
+            text = _call(self._lib, self._lib.cdll.erofs_snapshotter_apply, h, k, fd, path, oj, out=True)
+        return Applied.from_dict(json.loads(text or "{}"))
 
     @contextlib.contextmanager
     def mounted(self, key: str, target: Optional[PathArg] = None) -> Iterator[Path]:

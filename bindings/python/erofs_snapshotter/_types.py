@@ -112,3 +112,17 @@ class Info:
             created_ns=created_ns,
             updated_ns=updated_ns,
         )
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The uncompressed layer an apply produced (containerd's descriptor):
+    ``digest`` is its diffID."""
+
+    digest: str
+    size: int
+    media_type: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Applied":
+        return cls(digest=str(d["digest"]), size=int(d["size"]), media_type=str(d["media_type"]))

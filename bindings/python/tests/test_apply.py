@@ -1,0 +1,87 @@
+"""The EROFS differ from Python: OCI layers applied straight into EROFS."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import erofs_snapshotter as es
+
+
+def layer(files: dict, whiteouts: tuple = ()) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mode = 0o644
+            t.addfile(info, io.BytesIO(content))
+        for name in whiteouts:
+            parent, _, base = name.rpartition("/")
+            info = tarfile.TarInfo(f"{parent}/.wh.{base}" if parent else f".wh.{base}")
+            t.addfile(info, io.BytesIO(b""))
+    return buf.getvalue()
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_apply_two_layers_from_paths_and_files(snap: es.Snapshotter, tmp_path: Path) -> None:
+    l1 = layer({"etc/hello": b"one", "etc/gone": b"x"})
+    l2 = layer({"etc/new": b"two"}, whiteouts=("etc/gone",))
+    (tmp_path / "l1.tar.gz").write_bytes(gzip.compress(l1))
+    snap.prepare("l1-extract")
+    got = snap.apply(
+        "l1-extract",
+        tmp_path / "l1.tar.gz",
+        media_type="application/vnd.oci.image.layer.v1.tar+gzip",
+        digest=digest((tmp_path / "l1.tar.gz").read_bytes()),
+    )
+    assert got == es.Applied(digest=digest(l1), size=len(l1), media_type="application/vnd.oci.image.layer.v1.tar")
+    snap.commit("l1", "l1-extract")
+
+    (tmp_path / "l2.tar").write_bytes(l2)
+    snap.prepare("l2-extract", "l1")
+    with open(tmp_path / "l2.tar", "rb") as f:
+        assert snap.apply("l2-extract", f).digest == digest(l2)
+    snap.commit("l2", "l2-extract")
+
+    snap.view("v", "l2")
+    with snap.mounted("v") as root:
+        assert (root / "etc/hello").read_bytes() == b"one"
+        assert (root / "etc/new").read_bytes() == b"two"
+        assert not (root / "etc/gone").exists()
+
+
+def test_apply_errors(snap: es.Snapshotter, tmp_path: Path) -> None:
+    good = layer({"f": b"x" * 10000})
+    (tmp_path / "cut.tar").write_bytes(good[:700])
+    snap.prepare("a")
+    with pytest.raises(es.InvalidArgumentError, match="truncated"):
+        snap.apply("a", tmp_path / "cut.tar")
+    with pytest.raises(es.InvalidArgumentError, match="digest mismatch"):
+        snap.apply("a", _file(tmp_path, good), digest=digest(b"other"))
+    with pytest.raises(es.NotFoundError):
+        snap.apply("missing", _file(tmp_path, good))
+    with pytest.raises(es.NotFoundError, match="open layer"):
+        snap.apply("a", tmp_path / "no-such.tar")
+    snap.view("v")
+    with pytest.raises(es.FailedPreconditionError):
+        snap.apply("v", _file(tmp_path, good))
+    with pytest.raises(TypeError):
+        snap.apply("a", 3.5)  # type: ignore[arg-type]
+    # The snapshot is unharmed and still takes the good layer.
+    assert snap.apply("a", _file(tmp_path, good)).size == len(good)
+    snap.commit("c", "a")
+
+
+def _file(tmp_path: Path, data: bytes):
+    p = tmp_path / f"layer-{hashlib.sha256(data).hexdigest()[:8]}.tar"
+    p.write_bytes(data)
+    return open(p, "rb")
