@@ -210,6 +210,28 @@ fn open(config_json: *const c_char, log: Logger, out: *mut *mut erofs_snapshotte
     Ok(())
 }
 
+type CreateFn = fn(&Snapshotter, &str, &str, &Labels) -> Result<Vec<Mount>>;
+
+/// The shared body of prepare and view.
+fn create(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    parent: *const c_char,
+    labels_json: *const c_char,
+    mounts_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+    op: CreateFn,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let key = str_arg(key, "key")?;
+        let parent = opt_str_arg(parent, "parent")?.unwrap_or("");
+        let labels: Labels = json_arg(labels_json, "labels_json")?;
+        let mounts = op(s, key, parent, &labels)?;
+        put_json(mounts_json, &mounts)
+    })
+}
+
 // ---- exports ---------------------------------------------------------------
 
 /// Opens the snapshotter described by `config_json` (see the README's
@@ -306,14 +328,15 @@ pub extern "C" fn erofs_snapshotter_prepare(
     mounts_json: *mut *mut c_char,
     err: *mut *mut c_char,
 ) -> i32 {
-    boundary(err, || {
-        let s = handle(s)?;
-        let key = str_arg(key, "key")?;
-        let parent = opt_str_arg(parent, "parent")?.unwrap_or("");
-        let labels: Labels = json_arg(labels_json, "labels_json")?;
-        let mounts = s.prepare(key, parent, &labels)?;
-        put_json(mounts_json, &mounts)
-    })
+    create(
+        s,
+        key,
+        parent,
+        labels_json,
+        mounts_json,
+        err,
+        Snapshotter::prepare,
+    )
 }
 
 /// Creates a read-only view `key` of committed snapshot `parent` (NULL or ""
@@ -328,22 +351,25 @@ pub extern "C" fn erofs_snapshotter_view(
     mounts_json: *mut *mut c_char,
     err: *mut *mut c_char,
 ) -> i32 {
-    boundary(err, || {
-        let s = handle(s)?;
-        let key = str_arg(key, "key")?;
-        let parent = opt_str_arg(parent, "parent")?.unwrap_or("");
-        let labels: Labels = json_arg(labels_json, "labels_json")?;
-        let mounts = s.view(key, parent, &labels)?;
-        put_json(mounts_json, &mounts)
-    })
+    create(
+        s,
+        key,
+        parent,
+        labels_json,
+        mounts_json,
+        err,
+        Snapshotter::view,
+    )
 }
 
 /// Commits active snapshot `key` as committed snapshot `name` with
-/// `labels_json` (replacing its labels, as containerd does). The upper dir
-/// must be unmounted by the caller first. Converts it with mkfs.erofs outside
-/// any lock other snapshots need. Errors: `EROFS_ERR_ALREADY_EXISTS` (name
-/// taken), `EROFS_ERR_NOT_FOUND` (no such key), `EROFS_ERR_FAILED_PRECONDITION`
-/// (key is a view or committed), `EROFS_ERR_UNAVAILABLE` (disk full),
+/// `labels_json` (replacing its labels, as containerd does). The caller
+/// unmounts the snapshot first (a mount visible to this process is refused).
+/// Converts the upper dir with mkfs.erofs outside any lock other snapshots
+/// need, or uses the layer `erofs_snapshotter_apply` wrote. Errors:
+/// `EROFS_ERR_ALREADY_EXISTS` (name taken), `EROFS_ERR_NOT_FOUND` (no such
+/// key), `EROFS_ERR_FAILED_PRECONDITION` (key is a view or committed, or
+/// still mounted), `EROFS_ERR_UNAVAILABLE` (disk full),
 /// `EROFS_ERR_INVALID_ARGUMENT` (mkfs.erofs rejected `mkfs_options`). On any
 /// error the active snapshot is left as it was. Thread safe.
 #[no_mangle]
