@@ -1,0 +1,54 @@
+package erofs
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+)
+
+// Config is the library's JSON configuration document with containerd's
+// plugin config keys, so a plugin can decode its TOML section straight into
+// it. Zero values are the library's defaults.
+type Config struct {
+	// RootPath is the directory holding metadata.db and snapshots/
+	// (containerd's key); Root is accepted as another spelling.
+	RootPath string `json:"root_path,omitempty" toml:"root_path"`
+	Root     string `json:"root,omitempty" toml:"root"`
+	// SetImmutable sets FS_IMMUTABLE_FL on each committed layer blob.
+	SetImmutable bool `json:"set_immutable" toml:"set_immutable"`
+	// EnableFsverity enables fs-verity on each layer blob and checks it before mounting.
+	EnableFsverity bool `json:"enable_fsverity" toml:"enable_fsverity"`
+	// SyncCommit fsyncs each blob before its commit is recorded.
+	SyncCommit bool `json:"sync_commit" toml:"sync_commit"`
+	// MkfsOptions are extra mkfs.erofs arguments, one argv element each.
+	MkfsOptions []string `json:"mkfs_options,omitempty" toml:"mkfs_options"`
+	// OvlMountOptions are extra overlayfs options, e.g. "redirect_dir=on".
+	OvlMountOptions []string `json:"ovl_mount_options,omitempty" toml:"ovl_mount_options"`
+	// MkfsPath is the mkfs.erofs program (default: mkfs.erofs on PATH).
+	MkfsPath string `json:"mkfs_path,omitempty" toml:"mkfs_path"`
+}
+
+// document is what erofs_snapshotter_open reads, and the root it names.
+func (c Config) document() (string, string, error) {
+	root := c.RootPath
+	if root == "" {
+		root = c.Root
+	} else if c.Root != "" && c.Root != c.RootPath {
+		return "", "", fmt.Errorf("config: root_path %q and root %q disagree: %w", c.RootPath, c.Root, errdefs.ErrInvalidArgument)
+	}
+	doc := struct {
+		Root            string   `json:"root"`
+		SetImmutable    bool     `json:"set_immutable"`
+		EnableFsverity  bool     `json:"enable_fsverity"`
+		SyncCommit      bool     `json:"sync_commit"`
+		MkfsOptions     []string `json:"mkfs_options,omitempty"`
+		OvlMountOptions []string `json:"ovl_mount_options,omitempty"`
+		MkfsPath        string   `json:"mkfs_path,omitempty"`
+	}{root, c.SetImmutable, c.EnableFsverity, c.SyncCommit, c.MkfsOptions, c.OvlMountOptions, c.MkfsPath}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return "", "", fmt.Errorf("config: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return string(b), root, nil
+}

@@ -1,0 +1,372 @@
+package erofs
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+)
+
+// A small decoder for the library's three JSON shapes (info, infos, mounts):
+// Stat, Walk and Mounts are on hot paths, where encoding/json's reflection
+// cost more than the library call. The input (borrowed from C memory) is
+// copied into one Go string once; decoded strings without escapes are
+// substrings of it, so a Walk of a thousand snapshots allocates little more
+// than its label maps. Unknown fields are skipped.
+
+type decoder struct {
+	b   string
+	i   int
+	err error
+}
+
+func decodeInfo(b []byte, info *snapshots.Info) error {
+	d := decoder{b: string(b)}
+	d.info(info)
+	return d.finish("info")
+}
+
+func decodeInfos(b []byte, infos *[]snapshots.Info) error {
+	d := decoder{b: string(b)}
+	var out []snapshots.Info
+	d.array(func() {
+		out = append(out, snapshots.Info{})
+		d.info(&out[len(out)-1])
+	})
+	*infos = out
+	return d.finish("infos")
+}
+
+func decodeMounts(b []byte, mounts *[]mount.Mount) error {
+	d := decoder{b: string(b)}
+	var out []mount.Mount
+	d.array(func() {
+		var m mount.Mount
+		d.object(func(key string) {
+			switch key {
+			case "type":
+				m.Type = d.str()
+			case "source":
+				m.Source = d.str()
+			case "target":
+				m.Target = d.str()
+			case "options":
+				m.Options = d.strings()
+			default:
+				d.skip()
+			}
+		})
+		out = append(out, m)
+	})
+	*mounts = out
+	return d.finish("mounts")
+}
+
+func (d *decoder) finish(what string) error {
+	d.ws()
+	if d.err == nil && d.i != len(d.b) {
+		d.fail("trailing data")
+	}
+	if d.err != nil {
+		return fmt.Errorf("decode %s from the library: %v: %w", what, d.err, errdefs.ErrInternal)
+	}
+	return nil
+}
+
+func (d *decoder) info(info *snapshots.Info) {
+	d.object(func(key string) {
+		switch key {
+		case "kind":
+			info.Kind = parseKind(d.str())
+		case "name":
+			info.Name = d.str()
+		case "parent":
+			info.Parent = d.str()
+		case "labels":
+			info.Labels = d.labels()
+		case "created":
+			info.Created = d.time()
+		case "updated":
+			info.Updated = d.time()
+		default:
+			d.skip()
+		}
+	})
+}
+
+func parseKind(s string) snapshots.Kind {
+	switch s {
+	case "active":
+		return snapshots.KindActive
+	case "committed":
+		return snapshots.KindCommitted
+	case "view":
+		return snapshots.KindView
+	}
+	return snapshots.ParseKind(s)
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("offset %d: %s", d.i, fmt.Sprintf(format, args...))
+	}
+	d.i = len(d.b)
+}
+
+func (d *decoder) ws() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+// peek skips white space and returns the next byte (0 at the end).
+func (d *decoder) peek() byte {
+	d.ws()
+	if d.i < len(d.b) {
+		return d.b[d.i]
+	}
+	return 0
+}
+
+func (d *decoder) expect(c byte) {
+	if d.peek() != c {
+		d.fail("expected %q", c)
+		return
+	}
+	d.i++
+}
+
+// null consumes a JSON null if one is next.
+func (d *decoder) null() bool {
+	if d.peek() == 'n' && len(d.b)-d.i >= 4 && d.b[d.i:d.i+4] == "null" {
+		d.i += 4
+		return true
+	}
+	return false
+}
+
+func (d *decoder) object(field func(key string)) {
+	if d.null() {
+		return
+	}
+	d.expect('{')
+	if d.peek() == '}' {
+		d.i++
+		return
+	}
+	for d.err == nil {
+		key := d.str()
+		d.expect(':')
+		field(key)
+		switch d.peek() {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return
+		default:
+			d.fail("expected ',' or '}'")
+		}
+	}
+}
+
+func (d *decoder) array(elem func()) {
+	if d.null() {
+		return
+	}
+	d.expect('[')
+	if d.peek() == ']' {
+		d.i++
+		return
+	}
+	for d.err == nil {
+		elem()
+		switch d.peek() {
+		case ',':
+			d.i++
+		case ']':
+			d.i++
+			return
+		default:
+			d.fail("expected ',' or ']'")
+		}
+	}
+}
+
+// str returns a substring of the input, or a new string if it has escapes.
+func (d *decoder) str() string {
+	if d.null() {
+		return ""
+	}
+	d.expect('"')
+	start := d.i
+	for d.i < len(d.b) {
+		switch c := d.b[d.i]; {
+		case c == '"':
+			d.i++
+			return d.b[start : d.i-1]
+		case c == '\\':
+			return string(d.unescape(start))
+		case c < 0x20:
+			d.fail("control character in string")
+			return ""
+		default:
+			d.i++
+		}
+	}
+	d.fail("unterminated string")
+	return ""
+}
+
+func (d *decoder) unescape(start int) []byte {
+	out := append([]byte(nil), d.b[start:d.i]...)
+	for d.i < len(d.b) {
+		c := d.b[d.i]
+		switch {
+		case c == '"':
+			d.i++
+			return out
+		case c < 0x20:
+			d.fail("control character in string")
+			return nil
+		case c != '\\':
+			out = append(out, c)
+			d.i++
+			continue
+		}
+		if d.i+1 >= len(d.b) {
+			break
+		}
+		e := d.b[d.i+1]
+		d.i += 2
+		switch e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r := d.hex4()
+			if utf16.IsSurrogate(r) {
+				r2 := rune(-1)
+				if d.i+1 < len(d.b) && d.b[d.i] == '\\' && d.b[d.i+1] == 'u' {
+					d.i += 2
+					r2 = d.hex4()
+				}
+				r = utf16.DecodeRune(r, r2)
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			d.fail("bad escape \\%c", e)
+			return nil
+		}
+	}
+	d.fail("unterminated string")
+	return nil
+}
+
+func (d *decoder) hex4() rune {
+	if d.i+4 > len(d.b) {
+		d.fail("short \\u escape")
+		return utf8.RuneError
+	}
+	v, err := strconv.ParseUint(d.b[d.i:d.i+4], 16, 32)
+	if err != nil {
+		d.fail("bad \\u escape")
+		return utf8.RuneError
+	}
+	d.i += 4
+	return rune(v)
+}
+
+func (d *decoder) strings() []string {
+	if d.null() {
+		return nil
+	}
+	out := []string{}
+	d.array(func() { out = append(out, d.str()) })
+	return out
+}
+
+// labels returns nil for no labels, as containerd's storage does.
+func (d *decoder) labels() map[string]string {
+	var m map[string]string
+	d.object(func(key string) {
+		if m == nil {
+			m = make(map[string]string, 1)
+		}
+		m[key] = d.str()
+	})
+	return m
+}
+
+// time reads the library's "2006-01-02T15:04:05.999999999Z" (UTC, nine
+// fraction digits) without allocating; anything else goes to time.Parse.
+func (d *decoder) time() time.Time {
+	s := d.str()
+	if len(s) == 30 && s[4] == '-' && s[7] == '-' && s[10] == 'T' && s[13] == ':' && s[16] == ':' && s[19] == '.' && s[29] == 'Z' {
+		n := func(from, to int) int {
+			v := 0
+			for _, c := range s[from:to] {
+				if c < '0' || c > '9' {
+					return -1
+				}
+				v = v*10 + int(c-'0')
+			}
+			return v
+		}
+		y, mo, da, h, mi, se, ns := n(0, 4), n(5, 7), n(8, 10), n(11, 13), n(14, 16), n(17, 19), n(20, 29)
+		if y >= 0 && mo >= 1 && mo <= 12 && da >= 1 && da <= 31 && h >= 0 && h < 24 && mi >= 0 && mi < 60 && se >= 0 && se < 60 && ns >= 0 {
+			return time.Date(y, time.Month(mo), da, h, mi, se, ns, time.UTC)
+		}
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		d.fail("bad time %q", s)
+	}
+	return t
+}
+
+// skip consumes one value of any type.
+func (d *decoder) skip() {
+	switch c := d.peek(); {
+	case c == '{':
+		d.object(func(string) { d.skip() })
+	case c == '[':
+		d.array(d.skip)
+	case c == '"':
+		d.str()
+	default:
+		start := d.i
+		for d.i < len(d.b) {
+			switch d.b[d.i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				if d.i == start {
+					d.fail("expected a value")
+				}
+				return
+			}
+			d.i++
+		}
+		if d.i == start {
+			d.fail("expected a value")
+		}
+	}
+}

@@ -1,0 +1,50 @@
+// Package erofs is the Go binding of erofs-snapshotter: a containerd v2
+// snapshots.Snapshotter (and snapshots.Cleaner) backed by the Rust library
+// through its C ABI (include/erofs_snapshotter.h).
+//
+// A containerd fork serves it as a snapshotter plugin configured from its
+// TOML file ([plugins."io.containerd.snapshotter.v1.erofs"], keys as in
+// Config) with:
+//
+//	registry.Register(&plugin.Registration{
+//		Type:   plugins.SnapshotPlugin,
+//		ID:     "erofs",
+//		Config: &erofs.Config{},
+//		InitFn: func(ic *plugin.InitContext) (any, error) {
+//			cfg := *ic.Config.(*erofs.Config)
+//			if cfg.RootPath == "" && cfg.Root == "" {
+//				cfg.RootPath = ic.Properties[plugins.PropertyRootDir]
+//			}
+//			s, err := erofs.New(ic.Context, cfg)
+//			if err != nil {
+//				return nil, err
+//			}
+//			ic.Meta.Exports[plugins.SnapshotterRootDir] = s.Root()
+//			return s, nil
+//		},
+//	})
+//
+// (examples/go in the repository runs exactly this.)
+//
+// Semantics worth knowing:
+//   - Errors carry the library's message and match errdefs classes
+//     (errdefs.IsNotFound and friends); see Error.
+//   - Every method checks ctx before calling into the library; a call that
+//     has started runs to completion.
+//   - Close is idempotent and waits for calls in flight; calls after it fail
+//     with errdefs.ErrFailedPrecondition.
+//   - Commit with snapshots.WithParent naming another parent than the one the
+//     snapshot was prepared on (containerd's rebase) is
+//     errdefs.ErrNotImplemented; the plugin must not advertise the "rebase"
+//     capability.
+//   - Mounts are concrete (bind, erofs file-backed image, overlay with the
+//     layers already mounted by the library): plain mount(2) or mount.All
+//     handles them, no mount manager needed.
+//   - Library warnings (and, with a debug-level logger, one record per
+//     operation) go to log.G(ctx) of the context given to New.
+//
+// Linking: by default the static archive target/release/liberofs_snapshotter.a
+// of this repository (built by `cargo build --release`); with the build tag
+// erofs_dynamic the shared library, found at run time through an rpath; with
+// erofs_external whatever CGO_CFLAGS and CGO_LDFLAGS name (vendored builds).
+package erofs
