@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# Container-launch benchmark: time from "image content present, nothing
+# unpacked" to "the container's process has started", per snapshotter.
+#
+#   bench/launch.sh
+#
+# Each mode gets its own private containerd (tests/e2e/lib.sh). The image (a
+# Debian root filesystem made with debootstrap, in 4 layers) is imported with
+# --no-unpack; then, RUNS times: drop the page cache, `ctr run -d` a container
+# whose command writes a marker file into a bind-mounted host directory, and
+# stop the clock when the marker appears (unpack of every layer + snapshot
+# prepare + mounts + runc start + exec of the process). Between runs the
+# container and every snapshot are removed (and the backend directories are
+# waited for), so each run unpacks again.
+#
+# Modes (BENCH_MODES, default "overlayfs erofs erofs-immutable proxy proxy-immutable"):
+#   overlayfs         containerd's overlayfs snapshotter (walking differ)
+#   erofs             containerd's EROFS snapshotter + EROFS differ
+#   erofs-immutable   the same with set_immutable = true
+#   proxy             BENCH_PROXY_CMD, our daemon with set_immutable off
+#   proxy-immutable   BENCH_PROXY_IMMUTABLE_CMD, our daemon with set_immutable on
+# A proxy mode whose command is not given is skipped. The command templates take
+# {socket} and {root}, e.g.
+#   BENCH_PROXY_CMD='/path/to/erofs-snapshotter-grpc --socket {socket} --root {root}'
+#   BENCH_PROXY_IMMUTABLE_CMD='/path/to/erofs-snapshotter-grpc --socket {socket} --root {root} --set-immutable'
+# ('fake [ARGS]' runs tests/e2e/fakeproxy, containerd's EROFS snapshotter behind
+# the proxy API, to check the plumbing.) The proxy snapshotter is paired with
+# containerd's EROFS differ (E2E_PROXY_DIFFER=walking or proxy to change that).
+#
+# Other knobs: BENCH_RUNS (5), BENCH_CACHE (/var/cache/erofs-snapshotter-bench:
+# rootfs and image, built once), BENCH_PACKAGES, BENCH_SUITE (bookworm),
+# BENCH_MIRROR (http://deb.debian.org/debian), BENCH_OUT (a copy of the report),
+# E2E_TMPDIR (/var/tmp: the filesystem measured; containerd's root, state and
+# the proxy daemon's root are made there).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+# On the root filesystem (/var/tmp is never a tmpfs), not /tmp, which may be one.
+E2E_TMPDIR=${E2E_TMPDIR:-/var/tmp}
+# shellcheck source=../tests/e2e/lib.sh
+. "$HERE/../tests/e2e/lib.sh"
+# shellcheck disable=SC2034 # read by lib.sh
+E2E_INSTALL_ARGS=(--bench)
+# shellcheck disable=SC2034 # read by lib.sh
+E2E_NS=bench
+
+BENCH_RUNS=${BENCH_RUNS:-5}
+BENCH_MODES=${BENCH_MODES:-overlayfs erofs erofs-immutable proxy proxy-immutable}
+BENCH_CACHE=${BENCH_CACHE:-/var/cache/erofs-snapshotter-bench}
+BENCH_SUITE=${BENCH_SUITE:-bookworm}
+BENCH_MIRROR=${BENCH_MIRROR:-http://deb.debian.org/debian}
+BENCH_PACKAGES=${BENCH_PACKAGES:-python3,perl,git,npm,vim,tzdata,python3-pandas,python3-sympy}
+BENCH_OUT=${BENCH_OUT:-/tmp/erofs-bench-$(date +%Y%m%d-%H%M%S).txt}
+IMAGE_NAME=localhost/erofs-bench/debian:1
+
+T_BENCH=$(now)
+PROC_MOUNT=   # /proc of the rootfs being built, unmounted on exit
+trap '[ -z "$PROC_MOUNT" ] || umount "$PROC_MOUNT"; e2e_cleanup' EXIT
+trap 'exit 130' INT TERM
+
+# --- the image ---------------------------------------------------------------
+
+cache_key() { echo "$BENCH_SUITE $BENCH_MIRROR $BENCH_PACKAGES v1" | sha256sum | cut -c1-12; }
+
+# build_rootfs DIR: a Debian root filesystem in DIR (cached): debootstrap
+# minbase, then apt-get install in a chroot (debootstrap's own --include does not
+# resolve dependencies well enough for npm and the like).
+build_rootfs() {
+	local dir=$1 t0 tmp=$1.tmp
+	if [ -f "$dir/.complete" ]; then
+		log "rootfs: cached $dir"
+		return 0
+	fi
+	t0=$(now)
+	rm -rf "$tmp"
+	log "rootfs: debootstrap --variant=minbase $BENCH_SUITE + apt-get install ${BENCH_PACKAGES//,/ } (one time, a few minutes)"
+	debootstrap --variant=minbase "$BENCH_SUITE" "$tmp" "$BENCH_MIRROR" >"$BENCH_CACHE/debootstrap.log" 2>&1 ||
+		{ tail -n 20 "$BENCH_CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $BENCH_CACHE/debootstrap.log)"; }
+	mount -t proc proc "$tmp/proc"
+	PROC_MOUNT=$tmp/proc
+	local rc=0
+	# shellcheck disable=SC2086 # the package list is split on purpose
+	{
+		chroot "$tmp" apt-get update -qq &&
+			chroot "$tmp" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends ${BENCH_PACKAGES//,/ } &&
+			chroot "$tmp" apt-get clean
+	} >>"$BENCH_CACHE/debootstrap.log" 2>&1 || rc=$?
+	umount "$tmp/proc"
+	PROC_MOUNT=
+	[ $rc -eq 0 ] || { tail -n 20 "$BENCH_CACHE/debootstrap.log" >&2; die "apt-get install in the rootfs failed (log: $BENCH_CACHE/debootstrap.log)"; }
+	# What an image would not carry: apt lists, logs.
+	rm -rf "$tmp"/var/lib/apt/lists/* "$tmp"/var/log/* "$tmp"/var/cache/debconf/*-old
+	rm -rf "$dir"
+	mv "$tmp" "$dir"
+	touch "$dir/.complete"
+	log "rootfs: built in $(elapsed "$t0") s"
+}
+
+# build_image ROOTFS OUT: the OCI archive, 4 layers (cached).
+#   1 base: everything but /usr/lib and /usr/share (their directories only)
+#   2 /usr/share   3 /usr/lib   4 a small "app" layer
+build_image() {
+	local rootfs=$1 out=$2 t0 work
+	if [ -f "$out" ]; then
+		log "image: cached $out"
+		return 0
+	fi
+	t0=$(now)
+	work=$(mktemp -d "$BENCH_CACHE/layers.XXXXXX")
+	local tar_opts=(--sort=name --numeric-owner --format=gnu -C "$rootfs")
+	# No device nodes, no /proc, /sys contents: runc provides them.
+	tar "${tar_opts[@]}" --exclude=./.complete --exclude='./dev/*' --exclude='./proc/*' \
+		--exclude='./sys/*' --exclude='./usr/lib/*' --exclude='./usr/share/*' \
+		-cf "$work/1-base.tar" .
+	tar "${tar_opts[@]}" -cf "$work/2-usr-share.tar" ./usr/share
+	tar "${tar_opts[@]}" -cf "$work/3-usr-lib.tar" ./usr/lib
+	mkdir -p "$work/app/app" "$work/app/etc"
+	printf '#!/bin/sh\necho app\n' >"$work/app/app/start.sh"
+	chmod 0755 "$work/app/app/start.sh"
+	echo "erofs-snapshotter launch benchmark image" >"$work/app/etc/bench-release"
+	tar --sort=name --numeric-owner --owner=0 --group=0 --mtime=@1700000000 --format=gnu \
+		-C "$work/app" -cf "$work/4-app.tar" .
+	"$HERE/../tests/e2e/image.sh" from-tars "$out.tmp" "$IMAGE_NAME" \
+		"$work/1-base.tar" "$work/2-usr-share.tar" "$work/3-usr-lib.tar" "$work/4-app.tar"
+	rm -rf "$work"
+	mv "$out.tmp" "$out"
+	log "image: built in $(elapsed "$t0") s"
+}
+
+# --- one mode ----------------------------------------------------------------
+
+MARKS=
+
+snapshots_of() { ctr_ snapshots --snapshotter "$SN" ls | awk 'NR > 1 { print $1, ($2 ~ /^(Active|Committed|View)$/ ? "" : $2) }'; }
+
+# remove_snapshots: every snapshot of the snapshotter, leaves first.
+remove_snapshots() {
+	local _ list keys parents k
+	for _ in $(seq 1 30); do
+		list=$(snapshots_of)
+		[ -n "$list" ] || return 0
+		keys=$(awk '{ print $1 }' <<<"$list")
+		parents=$(awk 'NF > 1 { print $2 }' <<<"$list" | sort -u)
+		for k in $keys; do
+			grep -qxF -- "$k" <<<"$parents" || ctr_ snapshots --snapshotter "$SN" rm "$k" >/dev/null
+		done
+	done
+	die "snapshots left: $(snapshots_of)"
+}
+
+# backend_dirs: snapshot (and trash) directories the backend still holds.
+backend_dirs() {
+	local d
+	case $MODE in
+	proxy*) d="$PROXY_ROOT/snapshots $PROXY_ROOT/trash" ;;
+	*) d=$E2E_TMP/root/io.containerd.snapshotter.v1.$SN/snapshots ;;
+	esac
+	# shellcheck disable=SC2086
+	find $d -mindepth 1 -maxdepth 1 2>/dev/null | wc -l
+}
+
+wait_backend_empty() {
+	local _
+	for _ in $(seq 1 1200); do
+		[ "$(backend_dirs)" -eq 0 ] && return 0
+		sleep 0.1
+	done
+	die "backend directories still there after 120 s"
+}
+
+# check_blob_flags: in an immutable mode every layer.erofs carries
+# FS_IMMUTABLE_FL, in the others none does (so a mode measures what it says).
+check_blob_flags() {
+	local dir f attrs n=0
+	case $MODE in
+	proxy*) dir=$PROXY_ROOT ;;
+	*) dir=$E2E_TMP/root/io.containerd.snapshotter.v1.$SN ;;
+	esac
+	while IFS= read -r f; do
+		n=$((n + 1))
+		attrs=$(lsattr -d "$f" | cut -d' ' -f1)
+		if [[ $MODE == *-immutable ]]; then
+			[[ $attrs == *i* ]] || die "$f is not immutable ($attrs) in mode $MODE"
+		else
+			[[ $attrs != *i* ]] || die "$f is immutable in mode $MODE"
+		fi
+	done < <(find "$dir" -name layer.erofs -type f)
+	[[ $MODE != *-immutable ]] || [ $n -gt 0 ] || die "no layer.erofs under $dir"
+}
+
+# one_run N: prints "launch_seconds ctr_returned_seconds".
+one_run() {
+	local n=$1 id=bench-$1 t0 t_ctr t_start _
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	t0=$(now)
+	ctr_ run -d --snapshotter "$SN" --runc-root "$RUNC_ROOT" --fifo-dir "$E2E_TMP/fifo" \
+		--mount "type=bind,src=$MARKS,dst=/bench,options=rbind:rw" \
+		"$IMAGE_NAME" "$id" /bin/sh -c "echo started > /bench/$id; exec sleep 600" >/dev/null
+	t_ctr=$(elapsed "$t0")
+	for _ in $(seq 1 6000); do
+		[ -e "$MARKS/$id" ] && break
+		sleep 0.005
+	done
+	t_start=$(elapsed "$t0")
+	[ -e "$MARKS/$id" ] || die "run $n: the container's process did not start"
+	ctr_ tasks ls | grep -qE "^$id +[0-9]+ +RUNNING" || die "run $n: task not RUNNING"
+	check_blob_flags
+	# Tear down: task, container (its active snapshot), the image's snapshots.
+	ctr_ tasks kill -s SIGKILL "$id" >/dev/null
+	for _ in $(seq 1 100); do
+		ctr_ tasks delete "$id" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	ctr_ containers delete "$id"
+	remove_snapshots
+	wait_backend_empty
+	echo "$t_start $t_ctr"
+}
+
+declare -A RESULT_MEDIAN RESULT_ALL RESULT_NOTE
+
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+bench_mode() {
+	MODE=$1
+	SN=$(snapshotter_of "$MODE")
+	local proxy_tmpl='' immutable=false
+	case $MODE in
+	overlayfs | erofs) ;;
+	erofs-immutable) immutable=true ;;
+	proxy) proxy_tmpl=${BENCH_PROXY_CMD:-} ;;
+	proxy-immutable) proxy_tmpl=${BENCH_PROXY_IMMUTABLE_CMD:-} ;;
+	*) die "unknown mode $MODE" ;;
+	esac
+	if [[ $MODE == proxy* ]] && [ -z "$proxy_tmpl" ]; then
+		local var=BENCH_PROXY_CMD
+		[ "$MODE" = proxy ] || var=BENCH_PROXY_IMMUTABLE_CMD
+		log "SKIP mode $MODE: no daemon command (set $var)"
+		RESULT_NOTE[$MODE]="skipped: $var not set"
+		return 0
+	fi
+
+	echo >&2
+	log "=== mode $MODE (snapshotter $SN)"
+	e2e_init "bench-$MODE"
+	MARKS=$E2E_TMP/marks
+	mkdir -p "$MARKS"
+	[ -z "$proxy_tmpl" ] || proxy_start "$proxy_tmpl"
+	ctd_config "$MODE" "$immutable"
+	ctd_start
+	local t0
+	t0=$(now)
+	ctr_ images import --no-unpack "$IMAGE_TAR" >/dev/null
+	log "import --no-unpack: $(elapsed "$t0") s"
+	[ -z "$(snapshots_of)" ] || die "snapshots exist before the first run"
+
+	local n times=() line
+	for n in $(seq 1 "$BENCH_RUNS"); do
+		line=$(one_run "$n")
+		times+=("${line%% *}")
+		log "run $n: process started after ${line%% *} s (ctr run -d returned after ${line##* } s)"
+	done
+	RESULT_ALL[$MODE]="${times[*]}"
+	RESULT_MEDIAN[$MODE]=$(printf '%s\n' "${times[@]}" | median)
+	e2e_cleanup
+}
+
+# --- main --------------------------------------------------------------------
+
+e2e_init bench-setup # install (with debootstrap) and check root
+mkdir -p "$BENCH_CACHE"
+KEY=$(cache_key)
+ROOTFS=$BENCH_CACHE/rootfs-$BENCH_SUITE-$KEY
+IMAGE_TAR=$BENCH_CACHE/image-$BENCH_SUITE-$KEY.tar
+build_rootfs "$ROOTFS"
+build_image "$ROOTFS" "$IMAGE_TAR"
+e2e_cleanup
+
+ROOTFS_FILES=$(find "$ROOTFS" -xdev -not -path "$ROOTFS/dev/*" | wc -l)
+ROOTFS_MB=$(du -sm --exclude=./dev "$ROOTFS" | cut -f1)
+IMAGE_MB=$(($(stat -c %s "$IMAGE_TAR") / 1048576))
+
+for m in $BENCH_MODES; do
+	bench_mode "$m"
+done
+
+# --- report ------------------------------------------------------------------
+
+BENCH_SECONDS=$(elapsed "$T_BENCH")
+TMP_FS=$(findmnt -no FSTYPE,SOURCE --target "$E2E_TMPDIR" | head -1 | tr -s ' ')
+{
+	echo "erofs-snapshotter launch benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo
+	echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r)"
+	echo "containerd root and snapshots: $E2E_TMPDIR on $TMP_FS; $("$E2E_BIN/containerd" --version | awk '{ print "containerd", $3 }'), $(runc --version | head -1), $(mkfs.erofs --version 2>&1 | head -1)"
+	echo "image: Debian $BENCH_SUITE minbase + $BENCH_PACKAGES; $ROOTFS_FILES files, $ROOTFS_MB MiB unpacked, $IMAGE_MB MiB as gzip layers, 4 layers"
+	echo "per run: sync; echo 3 > /proc/sys/vm/drop_caches; then timed until /bench/<id> exists:"
+	echo "  ctr run -d --snapshotter <sn> --mount type=bind,src=<marks>,dst=/bench,options=rbind:rw $IMAGE_NAME <id> /bin/sh -c 'echo started > /bench/<id>; exec sleep 600'"
+	echo "  (image imported with ctr images import --no-unpack; all snapshots removed between runs; $BENCH_RUNS runs per mode)"
+	for m in $BENCH_MODES; do
+		case $m in
+		proxy) [ -z "${BENCH_PROXY_CMD:-}" ] || echo "proxy: BENCH_PROXY_CMD='$BENCH_PROXY_CMD', differ $E2E_PROXY_DIFFER" ;;
+		proxy-immutable) [ -z "${BENCH_PROXY_IMMUTABLE_CMD:-}" ] || echo "proxy-immutable: BENCH_PROXY_IMMUTABLE_CMD='$BENCH_PROXY_IMMUTABLE_CMD', differ $E2E_PROXY_DIFFER" ;;
+		esac
+	done
+	echo
+	printf '%-16s %10s %10s   %s\n' mode median_s vs_overlay "runs (s)"
+	base=${RESULT_MEDIAN[overlayfs]:-}
+	for m in $BENCH_MODES; do
+		if [ -n "${RESULT_MEDIAN[$m]:-}" ]; then
+			ratio=-
+			[ -z "$base" ] || ratio=$(echo "${RESULT_MEDIAN[$m]} $base" | awk '{ printf "%.2fx", $1 / $2 }')
+			printf '%-16s %10.2f %10s   %s\n' "$m" "${RESULT_MEDIAN[$m]}" "$ratio" \
+				"$(for t in ${RESULT_ALL[$m]}; do printf '%.2f ' "$t"; done)"
+		else
+			printf '%-16s %10s %10s   %s\n' "$m" - - "${RESULT_NOTE[$m]:-}"
+		fi
+	done
+	echo
+	echo "whole benchmark run: $BENCH_SECONDS s (bench/launch.sh, BENCH_RUNS=$BENCH_RUNS)"
+} | tee "$BENCH_OUT"
+log "report saved to $BENCH_OUT"

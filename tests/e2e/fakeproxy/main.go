@@ -1,0 +1,81 @@
+// fakeproxy: a stand-in for the erofs-snapshotter gRPC daemon, so that the
+// e2e harness's proxy mode (and the benchmark's) can be exercised before the
+// real daemon exists. It serves one of containerd's own snapshotters over
+// containerd's snapshots gRPC API on a unix socket, with the command line the
+// harness expects from the real daemon:
+//
+//	fakeproxy --socket PATH --root DIR [--snapshotter erofs|overlayfs] [--set-immutable]
+//
+// SIGTERM or SIGINT: stop serving, close the snapshotter, remove the socket, exit 0.
+package main
+
+import (
+	"flag"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/v2/contrib/snapshotservice"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/plugins/snapshots/erofs"
+	"github.com/containerd/containerd/v2/plugins/snapshots/overlay"
+	"google.golang.org/grpc"
+)
+
+func main() {
+	socket := flag.String("socket", "", "unix socket to serve on")
+	root := flag.String("root", "", "snapshotter root directory")
+	kind := flag.String("snapshotter", "erofs", "containerd snapshotter to serve: erofs or overlayfs")
+	immutable := flag.Bool("set-immutable", false, "erofs: set FS_IMMUTABLE_FL on layer blobs")
+	flag.Parse()
+	if *socket == "" || *root == "" {
+		log.Fatal("--socket and --root are required")
+	}
+
+	var sn snapshots.Snapshotter
+	var err error
+	switch *kind {
+	case "erofs":
+		var opts []erofs.Opt
+		if *immutable {
+			opts = append(opts, erofs.WithImmutable())
+		}
+		sn, err = erofs.NewSnapshotter(*root, opts...)
+	case "overlayfs":
+		sn, err = overlay.NewSnapshotter(*root)
+	default:
+		log.Fatalf("unknown --snapshotter %q", *kind)
+	}
+	if err != nil {
+		log.Fatalf("snapshotter: %v", err)
+	}
+
+	_ = os.Remove(*socket)
+	l, err := net.Listen("unix", *socket)
+	if err != nil {
+		log.Fatalf("listen: %v", err)
+	}
+	srv := grpc.NewServer()
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		s := <-sig
+		log.Printf("%v: stopping", s)
+		srv.GracefulStop() // closes the listener, which removes the socket file
+	}()
+
+	log.Printf("serving %s snapshotter, root %s, on %s", *kind, *root, *socket)
+	if err := srv.Serve(l); err != nil {
+		log.Fatalf("serve: %v", err)
+	}
+	if err := sn.Close(); err != nil {
+		log.Printf("close: %v", err)
+	}
+	_ = os.Remove(*socket)
+	log.Print("stopped")
+}
