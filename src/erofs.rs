@@ -45,6 +45,23 @@ pub fn is_buggy(v: Version) -> bool {
     v.0 == 1 && v.1 == 8 && (v.2 == 7 || v.2 == 8)
 }
 
+/// The program `name` stands for: itself when it has a slash, else the first
+/// executable of that name on PATH (so each later run does not search).
+pub fn resolve_program(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return Some(std::path::PathBuf::from(name));
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// Checks that `mkfs_path` runs and is new enough; remembered per process.
 pub fn check_mkfs(mkfs_path: &str) -> Result<Version> {
     static SEEN: OnceLock<Mutex<HashMap<String, Version>>> = OnceLock::new();

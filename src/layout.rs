@@ -5,6 +5,7 @@
 //! root/                     0700
 //!   metadata.db             SQLite (WAL)
 //!   users.lock              flock: shared by every open handle (see layers.rs)
+//!   changes                 a counter moved by every write (see metastore.rs)
 //!   snapshots/              0700
 //!     new-*/                a snapshot being created (flock held by its creator)
 //!     <id>/                 named by the metadata id, never by the key
@@ -92,6 +93,11 @@ impl Layout {
 
     pub fn metadata_db(&self) -> PathBuf {
         self.root.join("metadata.db")
+    }
+
+    /// The change counter every process sharing the root maps (metastore.rs).
+    pub fn changes(&self) -> PathBuf {
+        self.root.join("changes")
     }
 
     pub fn users_lock(&self) -> PathBuf {

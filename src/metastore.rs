@@ -3,8 +3,10 @@
 //! write lock up front (`BEGIN IMMEDIATE`) so two writers never deadlock on a
 //! lock upgrade, and wait up to [`BUSY_TIMEOUT`] for each other.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -130,7 +132,20 @@ pub(crate) struct MetaStore {
     path: PathBuf,
     sync: bool,
     idle: Mutex<Vec<Connection>>,
+    changes: ChangeCounter,
+    cache: Mutex<Cache>,
 }
+
+/// Rows read while the change counter stood at `seq` (see [`ChangeCounter`]).
+#[derive(Default)]
+struct Cache {
+    seq: u64,
+    rows: HashMap<String, (SnapshotRow, i64)>,
+    all: Option<Arc<Vec<SnapshotRow>>>,
+}
+
+/// Entries kept at most; past that the cache starts over.
+const MAX_CACHED_ROWS: usize = 16 * 1024;
 
 /// Connections kept open for reuse; more are opened on demand under load.
 const MAX_IDLE: usize = 4;
@@ -138,11 +153,14 @@ const MAX_IDLE: usize = 4;
 impl MetaStore {
     /// Opens (creating if needed) the database at `path`. `sync` asks for
     /// `synchronous=FULL` so a recorded commit survives power loss.
-    pub fn open(path: &Path, sync: bool) -> Result<MetaStore> {
+    /// `changes` is the shared change counter file (created if needed).
+    pub fn open(path: &Path, changes: &Path, sync: bool) -> Result<MetaStore> {
         let store = MetaStore {
             path: path.to_path_buf(),
             sync,
             idle: Mutex::new(Vec::new()),
+            changes: ChangeCounter::open(changes)?,
+            cache: Mutex::new(Cache::default()),
         };
         let mut conn = store.connect()?;
         // Several processes may create the schema at once: one transaction each.
@@ -213,7 +231,70 @@ impl MetaStore {
 
     /// Runs `f` in a write transaction; it commits only if `f` succeeds.
     pub fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        self.run(TransactionBehavior::Immediate, f)
+        let mut conn = self.take()?;
+        let mut marked = None;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&Tx { tx: &tx })?;
+            // Readers stop trusting their caches before the data changes...
+            marked = Some(self.changes.begin_write());
+            tx.commit()?;
+            Ok(out)
+        })();
+        // ... and may cache again once it has.
+        if let Some(m) = marked {
+            self.changes.end_write(m);
+        }
+        self.put_back(conn);
+        result
+    }
+
+    /// A snapshot and the mount generation, from this handle's cache when no
+    /// process has written since they were read.
+    pub fn cached_get(&self, key: &str) -> Result<(SnapshotRow, i64)> {
+        let seq = self.changes.stable();
+        if let Some(seq) = seq {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.seq == seq {
+                if let Some(hit) = cache.rows.get(key) {
+                    return Ok(hit.clone());
+                }
+            }
+        }
+        let got = self.read_one(|tx| tx.get_with_generation(key))?;
+        if let Some(seq) = seq {
+            if self.changes.stable() == Some(seq) {
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                cache.reset_to(seq);
+                if cache.rows.len() >= MAX_CACHED_ROWS {
+                    cache.rows.clear();
+                }
+                cache.rows.insert(key.to_string(), got.clone());
+            }
+        }
+        Ok(got)
+    }
+
+    /// Every snapshot by key, cached like [`MetaStore::cached_get`].
+    pub fn cached_all(&self) -> Result<Arc<Vec<SnapshotRow>>> {
+        let seq = self.changes.stable();
+        if let Some(seq) = seq {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.seq == seq {
+                if let Some(all) = &cache.all {
+                    return Ok(all.clone());
+                }
+            }
+        }
+        let all = Arc::new(self.read_one(|tx| tx.all())?);
+        if let Some(seq) = seq {
+            if self.changes.stable() == Some(seq) {
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                cache.reset_to(seq);
+                cache.all = Some(all.clone());
+            }
+        }
+        Ok(all)
     }
 
     /// Runs `f`, which must issue a single statement, without an explicit
@@ -240,6 +321,108 @@ impl MetaStore {
         })();
         self.put_back(conn);
         result
+    }
+}
+
+impl Cache {
+    fn reset_to(&mut self, seq: u64) {
+        if self.seq != seq {
+            self.seq = seq;
+            self.rows.clear();
+            self.all = None;
+        }
+    }
+}
+
+/// A counter in a small file every process sharing the root maps, moved by
+/// every write transaction, so a reader can tell with one memory load
+/// whether the database may have changed since it cached a row.
+///
+/// A writer makes it odd before committing ("data about to change: do not
+/// cache") and even again after. A reader caches what it read only if the
+/// counter was the same even value before and after the read, and serves
+/// from the cache only while it still is. Writers are serialized by SQLite,
+/// but a writer's "after" can come when the next writer is already inside its
+/// transaction; `fetch_max` keeps the counter odd then. A writer that dies
+/// between the two steps leaves it odd: caching stays off (reads go to the
+/// database, correct and slower) until the next write completes.
+struct ChangeCounter {
+    map: *mut AtomicU64,
+}
+
+// SAFETY: the mapping is only accessed through atomics and lives as long as the value.
+unsafe impl Send for ChangeCounter {}
+// SAFETY: as above.
+unsafe impl Sync for ChangeCounter {}
+
+impl ChangeCounter {
+    fn open(path: &Path) -> Result<ChangeCounter> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        let len = 4096;
+        if f.metadata().map_err(|e| Error::io("stat", path, e))?.len() < len {
+            // Extending never loses a value another process wrote: set_len
+            // only adds zeros past the end.
+            f.set_len(len).map_err(|e| Error::io("size", path, e))?;
+        }
+        // SAFETY: a shared mapping of a file we just sized; unmapped in Drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::io("map", path, std::io::Error::last_os_error()));
+        }
+        Ok(ChangeCounter { map: p.cast() })
+    }
+
+    fn counter(&self) -> &AtomicU64 {
+        // SAFETY: a live, page-aligned mapping.
+        unsafe { &*self.map }
+    }
+
+    /// The counter when no write is under way (even), else None.
+    fn stable(&self) -> Option<u64> {
+        let v = self.counter().load(AtomicOrdering::SeqCst);
+        (v % 2 == 0).then_some(v)
+    }
+
+    fn begin_write(&self) -> u64 {
+        let c = self.counter();
+        let mut v = c.load(AtomicOrdering::SeqCst);
+        loop {
+            let next = if v % 2 == 0 { v + 1 } else { v + 2 };
+            match c.compare_exchange(v, next, AtomicOrdering::SeqCst, AtomicOrdering::SeqCst) {
+                Ok(_) => return next,
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    fn end_write(&self, began: u64) {
+        self.counter().fetch_max(began + 1, AtomicOrdering::SeqCst);
+    }
+}
+
+impl Drop for ChangeCounter {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in open.
+        unsafe { libc::munmap(self.map.cast(), 4096) };
     }
 }
 
@@ -457,9 +640,9 @@ mod tests {
     fn schema_and_rows() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("metadata.db");
-        let store = MetaStore::open(&db, false).unwrap();
+        let store = MetaStore::open(&db, &dir.path().join("changes"), false).unwrap();
         // Opening twice (another process) is fine.
-        let _again = MetaStore::open(&db, false).unwrap();
+        let _again = MetaStore::open(&db, &dir.path().join("changes"), false).unwrap();
         let now = Timestamp::now();
         let a = store
             .write(|tx| tx.insert(Kind::Active, "a", None, &Labels::new(), now))
@@ -501,9 +684,57 @@ mod tests {
     }
 
     #[test]
+    fn change_counter_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ChangeCounter::open(&dir.path().join("c")).unwrap();
+        let b = ChangeCounter::open(&dir.path().join("c")).unwrap(); // another process
+        assert_eq!(a.stable(), Some(0));
+        let m = a.begin_write();
+        assert_eq!(b.stable(), None, "no caching while a write is under way");
+        // The next writer begins before the first one's end: still odd after it.
+        let m2 = b.begin_write();
+        a.end_write(m);
+        assert_eq!(a.stable(), None);
+        b.end_write(m2);
+        let after = a.stable().unwrap();
+        assert!(after > 0);
+        // A writer that died between begin and end leaves caching off ...
+        let _dead = a.begin_write();
+        assert_eq!(b.stable(), None);
+        // ... until the next write completes.
+        let m3 = b.begin_write();
+        b.end_write(m3);
+        assert!(a.stable().unwrap() > after);
+    }
+
+    #[test]
+    fn cache_serves_until_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let changes = dir.path().join("changes");
+        let a = MetaStore::open(&db, &changes, false).unwrap();
+        let b = MetaStore::open(&db, &changes, false).unwrap();
+        a.write(|tx| tx.insert(Kind::Active, "k", None, &Labels::new(), Timestamp::now()))
+            .unwrap();
+        let (row, _) = a.cached_get("k").unwrap();
+        // A change made behind SQLite's back is invisible while cached ...
+        a.read_one(|tx| {
+            tx.tx
+                .execute("UPDATE snapshots SET parent = 'sneaky' WHERE key = 'k'", [])?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(a.cached_get("k").unwrap().0.parent, row.parent);
+        // ... and any write through a store (here: another handle's) ends it.
+        b.write(|tx| tx.bump_mount_generation()).unwrap();
+        assert_eq!(a.cached_get("k").unwrap().0.parent, "sneaky");
+    }
+
+    #[test]
     fn failed_closure_rolls_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = MetaStore::open(&dir.path().join("m.db"), false).unwrap();
+        let store =
+            MetaStore::open(&dir.path().join("m.db"), &dir.path().join("changes"), false).unwrap();
         let r: Result<()> = store.write(|tx| {
             tx.insert(Kind::Active, "a", None, &Labels::new(), Timestamp::now())?;
             Err(Error::internal("boom"))

@@ -78,9 +78,12 @@ impl Snapshotter {
     }
 
     /// Like [`Snapshotter::open`], with warnings and operation records going to `log`.
-    pub fn open_with_logger(config: Config, log: Logger) -> Result<Snapshotter> {
+    pub fn open_with_logger(mut config: Config, log: Logger) -> Result<Snapshotter> {
         config.validate()?;
         check_kernel()?;
+        if let Some(p) = erofs::resolve_program(&config.mkfs_path) {
+            config.mkfs_path = p.to_string_lossy().into_owned();
+        }
         let version = erofs::check_mkfs(&config.mkfs_path)?;
         if erofs::is_buggy(version) {
             log.warn(format_args!(
@@ -103,7 +106,7 @@ impl Snapshotter {
         if config.enable_fsverity {
             integrity::probe_verity(&root)?;
         }
-        let store = MetaStore::open(&layout.metadata_db(), config.sync_commit)?;
+        let store = MetaStore::open(&layout.metadata_db(), &layout.changes(), config.sync_commit)?;
         let layers = Layers::open(&layout, config.enable_fsverity)?;
         let trash = crate::layout::Trash::new(layout.trash.clone(), log.clone());
         // Finish deletions an earlier process did not complete.
@@ -126,7 +129,8 @@ impl Snapshotter {
         })
     }
 
-    /// The configuration this snapshotter was opened with.
+    /// The configuration this snapshotter was opened with (`mkfs_path`
+    /// resolved on PATH).
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -227,7 +231,7 @@ impl Snapshotter {
 
     fn mounts_inner(&self, key: &str) -> Result<Vec<Mount>> {
         check_key("key", key)?;
-        let (row, generation) = self.store.read_one(|tx| tx.get_with_generation(key))?;
+        let (row, generation) = self.store.cached_get(key)?;
         if row.kind == Kind::Committed {
             return Err(Error::failed_precondition(format!(
                 "snapshot {key:?} is committed; only active snapshots and views have mounts"
@@ -571,7 +575,7 @@ impl Snapshotter {
     /// Information about a snapshot.
     pub fn stat(&self, key: &str) -> Result<Info> {
         let op = self.log.op("stat", key);
-        op.finish(self.store.read_one(|tx| tx.must_get(key)).map(|r| r.info()))
+        op.finish(self.store.cached_get(key).map(|(r, _)| r.info()))
     }
 
     /// Updates labels (the only mutable field) following containerd's field
@@ -610,9 +614,9 @@ impl Snapshotter {
         op.finish((|| {
             let filter =
                 Filter::parse_all(filters).map_err(|e| Error::invalid_argument(e.to_string()))?;
-            let rows = self.store.read(|tx| tx.all())?;
+            let rows = self.store.cached_all()?;
             Ok(rows
-                .into_iter()
+                .iter()
                 .map(|r| r.info())
                 .filter(|info| filter.matches(&|path: &[String]| field(info, path)))
                 .collect())

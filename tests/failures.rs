@@ -259,3 +259,28 @@ fn sync_commit_commits() {
         assert_eq!(read(p, "f"), "durable")
     });
 }
+
+/// A handle serves stat, mounts and walk from memory while nothing changed;
+/// a write by another process is seen at once.
+#[test]
+fn cached_reads_see_other_processes_writes() {
+    let env = Env::new();
+    let s = env.open();
+    s.prepare("x", "", &no_labels()).unwrap();
+    for _ in 0..3 {
+        assert!(s.stat("x").unwrap().labels.is_empty());
+        assert_eq!(s.walk(&[]).unwrap().len(), 1);
+        s.mounts("x").unwrap();
+    }
+    ctl_ok(&env, &["label", "x", "k=v"]);
+    assert_eq!(s.stat("x").unwrap().labels, labels(&[("k", "v")]));
+    assert_eq!(s.walk(&["labels.k==v".to_string()]).unwrap().len(), 1);
+    ctl_ok(&env, &["prepare", "y"]);
+    assert_eq!(s.walk(&[]).unwrap().len(), 2);
+    ctl_ok(&env, &["commit", "x-c", "x"]);
+    assert_eq!(s.stat("x").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(s.mounts("x").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(s.stat("x-c").unwrap().kind, Kind::Committed);
+    ctl_ok(&env, &["remove", "x-c"]);
+    assert_eq!(s.stat("x-c").unwrap_err().kind(), ErrorKind::NotFound);
+}
