@@ -557,21 +557,4 @@ fn background_deletion_failures_reach_the_host_logger() {
             .any(|m| m.contains("could not delete") && m.contains("Operation not permitted")),
         "{seen:?}"
     );
-    // Unpin what is left in the trash so the test directory can go.
-    for ent in walk_files(&env.root.join("trash")) {
-        let _ = erofs_snapshotter::integrity::set_immutable(&ent, false);
-    }
-}
-
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

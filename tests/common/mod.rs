@@ -45,6 +45,31 @@ impl Env {
     }
 }
 
+/// A failed test must not leave mounts (or immutable files) behind in /tmp.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let mut left = mounts_under(self.dir.path());
+        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in left {
+            let _ = unmount_all(Path::new(&m), true);
+        }
+        clear_immutable(self.dir.path());
+    }
+}
+
+fn clear_immutable(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => clear_immutable(&p),
+            Ok(t) if t.is_file() => {
+                let _ = erofs_snapshotter::integrity::set_immutable(&p, false);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Mounts `mounts` on a fresh target, runs `f`, unmounts.
 pub fn with_mounted<T>(env: &Env, name: &str, mounts: &[Mount], f: impl FnOnce(&Path) -> T) -> T {
     let target = env.target(name);
