@@ -75,6 +75,20 @@ fn main() {
                 .unwrap()
         }),
     ));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let img = dir.path().join("empty.erofs");
+    rows.push((
+        "mkfs.erofs alone (empty dir)".into(),
+        time(50, |_| {
+            std::process::Command::new(&s.config().mkfs_path)
+                .args(["--quiet", "-Enoinline_data", "-b4096"])
+                .arg(&img)
+                .arg(&empty)
+                .status()
+                .unwrap()
+        }),
+    ));
     rows.push((
         "remove (committed)".into(),
         time(50, |i| s.remove(&format!("e{i}")).unwrap()),

@@ -176,13 +176,14 @@ int32_t erofs_snapshotter_view(erofs_snapshotter *s,
 
 /**
  * Commits active snapshot `key` as committed snapshot `name` with
- * `labels_json` (replacing its labels, as containerd does). The caller
- * unmounts the snapshot first (a mount visible to this process is refused).
- * Converts the upper dir with mkfs.erofs outside any lock other snapshots
- * need, or uses the layer `erofs_snapshotter_apply` wrote. Errors:
+ * `labels_json` (replacing its labels, as containerd does). As in
+ * containerd's contract, the caller unmounts the snapshot first (not
+ * checked: writes made through a mount left in place are lost). Converts the
+ * upper dir with mkfs.erofs outside any lock other snapshots need, or uses
+ * the layer `erofs_snapshotter_apply` wrote. Errors:
  * `EROFS_ERR_ALREADY_EXISTS` (name taken), `EROFS_ERR_NOT_FOUND` (no such
- * key), `EROFS_ERR_FAILED_PRECONDITION` (key is a view or committed, or
- * still mounted), `EROFS_ERR_UNAVAILABLE` (disk full),
+ * key), `EROFS_ERR_FAILED_PRECONDITION` (key is a view or committed),
+ * `EROFS_ERR_UNAVAILABLE` (disk full),
  * `EROFS_ERR_INVALID_ARGUMENT` (mkfs.erofs rejected `mkfs_options`). On any
  * error the active snapshot is left as it was. Thread safe.
  */

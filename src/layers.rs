@@ -115,8 +115,13 @@ impl Layers {
         let _lock =
             lock_dir(&dir, true).map_err(|e| Error::io("lock snapshot directory", &dir, e))?;
         let fs = self.layout.fs_dir(id);
-        if fs_magic(&fs).map_err(|e| Error::io("statfs", &fs, e))? == EROFS_SUPER_MAGIC {
-            return Ok(());
+        match fs_magic(&fs) {
+            Ok(EROFS_SUPER_MAGIC) => return Ok(()),
+            Ok(_) => {}
+            // A commit that stopped between retiring the upper dir and making
+            // the mount point again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => crate::layout::make_mount_point(&fs)?,
+            Err(e) => return Err(Error::io("statfs", &fs, e)),
         }
         let path = self.layout.blob(id);
         self.verify_blob(&path, blob)?;

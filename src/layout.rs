@@ -40,8 +40,6 @@ pub const MARKER: &str = ".erofslayer";
 pub const BLOB: &str = "layer.erofs";
 /// Prefix of a blob being written (in the snapshot directory).
 pub const BLOB_TMP_PREFIX: &str = ".layer.erofs.tmp-";
-/// Prefix of a committed snapshot's former upper dir on its way to the trash.
-pub const UPPER_SWAP_PREFIX: &str = ".fs-";
 
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
@@ -170,19 +168,13 @@ impl Layout {
         }
     }
 
-    /// Replaces the upper dir of a committed snapshot by an empty `fs/` (the
-    /// layer's mount point, same owner and mode) in one atomic exchange, so
-    /// `fs/` always exists; then moves the old upper and `work/` to the trash.
+    /// Moves the upper and work dirs of a committed snapshot to the trash
+    /// and leaves an empty `fs/` as the layer's mount point. A crash in
+    /// between leaves no `fs/`; mounting the layer creates it again.
     pub fn retire_upper(&self, id: i64) -> Result<()> {
         let fs_dir = self.fs_dir(id);
-        let md = fs::symlink_metadata(&fs_dir).map_err(|e| Error::io("stat", &fs_dir, e))?;
-        let fresh = unique_dir(&self.snapshot_dir(id), UPPER_SWAP_PREFIX, 0o700)?;
-        set_mode(&fresh, md.mode() & 0o7777)?;
-        std::os::unix::fs::lchown(&fresh, Some(md.uid()), Some(md.gid()))
-            .map_err(|e| Error::io("chown", &fresh, e))?;
-        exchange(&fresh, &fs_dir).map_err(|e| Error::io("exchange upper dir", &fs_dir, e))?;
-        // `fresh` now names the old upper dir.
-        self.retire(&fresh, &format!("upper-{id}"))?;
+        self.retire(&fs_dir, &format!("upper-{id}"))?;
+        make_mount_point(&fs_dir)?;
         self.retire(&self.work_dir(id), &format!("work-{id}"))?;
         Ok(())
     }
@@ -236,26 +228,12 @@ impl Drop for Staging {
     }
 }
 
-/// Atomically swaps two paths (renameat2 RENAME_EXCHANGE).
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: two valid C strings relative to the current directory.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+/// Creates `dir` (0755) unless it exists: the mount point of a layer.
+pub(crate) fn make_mount_point(dir: &Path) -> Result<()> {
+    match DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io("create directory", dir, e)),
     }
 }
 

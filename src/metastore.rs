@@ -3,7 +3,7 @@
 //! write lock up front (`BEGIN IMMEDIATE`) so two writers never deadlock on a
 //! lock upgrade, and wait up to [`BUSY_TIMEOUT`] for each other.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -601,10 +601,15 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    pub fn ids(&self) -> Result<HashSet<i64>> {
-        let mut st = self.tx.prepare_cached("SELECT id FROM snapshots")?;
-        let rows = st.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<HashSet<i64>>>()?)
+    /// The kind of every snapshot, by id.
+    pub fn kinds(&self) -> Result<HashMap<i64, Kind>> {
+        let mut st = self.tx.prepare_cached("SELECT id, kind FROM snapshots")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|r| {
+            let (id, kind) = r?;
+            Ok((id, Kind::from_i64(kind)?))
+        })
+        .collect()
     }
 
     /// Counter bumped by every unmount of a layer, so a handle knows when its

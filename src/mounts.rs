@@ -456,37 +456,6 @@ pub(crate) fn mount_points_under(prefix: &Path) -> io::Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// Where `dir` (canonical) is in use by a mount in this namespace: as an
-/// overlay's upper dir, or bind-mounted elsewhere (it or a directory in it).
-/// Best effort: mounts in other mount namespaces are not visible.
-pub(crate) fn in_use_at(dir: &Path) -> io::Result<Option<PathBuf>> {
-    use std::os::unix::fs::MetadataExt;
-    let table = mount_table()?;
-    let upper = format!("upperdir={}", dir.display());
-    if let Some(m) = table
-        .iter()
-        .find(|m| m.fstype == "overlay" && m.super_options.split(',').any(|o| o == upper))
-    {
-        return Ok(Some(m.mount_point.clone()));
-    }
-    let st_dev = std::fs::metadata(dir)?.dev();
-    let dev = (libc::major(st_dev), libc::minor(st_dev));
-    // The mount `dir` is reached through, and `dir`'s path inside that filesystem.
-    let Some(host) = table
-        .iter()
-        .filter(|m| m.dev == dev && dir.starts_with(&m.mount_point))
-        .max_by_key(|m| m.mount_point.as_os_str().len())
-    else {
-        return Ok(None);
-    };
-    let rel = dir.strip_prefix(&host.mount_point).unwrap_or(dir);
-    let inside = host.root.join(rel);
-    Ok(table
-        .iter()
-        .find(|m| m.dev == dev && m.mount_point != host.mount_point && m.root.starts_with(&inside))
-        .map(|m| m.mount_point.clone()))
-}
-
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());

@@ -18,7 +18,6 @@ use crate::integrity;
 use crate::layers::Layers;
 use crate::layout::{
     lock_dir, parse_id, DirAttrs, Layout, BLOB_TMP_PREFIX, MARKER, STAGING_PREFIX,
-    UPPER_SWAP_PREFIX,
 };
 use crate::logging::Logger;
 use crate::metastore::{BlobRecord, MetaStore, SnapshotRow};
@@ -324,18 +323,6 @@ impl Snapshotter {
             let current = tx.get_by_id(row.id)?;
             active_row(current.filter(|r| r.key == key), key).map(drop)
         })?;
-        // Writes made after the conversion would be lost with the retired
-        // upper dir: the caller must unmount first (containerd's contract).
-        let upper = self.layout.fs_dir(row.id);
-        if let Some(at) = crate::mounts::in_use_at(&upper)
-            .map_err(|e| Error::io("read the mount table for", &upper, e))?
-        {
-            return Err(Error::failed_precondition(format!(
-                "snapshot {key:?} is still mounted at {}; unmount it before committing",
-                at.display()
-            )));
-        }
-
         let blob_path = self.layout.blob(row.id);
         let existing = match std::fs::symlink_metadata(&blob_path) {
             Ok(md) if md.file_type().is_file() => Some(md.len()),
@@ -634,8 +621,8 @@ impl Snapshotter {
     fn cleanup_inner(&self) -> Result<()> {
         // Listing and retiring inside the write transaction: no creation can
         // be between installing its directory and committing meanwhile.
-        let committed_ids = self.store.write(|tx| {
-            let ids = tx.ids()?;
+        let kinds = self.store.write(|tx| {
+            let kinds = tx.kinds()?;
             for name in self.layout.snapshot_entries()? {
                 let path = self.layout.snapshots.join(&name);
                 if name.starts_with(STAGING_PREFIX) {
@@ -648,7 +635,7 @@ impl Snapshotter {
                 let Some(id) = parse_id(std::ffi::OsStr::new(&name)) else {
                     continue;
                 };
-                if !ids.contains(&id) {
+                if !kinds.contains_key(&id) {
                     if let Err(e) = self.layers.unmount(id) {
                         self.log.warn(format_args!("cleanup: {e}"));
                         continue;
@@ -656,24 +643,34 @@ impl Snapshotter {
                     self.layout.retire(&path, &format!("orphan-{id}"))?;
                 }
             }
-            Ok(ids)
+            Ok(kinds)
         })?;
-        for id in committed_ids {
-            // Blobs left by interrupted commits, when no commit is running.
+        for (id, kind) in kinds {
+            // What interrupted commits left, when no commit is running: a
+            // temporary blob; an upper dir not yet retired (only reachable
+            // while the layer is not mounted over it).
             let dir = self.layout.snapshot_dir(id);
             let Ok(_lock) = lock_dir(&dir, false) else {
                 continue;
             };
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 for ent in rd.flatten() {
-                    let name = ent.file_name().to_string_lossy().into_owned();
-                    if name.starts_with(BLOB_TMP_PREFIX) {
+                    if ent
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(BLOB_TMP_PREFIX)
+                    {
                         let _ = std::fs::remove_file(ent.path());
-                    } else if name.starts_with(UPPER_SWAP_PREFIX) {
-                        // An upper dir swapped out by a commit that stopped there.
-                        let _ = self.layout.retire(&ent.path(), &format!("upper-{id}"));
                     }
                 }
+            }
+            let fs_dir = self.layout.fs_dir(id);
+            if kind == Kind::Committed
+                && crate::mounts::fs_magic(&fs_dir)
+                    .is_ok_and(|m| m != crate::mounts::EROFS_SUPER_MAGIC)
+                && std::fs::read_dir(&fs_dir).is_ok_and(|mut d| d.next().is_some())
+            {
+                self.layout.retire_upper(id)?;
             }
         }
         let failures = self.empty_trash();

@@ -416,3 +416,23 @@ fn a_layer_unmounted_elsewhere_is_mounted_again() {
     assert_eq!(mounts_under(&env.root), [fs_dir.to_string_lossy()]);
     with_mounted(&env, "x", &m, |p| assert_eq!(read(p, "f"), "x"));
 }
+
+#[test]
+fn an_interrupted_retirement_of_the_upper_dir_is_finished() {
+    let env = Env::new();
+    let s = env.open();
+    layer(&env, &s, "c", "", |p| write(p, "f", "layer"));
+    drop(s); // the layer is unmounted
+    let fs_dir = env.root.join("snapshots/1/fs");
+    // A commit that stopped after recording: the upper dir still in place ...
+    write(&fs_dir, "stale-upper-file", "x");
+    let s = env.open();
+    s.cleanup().unwrap();
+    assert!(!fs_dir.join("stale-upper-file").exists());
+    // ... or one that stopped before making the mount point again.
+    fs::remove_dir(&fs_dir).unwrap();
+    let v = s.view("v", "c", &no_labels()).unwrap();
+    with_mounted(&env, "v", &v, |p| assert_eq!(read(p, "f"), "layer"));
+    s.prepare("a", "c", &no_labels()).unwrap();
+    assert!(fs_dir.is_dir());
+}

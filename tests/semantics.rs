@@ -487,36 +487,6 @@ fn a_slow_commit_does_not_block_other_operations() {
 }
 
 #[test]
-fn committing_a_mounted_snapshot_is_refused() {
-    let env = Env::new();
-    let s = env.open();
-    layer(&env, &s, "base", "", |p| write(p, "f", "x"));
-    for (key, parent) in [("no-parent", ""), ("over-base", "base")] {
-        let m = s.prepare(key, parent, &no_labels()).unwrap();
-        with_mounted(&env, key, &m, |p| {
-            write(p, "new", "y");
-            let e = s
-                .commit(&format!("{key}-c"), key, &no_labels())
-                .unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{e}");
-            assert!(
-                e.message().contains("still mounted at")
-                    && e.message().contains(&p.display().to_string()),
-                "{e}"
-            );
-        });
-        // Unmounted, the same commit goes through with what was written.
-        s.commit(&format!("{key}-c"), key, &no_labels()).unwrap();
-        let v = s
-            .view(&format!("{key}-v"), &format!("{key}-c"), &no_labels())
-            .unwrap();
-        with_mounted(&env, &format!("{key}-v"), &v, |p| {
-            assert_eq!(read(p, "new"), "y")
-        });
-    }
-}
-
-#[test]
 fn bad_roots_name_the_field() {
     let env = Env::new();
     let file = env.dir.path().join("a-file");
