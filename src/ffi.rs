@@ -154,6 +154,13 @@ fn put<T>(out: *mut T, value: T) {
     }
 }
 
+/// Hands a copy of `s` to the caller if the caller wants it.
+fn put_str(out: *mut *mut c_char, s: &str) {
+    if !out.is_null() {
+        put(out, to_c(s.to_string()));
+    }
+}
+
 fn put_json<T: serde::Serialize>(out: *mut *mut c_char, value: &T) -> Result<()> {
     if out.is_null() {
         return Ok(());
@@ -437,8 +444,9 @@ pub extern "C" fn erofs_snapshotter_stat(
 ) -> i32 {
     boundary(err, || {
         let s = handle(s)?;
-        let info = s.stat(str_arg(key, "key")?)?;
-        put_json(info_json, &info)
+        let json = s.stat_json(str_arg(key, "key")?)?;
+        put_str(info_json, &json);
+        Ok(())
     })
 }
 
@@ -500,8 +508,9 @@ pub extern "C" fn erofs_snapshotter_walk(
     boundary(err, || {
         let s = handle(s)?;
         let filters: Vec<String> = json_arg(filters_json, "filters_json")?;
-        let infos = s.walk(&filters)?;
-        put_json(infos_json, &infos)
+        let json = s.walk_json(&filters)?;
+        put_str(infos_json, &json);
+        Ok(())
     })
 }
 

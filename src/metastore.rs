@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
@@ -140,9 +140,35 @@ pub(crate) struct MetaStore {
 #[derive(Default)]
 struct Cache {
     seq: u64,
-    rows: HashMap<String, (SnapshotRow, i64)>,
+    rows: HashMap<String, Arc<Cached>>,
     all: Option<Arc<Vec<SnapshotRow>>>,
+    /// Walk results as JSON, by filter list (the few a host repeats).
+    walks: HashMap<Vec<String>, Arc<str>>,
 }
+
+/// A snapshot as read from the database, with the mount generation read in
+/// the same statement and its info's JSON made once on demand.
+pub(crate) struct Cached {
+    pub row: SnapshotRow,
+    pub generation: i64,
+    json: OnceLock<Arc<str>>,
+}
+
+impl Cached {
+    /// The info as the C ABI's JSON.
+    pub fn info_json(&self) -> Arc<str> {
+        self.json
+            .get_or_init(|| {
+                serde_json::to_string(&self.row.info())
+                    .unwrap_or_default()
+                    .into()
+            })
+            .clone()
+    }
+}
+
+/// Distinct walk filter lists kept at most.
+const MAX_CACHED_WALKS: usize = 16;
 
 /// Entries kept at most; past that the cache starts over.
 const MAX_CACHED_ROWS: usize = 16 * 1024;
@@ -251,7 +277,7 @@ impl MetaStore {
 
     /// A snapshot and the mount generation, from this handle's cache when no
     /// process has written since they were read.
-    pub fn cached_get(&self, key: &str) -> Result<(SnapshotRow, i64)> {
+    pub fn cached_get(&self, key: &str) -> Result<Arc<Cached>> {
         let seq = self.changes.stable();
         if let Some(seq) = seq {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -261,7 +287,12 @@ impl MetaStore {
                 }
             }
         }
-        let got = self.read_one(|tx| tx.get_with_generation(key))?;
+        let (row, generation) = self.read_one(|tx| tx.get_with_generation(key))?;
+        let got = Arc::new(Cached {
+            row,
+            generation,
+            json: OnceLock::new(),
+        });
         if let Some(seq) = seq {
             if self.changes.stable() == Some(seq) {
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -273,6 +304,37 @@ impl MetaStore {
             }
         }
         Ok(got)
+    }
+
+    /// The JSON `walk` makes of the rows for `filters`, cached by filter list
+    /// like [`MetaStore::cached_get`].
+    pub fn cached_walk(
+        &self,
+        filters: &[String],
+        make: impl FnOnce(&[SnapshotRow]) -> Result<String>,
+    ) -> Result<Arc<str>> {
+        let seq = self.changes.stable();
+        if let Some(seq) = seq {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.seq == seq {
+                if let Some(hit) = cache.walks.get(filters) {
+                    return Ok(hit.clone());
+                }
+            }
+        }
+        let rows = self.cached_all()?;
+        let json: Arc<str> = make(&rows)?.into();
+        if let Some(seq) = seq {
+            if self.changes.stable() == Some(seq) {
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                cache.reset_to(seq);
+                if cache.walks.len() >= MAX_CACHED_WALKS {
+                    cache.walks.clear();
+                }
+                cache.walks.insert(filters.to_vec(), json.clone());
+            }
+        }
+        Ok(json)
     }
 
     /// Every snapshot by key, cached like [`MetaStore::cached_get`].
@@ -330,6 +392,7 @@ impl Cache {
             self.seq = seq;
             self.rows.clear();
             self.all = None;
+            self.walks.clear();
         }
     }
 }
@@ -721,7 +784,7 @@ mod tests {
         let b = MetaStore::open(&db, &changes, false).unwrap();
         a.write(|tx| tx.insert(Kind::Active, "k", None, &Labels::new(), Timestamp::now()))
             .unwrap();
-        let (row, _) = a.cached_get("k").unwrap();
+        let row = a.cached_get("k").unwrap().row.clone();
         // A change made behind SQLite's back is invisible while cached ...
         a.read_one(|tx| {
             tx.tx
@@ -729,10 +792,10 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(a.cached_get("k").unwrap().0.parent, row.parent);
+        assert_eq!(a.cached_get("k").unwrap().row.parent, row.parent);
         // ... and any write through a store (here: another handle's) ends it.
         b.write(|tx| tx.bump_mount_generation()).unwrap();
-        assert_eq!(a.cached_get("k").unwrap().0.parent, "sneaky");
+        assert_eq!(a.cached_get("k").unwrap().row.parent, "sneaky");
     }
 
     #[test]

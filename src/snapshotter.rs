@@ -5,6 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use std::io::Read;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::differ::{self, Applied, ApplyOptions};
@@ -230,7 +231,8 @@ impl Snapshotter {
 
     fn mounts_inner(&self, key: &str) -> Result<Vec<Mount>> {
         check_key("key", key)?;
-        let (row, generation) = self.store.cached_get(key)?;
+        let cached = self.store.cached_get(key)?;
+        let (row, generation) = (&cached.row, cached.generation);
         if row.kind == Kind::Committed {
             return Err(Error::failed_precondition(format!(
                 "snapshot {key:?} is committed; only active snapshots and views have mounts"
@@ -562,7 +564,13 @@ impl Snapshotter {
     /// Information about a snapshot.
     pub fn stat(&self, key: &str) -> Result<Info> {
         let op = self.log.op("stat", key);
-        op.finish(self.store.cached_get(key).map(|(r, _)| r.info()))
+        op.finish(self.store.cached_get(key).map(|c| c.row.info()))
+    }
+
+    /// [`Snapshotter::stat`] as the C ABI's JSON.
+    pub fn stat_json(&self, key: &str) -> Result<Arc<str>> {
+        let op = self.log.op("stat", key);
+        op.finish(self.store.cached_get(key).map(|c| c.info_json()))
     }
 
     /// Updates labels (the only mutable field) following containerd's field
@@ -599,14 +607,30 @@ impl Snapshotter {
     pub fn walk(&self, filters: &[String]) -> Result<Vec<Info>> {
         let op = self.log.op("walk", "");
         op.finish((|| {
-            let filter =
-                Filter::parse_all(filters).map_err(|e| Error::invalid_argument(e.to_string()))?;
+            let filter = parse_filters(filters)?;
             let rows = self.store.cached_all()?;
             Ok(rows
                 .iter()
                 .map(|r| r.info())
                 .filter(|info| filter.matches(&|path: &[String]| field(info, path)))
                 .collect())
+        })())
+    }
+
+    /// [`Snapshotter::walk`] as the C ABI's JSON array.
+    pub fn walk_json(&self, filters: &[String]) -> Result<Arc<str>> {
+        let op = self.log.op("walk", "");
+        op.finish((|| {
+            let filter = parse_filters(filters)?;
+            self.store.cached_walk(filters, |rows| {
+                let infos: Vec<Info> = rows
+                    .iter()
+                    .map(|r| r.info())
+                    .filter(|info| filter.matches(&|path: &[String]| field(info, path)))
+                    .collect();
+                serde_json::to_string(&infos)
+                    .map_err(|e| Error::internal(format!("encode JSON: {e}")))
+            })
         })())
     }
 
@@ -712,6 +736,10 @@ fn chain(p: &SnapshotRow) -> Vec<i64> {
     std::iter::once(p.id)
         .chain(p.parent_ids.iter().copied())
         .collect()
+}
+
+fn parse_filters(filters: &[String]) -> Result<Filter> {
+    Filter::parse_all(filters).map_err(|e| Error::invalid_argument(e.to_string()))
 }
 
 fn active_row(row: Option<SnapshotRow>, key: &str) -> Result<SnapshotRow> {
