@@ -275,88 +275,82 @@ impl MetaStore {
         result
     }
 
-    /// A snapshot and the mount generation, from this handle's cache when no
-    /// process has written since they were read.
-    pub fn cached_get(&self, key: &str) -> Result<Arc<Cached>> {
+    /// The cache protocol (see [`ChangeCounter`]): serve `lookup` while no
+    /// process has written since the entry was cached; otherwise `load`, and
+    /// `store` the result if no write began meanwhile.
+    fn cached<T: Clone>(
+        &self,
+        lookup: impl FnOnce(&Cache) -> Option<T>,
+        load: impl FnOnce() -> Result<T>,
+        store: impl FnOnce(&mut Cache, T),
+    ) -> Result<T> {
         let seq = self.changes.stable();
         if let Some(seq) = seq {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if cache.seq == seq {
-                if let Some(hit) = cache.rows.get(key) {
-                    return Ok(hit.clone());
+                if let Some(hit) = lookup(&cache) {
+                    return Ok(hit);
                 }
             }
         }
-        let (row, generation) = self.read_one(|tx| tx.get_with_generation(key))?;
-        let got = Arc::new(Cached {
-            row,
-            generation,
-            json: OnceLock::new(),
-        });
+        let value = load()?;
         if let Some(seq) = seq {
             if self.changes.stable() == Some(seq) {
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 cache.reset_to(seq);
-                if cache.rows.len() >= MAX_CACHED_ROWS {
-                    cache.rows.clear();
-                }
-                cache.rows.insert(key.to_string(), got.clone());
+                store(&mut cache, value.clone());
             }
         }
-        Ok(got)
+        Ok(value)
     }
 
-    /// The JSON `walk` makes of the rows for `filters`, cached by filter list
-    /// like [`MetaStore::cached_get`].
+    /// A snapshot and the mount generation, from this handle's cache when no
+    /// process has written since they were read.
+    pub fn cached_get(&self, key: &str) -> Result<Arc<Cached>> {
+        self.cached(
+            |c| c.rows.get(key).cloned(),
+            || {
+                let (row, generation) = self.read_one(|tx| tx.get_with_generation(key))?;
+                Ok(Arc::new(Cached {
+                    row,
+                    generation,
+                    json: OnceLock::new(),
+                }))
+            },
+            |c, v| {
+                if c.rows.len() >= MAX_CACHED_ROWS {
+                    c.rows.clear();
+                }
+                c.rows.insert(key.to_string(), v);
+            },
+        )
+    }
+
+    /// The JSON `walk` makes of the rows for `filters`, cached by filter list.
     pub fn cached_walk(
         &self,
         filters: &[String],
         make: impl FnOnce(&[SnapshotRow]) -> Result<String>,
     ) -> Result<Arc<str>> {
-        let seq = self.changes.stable();
-        if let Some(seq) = seq {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.seq == seq {
-                if let Some(hit) = cache.walks.get(filters) {
-                    return Ok(hit.clone());
+        self.cached(
+            |c| c.walks.get(filters).cloned(),
+            || Ok(make(&self.cached_all()?)?.into()),
+            |c, v| {
+                if c.walks.len() >= MAX_CACHED_WALKS {
+                    c.walks.clear();
                 }
-            }
-        }
-        let rows = self.cached_all()?;
-        let json: Arc<str> = make(&rows)?.into();
-        if let Some(seq) = seq {
-            if self.changes.stable() == Some(seq) {
-                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                cache.reset_to(seq);
-                if cache.walks.len() >= MAX_CACHED_WALKS {
-                    cache.walks.clear();
-                }
-                cache.walks.insert(filters.to_vec(), json.clone());
-            }
-        }
-        Ok(json)
+                c.walks.insert(filters.to_vec(), v);
+            },
+        )
     }
 
-    /// Every snapshot by key, cached like [`MetaStore::cached_get`].
+    /// Every snapshot by key.
     pub fn cached_all(&self) -> Result<Arc<Vec<SnapshotRow>>> {
-        let seq = self.changes.stable();
-        if let Some(seq) = seq {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.seq == seq {
-                if let Some(all) = &cache.all {
-                    return Ok(all.clone());
-                }
-            }
-        }
-        let all = Arc::new(self.read_one(|tx| tx.all())?);
-        if let Some(seq) = seq {
-            if self.changes.stable() == Some(seq) {
-                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                cache.reset_to(seq);
-                cache.all = Some(all.clone());
-            }
-        }
-        Ok(all)
+        self.cached(
+            |c| c.all.clone(),
+            || Ok(Arc::new(self.read_one(|tx| tx.all())?)),
+            |c, v| c.all = Some(v),
+        )
     }
 
     /// Runs `f`, which must issue a single statement, without an explicit
