@@ -16,9 +16,9 @@
 //! layer mounts (lazily: overlays of running containers keep their references).
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -55,15 +55,7 @@ impl Layers {
     /// while a last user is detaching the layers.
     pub fn open(layout: &Layout, verity: bool) -> Result<Layers> {
         let path = layout.users_lock();
-        let users = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| Error::io("open", &path, e))?;
+        let users = crate::layout::open_shared_file(&path)?;
         flock(&users, libc::LOCK_SH).map_err(|e| Error::io("lock", &path, e))?;
         Ok(Layers {
             layout: layout.clone(),

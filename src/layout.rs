@@ -237,6 +237,19 @@ pub(crate) fn make_mount_point(dir: &Path) -> Result<()> {
     }
 }
 
+/// Opens (creating, 0600) a small file every process on the root shares.
+pub(crate) fn open_shared_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))
+}
+
 /// Opens a directory and takes an flock on it (exclusive, blocking or not).
 pub(crate) fn lock_dir(path: &Path, block: bool) -> io::Result<File> {
     let f = OpenOptions::new()

@@ -415,16 +415,7 @@ unsafe impl Sync for ChangeCounter {}
 impl ChangeCounter {
     fn open(path: &Path) -> Result<ChangeCounter> {
         use std::os::fd::AsRawFd;
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| Error::io("open", path, e))?;
+        let f = crate::layout::open_shared_file(path)?;
         let len = 4096;
         if f.metadata().map_err(|e| Error::io("stat", path, e))?.len() < len {
             // Extending never loses a value another process wrote: set_len
