@@ -27,6 +27,9 @@ type Config struct {
 	OvlMountOptions []string `json:"ovl_mount_options,omitempty" toml:"ovl_mount_options"`
 	// MkfsPath is the mkfs.erofs program (default: mkfs.erofs on PATH).
 	MkfsPath string `json:"mkfs_path,omitempty" toml:"mkfs_path"`
+	// EnableTarIndex makes the differ write tar-index images (mkfs.erofs
+	// --tar=i, the layer tar appended), as containerd's enable_tar_index.
+	EnableTarIndex bool `json:"enable_tar_index" toml:"enable_tar_index"`
 }
 
 // document is what erofs_snapshotter_open reads, and the root it names.
@@ -45,7 +48,8 @@ func (c Config) document() (string, string, error) {
 		MkfsOptions     []string `json:"mkfs_options,omitempty"`
 		OvlMountOptions []string `json:"ovl_mount_options,omitempty"`
 		MkfsPath        string   `json:"mkfs_path,omitempty"`
-	}{root, c.SetImmutable, c.EnableFsverity, c.SyncCommit, c.MkfsOptions, c.OvlMountOptions, c.MkfsPath}
+		EnableTarIndex  bool     `json:"enable_tar_index"`
+	}{root, c.SetImmutable, c.EnableFsverity, c.SyncCommit, c.MkfsOptions, c.OvlMountOptions, c.MkfsPath, c.EnableTarIndex}
 	b, err := json.Marshal(doc)
 	if err != nil {
 		return "", "", fmt.Errorf("config: %v: %w", err, errdefs.ErrInvalidArgument)

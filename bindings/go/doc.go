@@ -42,6 +42,16 @@
 //     handles them, no mount manager needed.
 //   - Library warnings (and, with a debug-level logger, one record per
 //     operation) go to log.G(ctx) of the context given to New.
+//   - NewDiffer is the matching containerd diff.Applier (and a Comparer that
+//     is always errdefs.ErrNotImplemented): it streams a layer from a content
+//     store into the active snapshot's layer.erofs (mkfs.erofs --tar), which
+//     the next Commit installs; it declines (errdefs.ErrNotImplemented)
+//     foreign mounts and media types that need a stream processor, so
+//     containerd falls back to its walking differ. Snapshotter.Apply does the
+//     same from any io.Reader.
+//
+// cmd/erofs-snapshotter-grpc serves both to an unmodified containerd as
+// snapshot and diff proxy plugins on one unix socket.
 //
 // Linking: by default the static archive target/release/liberofs_snapshotter.a
 // of this repository (built by `cargo build --release`); with the build tag

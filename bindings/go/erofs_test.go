@@ -414,6 +414,7 @@ set_immutable = true
 enable_fsverity = false
 mkfs_options = ["-zlz4"]
 ovl_mount_options = ["redirect_dir=on"]
+enable_tar_index = true
 `
 	if err := toml.NewDecoder(strings.NewReader(doc)).DisallowUnknownFields().Decode(&cfg); err != nil {
 		t.Fatal(err)
@@ -422,7 +423,7 @@ ovl_mount_options = ["redirect_dir=on"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"root":"/var/lib/erofs","set_immutable":true,"enable_fsverity":false,"sync_commit":false,"mkfs_options":["-zlz4"],"ovl_mount_options":["redirect_dir=on"]}`
+	want := `{"root":"/var/lib/erofs","set_immutable":true,"enable_fsverity":false,"sync_commit":false,"mkfs_options":["-zlz4"],"ovl_mount_options":["redirect_dir=on"],"enable_tar_index":true}`
 	if got != want || root != "/var/lib/erofs" {
 		t.Fatalf("document\n got %s\nwant %s", got, want)
 	}

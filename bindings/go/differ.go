@@ -1,0 +1,332 @@
+package erofs
+
+/*
+#include <stdlib.h>
+#include "erofs_snapshotter.h"
+*/
+import "C"
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/diff"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/errdefs"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+)
+
+// Differ is a containerd diff.Applier and diff.Comparer backed by the
+// library's differ: Apply streams a layer from the content store into
+// mkfs.erofs --tar, writing the active snapshot's layer.erofs, which the next
+// Commit installs as is (no files are unpacked into the upper dir).
+//
+// Apply answers errdefs.ErrNotImplemented, so that containerd's diff service
+// moves on to its next differ (e.g. "walking"), for mounts that are not an
+// active snapshot of this Snapshotter and for media types the library does
+// not read itself: anything but OCI/Docker layer tars (plain, gzip, zstd) and
+// EROFS layer blobs, e.g. encrypted layers, which need a stream processor.
+// Stream processors registered in this process are not run for the types the
+// library reads. Compare is always errdefs.ErrNotImplemented (containerd's
+// walking differ computes diffs).
+type Differ struct {
+	sn    *Snapshotter
+	store content.Provider
+}
+
+var (
+	_ diff.Applier  = (*Differ)(nil)
+	_ diff.Comparer = (*Differ)(nil)
+)
+
+// NewDiffer returns the differ of s, reading layers from store (a
+// content.Store, or any content.Provider).
+func NewDiffer(s *Snapshotter, store content.Provider) *Differ {
+	return &Differ{sn: s, store: store}
+}
+
+// Layer media types the library decompresses and converts itself (the list
+// of src/differ.rs format_of).
+var libraryMediaTypes = map[string]bool{
+	ocispec.MediaTypeImageLayer:                                 true,
+	ocispec.MediaTypeImageLayerGzip:                             true,
+	ocispec.MediaTypeImageLayerZstd:                             true,
+	ocispec.MediaTypeImageLayerNonDistributable:                 true, //nolint:staticcheck // still found in images
+	ocispec.MediaTypeImageLayerNonDistributableGzip:             true, //nolint:staticcheck
+	ocispec.MediaTypeImageLayerNonDistributableZstd:             true, //nolint:staticcheck
+	"application/vnd.docker.image.rootfs.diff.tar":              true,
+	"application/vnd.docker.image.rootfs.diff.tar.gzip":         true,
+	"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": true,
+}
+
+const erofsLayerMediaType = "application/vnd.erofs.layer"
+
+// LibraryAppliesMediaType reports whether the library applies layers of
+// mediaType itself (OCI and Docker layer tars, plain, gzip or zstd; EROFS
+// layer blobs, plain or +zstd).
+func LibraryAppliesMediaType(mediaType string) bool {
+	if libraryMediaTypes[mediaType] {
+		return true
+	}
+	if base, ext, hasExt := strings.Cut(mediaType, "+"); strings.HasPrefix(base, erofsLayerMediaType) {
+		return !hasExt || ext == "zstd"
+	}
+	return false
+}
+
+// Apply applies the layer desc, read from the content store, to the active
+// snapshot whose mounts are given. It returns the uncompressed layer's
+// descriptor (Digest is the diffID). The next Commit installs the layer as
+// written; files put into the upper dir in between are not part of it (as
+// with containerd's EROFS snapshotter and differ).
+func (d *Differ) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mount.Mount, opts ...diff.ApplyOpt) (ocispec.Descriptor, error) {
+	var config diff.ApplyConfig
+	for _, o := range opts {
+		if err := o(ctx, desc, &config); err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("failed to apply config opt: %w", err)
+		}
+	}
+	if !LibraryAppliesMediaType(desc.MediaType) {
+		return ocispec.Descriptor{}, fmt.Errorf("erofs differ: media type %q needs a stream processor or another differ: %w",
+			desc.MediaType, errdefs.ErrNotImplemented)
+	}
+	if len(mounts) == 0 {
+		return ocispec.Descriptor{}, fmt.Errorf("erofs differ: no mounts: %w", errdefs.ErrNotImplemented)
+	}
+	mdoc, err := json.Marshal(mountDocs(mounts))
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("encode mounts: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	ra, err := d.store.ReaderAt(ctx, desc)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("failed to get reader from content store: %w", err)
+	}
+	defer ra.Close()
+
+	progress := config.Progress
+	if progress == nil {
+		progress = func(int64) {}
+	}
+	progress(0)
+	var applied ocispec.Descriptor
+	src := source{file: readerAtFile(ra)}
+	if src.file == nil {
+		src.r = io.NewSectionReader(ra, 0, ra.Size())
+		src.progress = progress
+	}
+	err = src.run(ctx, func(fd int32) error {
+		applied, err = d.sn.applyRaw(ctx, string(mdoc), "", fd, desc.MediaType, desc.Digest)
+		return err
+	})
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if config.SyncFs {
+		if err := syncMounts(mounts); err != nil {
+			return ocispec.Descriptor{}, err
+		}
+	}
+	progress(desc.Size)
+	return applied, nil
+}
+
+// Compare is errdefs.ErrNotImplemented: containerd's diff service then uses
+// its next differ (walking) on these mounts.
+func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts ...diff.Opt) (ocispec.Descriptor, error) {
+	return ocispec.Descriptor{}, fmt.Errorf("erofs differ does not compute diffs: %w", errdefs.ErrNotImplemented)
+}
+
+// Apply applies the layer read from r (a tar, gzip or zstd stream of
+// mediaType, or an EROFS blob; mediaType "" detects the compression) to active
+// snapshot key, so that the next Commit of key uses it. An *os.File is read
+// by the library from its current offset; any other reader is streamed through
+// a pipe. A non-empty dgst is verified against the data. The result is the
+// uncompressed layer's descriptor (Digest is the diffID).
+func (s *Snapshotter) Apply(ctx context.Context, key string, r io.Reader, mediaType string, dgst digest.Digest) (ocispec.Descriptor, error) {
+	var applied ocispec.Descriptor
+	src := source{r: r}
+	if f, ok := r.(*os.File); ok {
+		src = source{file: f}
+	}
+	err := src.run(ctx, func(fd int32) (err error) {
+		applied, err = s.applyRaw(ctx, "", key, fd, mediaType, dgst)
+		return err
+	})
+	return applied, err
+}
+
+type applyOptions struct {
+	MediaType string `json:"media_type,omitempty"`
+	Digest    string `json:"digest,omitempty"`
+}
+
+type appliedDoc struct {
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size"`
+	MediaType string        `json:"media_type"`
+}
+
+// applyRaw calls erofs_snapshotter_apply_mounts (mountsJSON set) or
+// erofs_snapshotter_apply (key) on descriptor fd.
+func (s *Snapshotter) applyRaw(ctx context.Context, mountsJSON, key string, fd int32, mediaType string, dgst digest.Digest) (ocispec.Descriptor, error) {
+	odoc, err := json.Marshal(applyOptions{MediaType: mediaType, Digest: dgst.String()})
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("encode apply options: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	copts := C.CString(string(odoc))
+	defer C.free(unsafe.Pointer(copts))
+	var carg *C.char
+	if mountsJSON != "" {
+		carg = C.CString(mountsJSON)
+	} else {
+		carg = C.CString(key)
+	}
+	defer C.free(unsafe.Pointer(carg))
+	h, err := s.acquire(ctx)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var out, cerr *C.char
+	var rc C.int32_t
+	if mountsJSON != "" {
+		rc = C.erofs_snapshotter_apply_mounts(h, carg, C.int32_t(fd), nil, copts, &out, &cerr)
+	} else {
+		rc = C.erofs_snapshotter_apply(h, carg, C.int32_t(fd), nil, copts, &out, &cerr)
+	}
+	s.release()
+	if rc != C.EROFS_OK {
+		return ocispec.Descriptor{}, newError(int32(rc), takeString(cerr))
+	}
+	var res appliedDoc
+	if err := withBytes(out, func(b []byte) error { return json.Unmarshal(b, &res) }); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("decode apply result: %v: %w", err, errdefs.ErrInternal)
+	}
+	return ocispec.Descriptor{MediaType: res.MediaType, Digest: res.Digest, Size: res.Size}, nil
+}
+
+// source is what the library reads a layer from: a file's own descriptor,
+// or a pipe that a goroutine fills from r (no temporary copy either way).
+type source struct {
+	file     *os.File
+	r        io.Reader
+	progress func(int64) // bytes copied so far (pipe only)
+}
+
+// pipeBuffer is large so that a remote content store (one gRPC read per
+// buffer) is not called for every 32 KiB.
+const pipeBuffer = 1 << 20
+
+func (src source) run(ctx context.Context, fn func(fd int32) error) error {
+	if src.file != nil {
+		err := fn(int32(src.file.Fd()))
+		runtime.KeepAlive(src.file)
+		return err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	// A pipe as large as one copy buffer: fewer wake-ups on either side.
+	if rc, err := pw.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeBuffer) })
+	}
+	copied := make(chan error, 1)
+	go func() {
+		// Closing pw is the end of the layer for the library; on a read
+		// error the library sees a truncated layer and the error below wins.
+		_, err := io.CopyBuffer(pw, &countingReader{r: src.r, ctx: ctx, progress: src.progress}, make([]byte, pipeBuffer))
+		pw.Close()
+		copied <- err
+	}()
+	err = fn(int32(pr.Fd()))
+	// The library has stopped reading: a writer still blocked gets EPIPE.
+	pr.Close()
+	cerr := <-copied
+	if cerr != nil && !errors.Is(cerr, syscall.EPIPE) {
+		return fmt.Errorf("read layer: %w", cerr)
+	}
+	return err
+}
+
+type countingReader struct {
+	r        io.Reader
+	ctx      context.Context
+	n        int64
+	progress func(int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.progress != nil && n > 0 {
+		c.progress(c.n)
+	}
+	return n, err
+}
+
+// readerAtFile is the *os.File behind a ReaderAt of containerd's local
+// content store (its Reader() is an io.LimitReader over the blob file, opened
+// for this reader at offset 0), or nil.
+func readerAtFile(ra content.ReaderAt) *os.File {
+	rr, ok := ra.(interface{ Reader() io.Reader })
+	if !ok {
+		return nil
+	}
+	lr, ok := rr.Reader().(*io.LimitedReader)
+	if !ok {
+		return nil
+	}
+	f, ok := lr.R.(*os.File)
+	if !ok {
+		return nil
+	}
+	// The library reads to EOF: only a file that is exactly the blob will do.
+	if off, err := f.Seek(0, io.SeekCurrent); err != nil || off != 0 {
+		return nil
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != ra.Size() {
+		return nil
+	}
+	return f
+}
+
+// syncMounts is diff.WithSyncFs: syncfs(2) on the snapshot's filesystem.
+func syncMounts(mounts []mount.Mount) error {
+	dir := ""
+	for _, m := range mounts {
+		if m.Type == "bind" || strings.HasSuffix(m.Type, "bind") {
+			dir = m.Source
+		}
+		for _, o := range m.Options {
+			if v, ok := strings.CutPrefix(o, "upperdir="); ok {
+				dir = v
+			}
+		}
+	}
+	if dir == "" {
+		return nil
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("syncfs: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
+}
