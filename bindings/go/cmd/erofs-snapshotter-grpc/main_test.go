@@ -1,0 +1,651 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	contentapi "github.com/containerd/containerd/api/services/content/v1"
+	diffapi "github.com/containerd/containerd/api/services/diff/v1"
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/diff"
+	diffproxy "github.com/containerd/containerd/v2/core/diff/proxy"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	snproxy "github.com/containerd/containerd/v2/core/snapshots/proxy"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/plugins/content/local"
+	"github.com/containerd/containerd/v2/plugins/services/content/contentserver"
+	"github.com/containerd/errdefs"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	erofs "github.com/erofs-snapshotter/erofs-snapshotter/bindings/go"
+)
+
+// The test binary doubles as the daemon, so the tests run the real
+// command line, signals and exit status without a separate build.
+const asDaemon = "EROFS_SNAPSHOTTER_GRPC_TEST_DAEMON"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asDaemon) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Fatal("needs root (the daemon mounts and runs mkfs.erofs): run the tests as root")
+	}
+}
+
+// syncBuffer collects the daemon's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type daemon struct {
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	socket string
+	exited chan error
+}
+
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), asDaemon+"=1")
+	d := &daemon{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	for i, a := range args {
+		if a == "--socket" {
+			d.socket = args[i+1]
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-d.exited
+		}
+		if t.Failed() {
+			t.Logf("daemon output:\n%s", d.out)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.Dial("unix", d.socket); err == nil {
+			c.Close()
+			return d
+		}
+		select {
+		case err := <-d.exited:
+			t.Fatalf("daemon exited before serving: %v\n%s", err, d.out)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not serve on %s within 20 s\n%s", d.socket, d.out)
+		}
+	}
+}
+
+// stop sends SIGTERM and returns the exit error (nil: status 0).
+func (d *daemon) stop(t *testing.T) error {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-d.exited:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not exit within 30 s of SIGTERM")
+		return nil
+	}
+}
+
+// fakeContainerd serves containerd's content API over a local store, as
+// containerd's own socket does, and refuses requests without a namespace.
+type fakeContainerd struct {
+	store      content.Store
+	mu         sync.Mutex
+	namespaces map[string]int
+	// Reads of this blob hang until the client gives up; stalled is
+	// closed when the first one starts.
+	stall   digest.Digest
+	stalled chan struct{}
+	release chan struct{} // closing it lets stalled reads go on
+	once    sync.Once
+}
+
+// stallingStream holds Read requests for f.stall until the call ends.
+type stallingStream struct {
+	grpc.ServerStream
+	f *fakeContainerd
+}
+
+func (s stallingStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if r, ok := m.(*contentapi.ReadContentRequest); ok && s.f.stall != "" && r.Digest == s.f.stall.String() {
+		s.f.once.Do(func() { close(s.f.stalled) })
+		select {
+		case <-s.f.release:
+		case <-s.Context().Done():
+			return s.Context().Err()
+		}
+	}
+	return nil
+}
+
+func startContainerd(t *testing.T, socket string) *fakeContainerd {
+	t.Helper()
+	cs, err := local.NewStore(filepath.Join(t.TempDir(), "content"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeContainerd{store: cs, namespaces: map[string]int{}, stalled: make(chan struct{}), release: make(chan struct{})}
+	check := func(ctx context.Context) error {
+		ns, err := namespaces.NamespaceRequired(ctx)
+		if err != nil {
+			return err
+		}
+		f.mu.Lock()
+		f.namespaces[ns]++
+		f.mu.Unlock()
+		return nil
+	}
+	srv := grpc.NewServer(
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if err := check(ctx); err != nil {
+				return nil, err
+			}
+			return h(ctx, req)
+		}),
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if err := check(ss.Context()); err != nil {
+				return err
+			}
+			return h(srv, stallingStream{ss, f})
+		}),
+	)
+	contentapi.RegisterContentServer(srv, contentserver.New(cs))
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	return f
+}
+
+func (f *fakeContainerd) put(t *testing.T, mediaType string, data []byte) ocispec.Descriptor {
+	t.Helper()
+	desc := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(data), Size: int64(len(data))}
+	if err := content.WriteBlob(context.Background(), f.store, desc.Digest.String(), bytes.NewReader(data), desc); err != nil {
+		t.Fatal(err)
+	}
+	return desc
+}
+
+func layerTar(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for name, body := range files {
+		h := &tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}
+		if strings.HasSuffix(name, "/") {
+			h = &tar.Header{Name: name, Mode: 0o755, Typeflag: tar.TypeDir}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(tw, body)
+	}
+	tw.Close()
+	return b.Bytes()
+}
+
+func gz(t *testing.T, b []byte) []byte {
+	var out bytes.Buffer
+	zw := gzip.NewWriter(&out)
+	zw.Write(b)
+	zw.Close()
+	return out.Bytes()
+}
+
+type differ interface {
+	diff.Applier
+	diff.Comparer
+}
+
+func dial(t *testing.T, socket string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// The daemon through containerd's own proxy clients: snapshots and diff on
+// one socket, layers read back from a (fake) containerd content store in the
+// caller's namespace; SIGTERM stops it cleanly.
+func TestDaemon(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	ctrd := startContainerd(t, filepath.Join(dir, "ctrd.sock"))
+	root := filepath.Join(dir, "root")
+	d := startDaemon(t, "--socket", filepath.Join(dir, "sn.sock"), "--root", root,
+		"--containerd-address", filepath.Join(dir, "ctrd.sock"), "--log-level", "debug", "--shutdown-timeout", "20s")
+
+	conn := dial(t, d.socket)
+	sn := snproxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "erofs-ours")
+	df := diffproxy.NewDiffApplier(diffapi.NewDiffClient(conn)).(differ)
+	ctx := namespaces.WithNamespace(context.Background(), "e2e-ns")
+
+	base := layerTar(t, map[string]string{"etc/": "", "etc/os-release": "ID=test\n", "data/gone": "x"})
+	top := layerTar(t, map[string]string{"data/.wh.gone": "", "app/run.sh": "#!/bin/sh\n"})
+	layers := []ocispec.Descriptor{
+		ctrd.put(t, ocispec.MediaTypeImageLayerGzip, gz(t, base)),
+		ctrd.put(t, ocispec.MediaTypeImageLayer, top),
+	}
+	diffIDs := []digest.Digest{digest.FromBytes(base), digest.FromBytes(top)}
+	parent := ""
+	for i, desc := range layers {
+		key := fmt.Sprintf("extract-%d", i)
+		mounts, err := sn.Prepare(ctx, key, parent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var progress []int64
+		applied, err := df.Apply(ctx, desc, mounts, diff.WithProgress(func(_ ocispec.Descriptor, n int64) { progress = append(progress, n) }))
+		if err != nil {
+			t.Fatalf("apply layer %d: %v", i, err)
+		}
+		if applied.Digest != diffIDs[i] || applied.MediaType != ocispec.MediaTypeImageLayer {
+			t.Fatalf("layer %d: applied %+v, want diffID %s", i, applied, diffIDs[i])
+		}
+		if fmt.Sprint(progress) != fmt.Sprint([]int64{0, desc.Size}) {
+			t.Fatalf("progress %v", progress)
+		}
+		name := fmt.Sprintf("layer-%d", i)
+		if err := sn.Commit(ctx, name, key); err != nil {
+			t.Fatal(err)
+		}
+		parent = name
+	}
+	// The blobs were written by the differ, not by mkfs.erofs on the upper dir.
+	if blobs, _ := filepath.Glob(filepath.Join(root, "snapshots", "*", "layer.erofs")); len(blobs) != 2 {
+		t.Fatalf("want 2 layer.erofs blobs, got %v", blobs)
+	}
+	if ctrd.namespaces["e2e-ns"] == 0 || len(ctrd.namespaces) != 1 {
+		t.Fatalf("content requests by namespace: %v", ctrd.namespaces)
+	}
+
+	mounts, err := sn.View(ctx, "view", parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	if err := erofs.MountAll(mounts, target); err != nil {
+		t.Fatal(err)
+	}
+	osRelease, rerr := os.ReadFile(filepath.Join(target, "etc/os-release"))
+	_, gone := os.Stat(filepath.Join(target, "data/gone"))
+	if err := erofs.UnmountAll(target, false); err != nil {
+		t.Fatal(err)
+	}
+	if rerr != nil || string(osRelease) != "ID=test\n" || !errors.Is(gone, os.ErrNotExist) {
+		t.Fatalf("view: os-release %q (%v), data/gone %v", osRelease, rerr, gone)
+	}
+
+	// Errors keep their class across the two gRPC hops.
+	active, err := sn.Prepare(ctx, "active", parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := df.Compare(ctx, mounts, active); !errdefs.IsNotImplemented(err) {
+		t.Errorf("Compare: %v, want ErrNotImplemented", err)
+	}
+	foreign := []mount.Mount{{Type: "bind", Source: t.TempDir(), Options: []string{"rbind", "rw"}}}
+	if _, err := df.Apply(ctx, layers[1], foreign); !errdefs.IsNotImplemented(err) {
+		t.Errorf("foreign mounts: %v, want ErrNotImplemented", err)
+	}
+	if _, err := df.Apply(ctx, layers[1], mounts); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("read-only mounts: %v, want ErrFailedPrecondition", err)
+	}
+	corrupt := gz(t, top)
+	corrupt = corrupt[:len(corrupt)-12]
+	if _, err := df.Apply(ctx, ctrd.put(t, ocispec.MediaTypeImageLayerGzip, corrupt), active); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("truncated layer: %v, want ErrInvalidArgument", err)
+	}
+	missing := layers[0]
+	missing.Digest = digest.FromString("not in the store")
+	if _, err := df.Apply(ctx, missing, active); !errdefs.IsNotFound(err) {
+		t.Errorf("blob not in containerd's store: %v, want ErrNotFound", err)
+	}
+	if _, err := df.Apply(context.Background(), layers[1], active); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("no namespace: %v, want ErrFailedPrecondition", err)
+	}
+	if info, err := sn.Stat(ctx, "active"); err != nil || info.Kind != snapshots.KindActive {
+		t.Fatalf("after the failed applies: %+v, %v", info, err)
+	}
+
+	// Remove everything; Cleanup (what containerd's GC calls) empties the root.
+	for _, k := range []string{"active", "view", "layer-1", "layer-0"} {
+		if err := sn.Remove(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sn.(snapshots.Cleaner).Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := d.stop(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	if _, err := os.Lstat(d.socket); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket still there after SIGTERM: %v", err)
+	}
+	for _, dir := range []string{"snapshots", "trash"} {
+		if left, _ := os.ReadDir(filepath.Join(root, dir)); len(left) > 0 {
+			t.Errorf("%s/ not empty after Remove, Cleanup and Close: %d entries", dir, len(left))
+		}
+	}
+	out := d.out.String()
+	for _, want := range []string{
+		"serving snapshots and diff APIs",
+		"snapshotter=erofs",                // the library's records, through log.G
+		"method=/containerd.services.diff", // a request log
+		"layer applied",
+		"cleanup done",
+		"signal=terminated",
+		"socket removed",
+		"snapshotter closed",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("daemon log lacks %q", want)
+		}
+	}
+}
+
+// A socket that someone serves on is not taken over; a stale one is.
+func TestSocketInUse(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "sn.sock")
+	d := startDaemon(t, "--socket", socket, "--root", filepath.Join(dir, "root"))
+	cmd := exec.Command(os.Args[0], "--socket", socket, "--root", filepath.Join(dir, "root2"))
+	cmd.Env = append(os.Environ(), asDaemon+"=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another process is serving") {
+		t.Fatalf("second daemon on a live socket: %v\n%s", err, out)
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	// A stale socket file (nobody listening) is replaced.
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	d = startDaemon(t, "--socket", socket, "--root", filepath.Join(dir, "root"))
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if rc := run([]string{"--version"}, &out, &errOut); rc != 0 {
+		t.Fatalf("exit %d: %s", rc, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "erofs-snapshotter-grpc "+version) ||
+		lines[1] != "liberofs_snapshotter "+erofs.Version() {
+		t.Fatalf("--version printed %q", out.String())
+	}
+}
+
+func TestConfigFileAndFlags(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(file, []byte(`
+address = "/run/x.sock"
+containerd_address = "/run/c.sock"
+log_level = "debug"
+root = "/var/lib/from-file"
+set_immutable = true
+enable_fsverity = true
+sync_commit = true
+enable_tar_index = true
+mkfs_options = ["-zlz4"]
+ovl_mount_options = ["redirect_dir=on"]
+mkfs_path = "/usr/bin/mkfs.erofs"
+`), 0o600)
+	cfg, _, err := parse([]string{"--config", file}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{Address: "/run/x.sock", ContainerdAddress: "/run/c.sock", LogLevel: "debug", LogFormat: "text", ShutdownTimeout: "10s",
+		Config: erofs.Config{Root: "/var/lib/from-file", SetImmutable: true, EnableFsverity: true, SyncCommit: true, EnableTarIndex: true,
+			MkfsOptions: []string{"-zlz4"}, OvlMountOptions: []string{"redirect_dir=on"}, MkfsPath: "/usr/bin/mkfs.erofs"}}
+	if fmt.Sprintf("%+v", cfg) != fmt.Sprintf("%+v", want) {
+		t.Fatalf("from the file:\n got %+v\nwant %+v", cfg, want)
+	}
+	// Flags win, including a false boolean over the file's true.
+	cfg, _, err = parse([]string{"--config", file, "--socket", "/s", "--root", "/r", "--set-immutable=false",
+		"--mkfs-option", "-Eall-fragments", "--mkfs-option", "-T0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Address != "/s" || cfg.RootPath != "/r" || cfg.Root != "" || cfg.SetImmutable ||
+		fmt.Sprint(cfg.MkfsOptions) != "[-Eall-fragments -T0]" || !cfg.EnableTarIndex {
+		t.Fatalf("flags over the file: %+v", cfg)
+	}
+	cfg, _, err = parse(nil, io.Discard)
+	if err != nil || cfg.Address != defaultSocket || cfg.RootPath != defaultRoot || cfg.ContainerdAddress != defaultContainerd {
+		t.Fatalf("defaults: %+v, %v", cfg, err)
+	}
+	os.WriteFile(file, []byte("roots = \"/typo\"\n"), 0o600)
+	if _, _, err := parse([]string{"--config", file}, io.Discard); err == nil || !strings.Contains(err.Error(), "roots") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	var errOut bytes.Buffer
+	if rc := run([]string{"--config", file}, io.Discard, &errOut); rc != 2 || !strings.Contains(errOut.String(), "roots") {
+		t.Fatalf("unknown key: exit %d, %q", rc, errOut.String())
+	}
+}
+
+// remoteBlob answers sequential reads from one stream and any other read
+// correctly too.
+func TestRemoteBlob(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "ctrd.sock")
+	ctrd := startContainerd(t, socket)
+	data := make([]byte, 3<<20+12345)
+	for i := range data {
+		data[i] = byte(i*31 + i>>12)
+	}
+	desc := ctrd.put(t, ocispec.MediaTypeImageLayer, data)
+	conn := dial(t, socket)
+	p := newProvider(conn)
+	if _, err := p.ReaderAt(context.Background(), desc); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("no namespace: %v", err)
+	}
+	ctx := namespaces.WithNamespace(context.Background(), "ns")
+	ra, err := p.ReaderAt(ctx, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	if ra.Size() != int64(len(data)) {
+		t.Fatalf("size %d", ra.Size())
+	}
+	got, err := io.ReadAll(io.NewSectionReader(ra, 0, ra.Size()))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("sequential read: %d bytes, %v", len(got), err)
+	}
+	for _, r := range [][2]int64{{5 << 20, 10}, {100, 1000}, {0, 1 << 20}, {1100, 5}, {int64(len(data)) - 10, 10}, {int64(len(data)) - 5, 10}} {
+		b := make([]byte, r[1])
+		n, err := ra.ReadAt(b, r[0])
+		want := []byte{}
+		if r[0] < int64(len(data)) {
+			want = data[r[0]:min(r[0]+r[1], int64(len(data)))]
+		}
+		if !bytes.Equal(b[:n], want) || (n < len(b)) != (err == io.EOF) {
+			t.Fatalf("ReadAt(%d, %d): %d bytes, %v", r[1], r[0], n, err)
+		}
+	}
+	missing := desc
+	missing.Digest = digest.FromString("missing")
+	if _, err := p.ReaderAt(ctx, missing); !errdefs.IsNotFound(err) {
+		t.Fatalf("missing blob: %v", err)
+	}
+}
+
+// SIGTERM while an apply waits for its layer. Graceful: the apply finishes
+// (the layer arrives within --shutdown-timeout), then the daemon closes the
+// handle and exits 0. Cut off: after --shutdown-timeout the request is
+// canceled, the daemon exits 0, and the snapshot is left active and usable.
+func TestShutdownDuringApply(t *testing.T) {
+	for _, graceful := range []bool{true, false} {
+		t.Run(fmt.Sprintf("graceful=%v", graceful), func(t *testing.T) { shutdownDuringApply(t, graceful) })
+	}
+}
+
+func shutdownDuringApply(t *testing.T, graceful bool) {
+	requireRoot(t)
+	dir := t.TempDir()
+	ctrd := startContainerd(t, filepath.Join(dir, "ctrd.sock"))
+	layer := layerTar(t, map[string]string{"f": "x"})
+	desc := ctrd.put(t, ocispec.MediaTypeImageLayer, layer)
+	ctrd.stall = desc.Digest
+	root := filepath.Join(dir, "root")
+	timeout := "1s"
+	if graceful {
+		timeout = "30s"
+	}
+	d := startDaemon(t, "--socket", filepath.Join(dir, "sn.sock"), "--root", root,
+		"--containerd-address", filepath.Join(dir, "ctrd.sock"), "--shutdown-timeout", timeout)
+	conn := dial(t, d.socket)
+	sn := snproxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "erofs-ours")
+	df := diffproxy.NewDiffApplier(diffapi.NewDiffClient(conn)).(differ)
+	ctx := namespaces.WithNamespace(context.Background(), "ns")
+	mounts, err := sn.Prepare(ctx, "a", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		desc ocispec.Descriptor
+		err  error
+	}
+	applied := make(chan result, 1)
+	go func() {
+		desc, err := df.Apply(ctx, desc, mounts)
+		applied <- result{desc, err}
+	}()
+	select {
+	case <-ctrd.stalled:
+	case r := <-applied:
+		t.Fatalf("apply returned before reading the layer: %v", r.err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the daemon did not read the layer within 20 s")
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if graceful {
+		time.Sleep(300 * time.Millisecond)
+		close(ctrd.release)
+	}
+	start := time.Now()
+	select {
+	case err := <-d.exited:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not exit within 30 s of SIGTERM")
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("shutdown took %v", took)
+	}
+	r := <-applied
+	if graceful {
+		if r.err != nil || r.desc.Digest != digest.FromBytes(layer) {
+			t.Fatalf("apply in flight at SIGTERM: %+v, %v", r.desc, r.err)
+		}
+	} else {
+		if r.err == nil {
+			t.Fatal("the cut-off apply succeeded")
+		}
+		if !strings.Contains(d.out.String(), "shutdown timeout") {
+			t.Error("no log of the cut-off request")
+		}
+	}
+	if _, err := os.Lstat(d.socket); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket left: %v", err)
+	}
+	s, err := erofs.New(context.Background(), erofs.Config{RootPath: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if info, err := s.Stat(context.Background(), "a"); err != nil || info.Kind != snapshots.KindActive {
+		t.Fatalf("after the apply: %+v, %v", info, err)
+	}
+	if err := s.Commit(context.Background(), "c", "a"); err != nil {
+		t.Fatalf("commit after the apply: %v", err)
+	}
+	mounts, err = s.View(context.Background(), "v", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	if err := erofs.MountAll(mounts, target); err != nil {
+		t.Fatal(err)
+	}
+	_, ferr := os.Stat(filepath.Join(target, "f"))
+	erofs.UnmountAll(target, false)
+	if graceful != (ferr == nil) {
+		t.Fatalf("layer file present %v, want %v", ferr == nil, graceful)
+	}
+}
