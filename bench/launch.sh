@@ -13,19 +13,21 @@
 # container and every snapshot are removed (and the backend directories are
 # waited for), so each run unpacks again.
 #
-# Modes (BENCH_MODES, default "overlayfs erofs erofs-immutable proxy proxy-immutable"):
+# Modes (BENCH_MODES, default "overlayfs erofs erofs-immutable proxy-walking proxy proxy-immutable"):
 #   overlayfs         containerd's overlayfs snapshotter (walking differ)
 #   erofs             containerd's EROFS snapshotter + EROFS differ
 #   erofs-immutable   the same with set_immutable = true
-#   proxy             BENCH_PROXY_CMD, our daemon with set_immutable off
-#   proxy-immutable   BENCH_PROXY_IMMUTABLE_CMD, our daemon with set_immutable on
-# A proxy mode whose command is not given is skipped. The command templates take
-# {socket} and {root}, e.g.
-#   BENCH_PROXY_CMD='/path/to/erofs-snapshotter-grpc --socket {socket} --root {root}'
-#   BENCH_PROXY_IMMUTABLE_CMD='/path/to/erofs-snapshotter-grpc --socket {socket} --root {root} --set-immutable'
-# ('fake [ARGS]' runs tests/e2e/fakeproxy, containerd's EROFS snapshotter behind
-# the proxy API, to check the plumbing.) The proxy snapshotter is paired with
-# containerd's EROFS differ (E2E_PROXY_DIFFER=walking or proxy to change that).
+#   proxy-walking     our daemon (BENCH_PROXY_CMD) as snapshotter, containerd's walking differ
+#   proxy             our daemon as snapshotter and differ (diff proxy plugin), set_immutable off
+#   proxy-immutable   the same with set_immutable on (BENCH_PROXY_IMMUTABLE_CMD)
+# The daemon commands are templates with {socket}, {root} and {containerd};
+# 'ours [ARGS]' (the default: BENCH_PROXY_CMD=ours,
+# BENCH_PROXY_IMMUTABLE_CMD='ours --set-immutable') builds
+# bindings/go/cmd/erofs-snapshotter-grpc and runs it with --socket, --root and
+# --containerd-address set; 'fake [ARGS]' runs tests/e2e/fakeproxy,
+# containerd's EROFS snapshotter behind the proxy API (then pair it with
+# BENCH_PROXY_DIFFER=erofs: it has no differ of its own). BENCH_PROXY_DIFFER
+# (default proxy) is the differ of the proxy and proxy-immutable modes.
 #
 # Other knobs: BENCH_RUNS (5), BENCH_CACHE (/var/cache/erofs-snapshotter-bench:
 # rootfs and image, built once), BENCH_PACKAGES, BENCH_SUITE (bookworm),
@@ -45,7 +47,10 @@ E2E_INSTALL_ARGS=(--bench)
 E2E_NS=bench
 
 BENCH_RUNS=${BENCH_RUNS:-5}
-BENCH_MODES=${BENCH_MODES:-overlayfs erofs erofs-immutable proxy proxy-immutable}
+BENCH_MODES=${BENCH_MODES:-overlayfs erofs erofs-immutable proxy-walking proxy proxy-immutable}
+BENCH_PROXY_CMD=${BENCH_PROXY_CMD:-ours}
+BENCH_PROXY_IMMUTABLE_CMD=${BENCH_PROXY_IMMUTABLE_CMD:-ours --set-immutable}
+BENCH_PROXY_DIFFER=${BENCH_PROXY_DIFFER:-proxy}
 BENCH_CACHE=${BENCH_CACHE:-/var/cache/erofs-snapshotter-bench}
 BENCH_SUITE=${BENCH_SUITE:-bookworm}
 BENCH_MIRROR=${BENCH_MIRROR:-http://deb.debian.org/debian}
@@ -161,9 +166,11 @@ backend_dirs() {
 }
 
 wait_backend_empty() {
-	local _
-	for _ in $(seq 1 1200); do
+	local i
+	sync_gc
+	for i in $(seq 1 1200); do
 		[ "$(backend_dirs)" -eq 0 ] && return 0
+		[ $((i % 50)) -ne 0 ] || sync_gc
 		sleep 0.1
 	done
 	die "backend directories still there after 120 s"
@@ -173,9 +180,10 @@ wait_backend_empty() {
 # FS_IMMUTABLE_FL, in the others none does (so a mode measures what it says).
 check_blob_flags() {
 	local dir f attrs n=0
+	# snapshots/<id>/layer.erofs in both; not the trash, which is being deleted.
 	case $MODE in
-	proxy*) dir=$PROXY_ROOT ;;
-	*) dir=$E2E_TMP/root/io.containerd.snapshotter.v1.$SN ;;
+	proxy*) dir=$PROXY_ROOT/snapshots ;;
+	*) dir=$E2E_TMP/root/io.containerd.snapshotter.v1.$SN/snapshots ;;
 	esac
 	while IFS= read -r f; do
 		n=$((n + 1))
@@ -185,8 +193,20 @@ check_blob_flags() {
 		else
 			[[ $attrs != *i* ]] || die "$f is immutable in mode $MODE"
 		fi
-	done < <(find "$dir" -name layer.erofs -type f)
+	done < <(find "$dir" -mindepth 2 -maxdepth 2 -name layer.erofs -type f)
 	[[ $MODE != *-immutable ]] || [ $n -gt 0 ] || die "no layer.erofs under $dir"
+}
+
+# check_differ N: after run N of a mode with this project's differ, the daemon
+# has logged "layer applied" for every layer of every run so far (the diff
+# service did not fall back to the walking differ); with the walking differ,
+# for none.
+check_differ() {
+	[[ $MODE == proxy* ]] && grep -q 'serving snapshots and diff APIs' "$E2E_TMP/proxy.log" || return 0
+	local applied want=0
+	applied=$(grep -c 'layer applied' "$E2E_TMP/proxy.log" || true)
+	[ "$E2E_PROXY_DIFFER" != proxy ] || want=$((4 * $1))
+	[ "$applied" -eq "$want" ] || die "mode $MODE: the daemon's differ applied $applied layers, want $want"
 }
 
 # one_run N: prints "launch_seconds ctr_returned_seconds".
@@ -207,6 +227,7 @@ one_run() {
 	[ -e "$MARKS/$id" ] || die "run $n: the container's process did not start"
 	ctr_ tasks ls | grep -qE "^$id +[0-9]+ +RUNNING" || die "run $n: task not RUNNING"
 	check_blob_flags
+	check_differ "$n"
 	# Tear down: task, container (its active snapshot), the image's snapshots.
 	ctr_ tasks kill -s SIGKILL "$id" >/dev/null
 	for _ in $(seq 1 100); do
@@ -230,15 +251,14 @@ bench_mode() {
 	case $MODE in
 	overlayfs | erofs) ;;
 	erofs-immutable) immutable=true ;;
-	proxy) proxy_tmpl=${BENCH_PROXY_CMD:-} ;;
-	proxy-immutable) proxy_tmpl=${BENCH_PROXY_IMMUTABLE_CMD:-} ;;
+	proxy-walking) proxy_tmpl=$BENCH_PROXY_CMD E2E_PROXY_DIFFER=walking ;;
+	proxy) proxy_tmpl=$BENCH_PROXY_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
+	proxy-immutable) proxy_tmpl=$BENCH_PROXY_IMMUTABLE_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
 	*) die "unknown mode $MODE" ;;
 	esac
 	if [[ $MODE == proxy* ]] && [ -z "$proxy_tmpl" ]; then
-		local var=BENCH_PROXY_CMD
-		[ "$MODE" = proxy ] || var=BENCH_PROXY_IMMUTABLE_CMD
-		log "SKIP mode $MODE: no daemon command (set $var)"
-		RESULT_NOTE[$MODE]="skipped: $var not set"
+		log "SKIP mode $MODE: no daemon command"
+		RESULT_NOTE[$MODE]="skipped: no daemon command"
 		return 0
 	fi
 
@@ -301,10 +321,12 @@ TMP_FS=$(findmnt -no FSTYPE,SOURCE --target "$E2E_TMPDIR" | head -1 | tr -s ' ')
 	echo "  (image imported with ctr images import --no-unpack; all snapshots removed between runs; $BENCH_RUNS runs per mode)"
 	for m in $BENCH_MODES; do
 		case $m in
-		proxy) [ -z "${BENCH_PROXY_CMD:-}" ] || echo "proxy: BENCH_PROXY_CMD='$BENCH_PROXY_CMD', differ $E2E_PROXY_DIFFER" ;;
-		proxy-immutable) [ -z "${BENCH_PROXY_IMMUTABLE_CMD:-}" ] || echo "proxy-immutable: BENCH_PROXY_IMMUTABLE_CMD='$BENCH_PROXY_IMMUTABLE_CMD', differ $E2E_PROXY_DIFFER" ;;
+		proxy-walking) echo "proxy-walking: daemon '$BENCH_PROXY_CMD', differ walking" ;;
+		proxy) echo "proxy: daemon '$BENCH_PROXY_CMD', differ $BENCH_PROXY_DIFFER" ;;
+		proxy-immutable) echo "proxy-immutable: daemon '$BENCH_PROXY_IMMUTABLE_CMD', differ $BENCH_PROXY_DIFFER" ;;
 		esac
 	done
+	echo "  ('ours' is bindings/go/cmd/erofs-snapshotter-grpc --socket {socket} --root {root} --containerd-address {containerd}; differ proxy: its own, as diff proxy plugin)"
 	echo
 	printf '%-16s %10s %10s   %s\n' mode median_s vs_overlay "runs (s)"
 	base=${RESULT_MEDIAN[overlayfs]:-}

@@ -233,17 +233,46 @@ fakeproxy_bin() {
 	echo "$bin"
 }
 
-# proxy_cmd TEMPLATE: the daemon command with {socket} and {root} filled in.
-# TEMPLATE "fake [ARGS]" stands for the fakeproxy stand-in with those arguments.
+# daemon_bin: build this project's daemon (bindings/go/cmd/erofs-snapshotter-grpc,
+# statically linked with target/release/liberofs_snapshotter.a, which
+# `cargo build --release` makes when missing), print its path. E2E_DAEMON_BIN
+# names a prebuilt one instead.
+daemon_bin() {
+	if [ -n "${E2E_DAEMON_BIN:-}" ]; then
+		[ -x "$E2E_DAEMON_BIN" ] || die "E2E_DAEMON_BIN=$E2E_DAEMON_BIN is not executable"
+		echo "$E2E_DAEMON_BIN"
+		return 0
+	fi
+	local repo bin=${E2E_CACHE:-/var/cache/erofs-snapshotter-e2e}/erofs-snapshotter-grpc
+	repo=$(cd "$E2E_LIB_DIR/../.." && pwd)
+	if [ ! -f "$repo/target/release/liberofs_snapshotter.a" ]; then
+		(cd "$repo" && cargo build --release) >&2 || die "cargo build --release failed"
+	fi
+	mkdir -p "$(dirname "$bin")"
+	(cd "$repo/bindings/go" && GOFLAGS=-buildvcs=false go build -o "$bin" ./cmd/erofs-snapshotter-grpc) >&2 ||
+		die "building bindings/go/cmd/erofs-snapshotter-grpc failed"
+	echo "$bin"
+}
+
+# proxy_cmd TEMPLATE: the daemon command with {socket}, {root} and {containerd}
+# (containerd's socket) filled in. TEMPLATE "fake [ARGS]" stands for the
+# fakeproxy stand-in with those arguments; "ours [ARGS]" for this project's
+# daemon (daemon_bin) with --socket, --root and --containerd-address set.
 proxy_cmd() {
-	local c=$1
-	if [ "${c%% *}" = fake ]; then
-		local args=
+	local c=$1 args=
+	case ${c%% *} in
+	fake)
 		[ "$c" = fake ] || args=" ${c#fake }"
 		c="$(fakeproxy_bin) --socket {socket} --root {root}$args"
-	fi
+		;;
+	ours)
+		[ "$c" = ours ] || args=" ${c#ours }"
+		c="$(daemon_bin) --socket {socket} --root {root} --containerd-address {containerd}$args"
+		;;
+	esac
 	c=${c//\{socket\}/$PROXY_SOCK}
 	c=${c//\{root\}/$PROXY_ROOT}
+	c=${c//\{containerd\}/$CTD_SOCK}
 	echo "$c"
 }
 
@@ -297,16 +326,28 @@ mounts_under() {
 }
 
 # our_pids: processes started for this containerd (shims carry its socket on
-# their command line; so does a ctr still talking to it).
+# their command line; so does a ctr still talking to it). Not the proxy daemon,
+# which may carry it too (--containerd-address) and is stopped by proxy_stop.
 our_pids() {
 	local f pid
 	for f in /proc/[0-9]*/cmdline; do
 		pid=${f#/proc/}
 		pid=${pid%/cmdline}
-		[ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ] && continue
+		[ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ] || [ "$pid" = "$PROXY_PID" ] && continue
 		grep -qsF -- "$CTD_SOCK" "$f" && echo "$pid"
 	done
 	return 0
+}
+
+# sync_gc: a synchronous garbage collection (deleting a lease with --sync runs
+# one and waits for it). containerd 2.4.2's GC scheduler ignores the deletions
+# made while a collection is still cleaning up a snapshotter (events older than
+# the end of the last collection are dropped), so a removal made during a slow
+# Cleanup call stays uncollected until the next deletion; and a `--sync`
+# deletion may be released by a collection that started before it.
+sync_gc() {
+	ctr_ leases create --id e2e-sync-gc >/dev/null
+	ctr_ leases delete --sync e2e-sync-gc >/dev/null
 }
 
 # kill_tasks: kill and delete every task and container of the namespace.

@@ -7,10 +7,11 @@
 #   tests/e2e/run.sh erofs       containerd's EROFS snapshotter + EROFS differ
 #   tests/e2e/run.sh proxy       an external snapshotter daemon (proxy plugin)
 #
-# proxy mode reads the daemon's command line from E2E_PROXY_CMD, where {socket}
-# and {root} are replaced by the paths this test chooses (both under its
-# temporary directory):
-#   E2E_PROXY_CMD='/path/to/erofs-snapshotter-grpc --socket {socket} --root {root}'
+# proxy mode reads the daemon's command line from E2E_PROXY_CMD, where {socket},
+# {root} and {containerd} (containerd's socket) are replaced by the paths this
+# test chooses (all under its temporary directory):
+#   E2E_PROXY_CMD='/path/to/erofs-snapshotter-grpc --socket {socket} --root {root} --containerd-address {containerd}'
+# E2E_PROXY_CMD='ours [ARGS]' is that, built from bindings/go (or E2E_DAEMON_BIN).
 # E2E_PROXY_CMD='fake [--snapshotter erofs|overlayfs]' runs tests/e2e/fakeproxy
 # instead: containerd's own snapshotter behind the proxy API, which tests the
 # harness's proxy plumbing without the real daemon.
@@ -32,7 +33,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 
 MODE=${1:-}
-[ -n "$MODE" ] || { sed -n '2,29p' "$0" >&2; exit 2; }
+[ -n "$MODE" ] || { sed -n '2,30p' "$0" >&2; exit 2; }
 SN=$(snapshotter_of "$MODE")
 E2E_NS=e2e-$MODE
 E2E_LOG_DIR=${E2E_LOG_DIR:-/tmp/erofs-e2e-logs}
@@ -110,6 +111,7 @@ retry() {
 
 snapshot_count() { ctr_ snapshots --snapshotter "$SN" ls | tail -n +2 | grep -c . || true; }
 no_snapshots() { [ "$(snapshot_count)" -eq 0 ]; }
+no_snapshots_after_gc() { no_snapshots || { sync_gc && no_snapshots; }; }
 
 # Where the snapshotter keeps its snapshot directories.
 snapshot_dir() {
@@ -127,7 +129,7 @@ st_setup() {
 }
 
 st_proxy_start() {
-	[ -n "${E2E_PROXY_CMD:-}" ] || fail "proxy mode needs E2E_PROXY_CMD, e.g. E2E_PROXY_CMD='/path/to/erofs-snapshotter-grpc --socket {socket} --root {root}'"
+	[ -n "${E2E_PROXY_CMD:-}" ] || fail "proxy mode needs E2E_PROXY_CMD, e.g. E2E_PROXY_CMD=ours or E2E_PROXY_CMD='/path/to/erofs-snapshotter-grpc --socket {socket} --root {root} --containerd-address {containerd}'"
 	proxy_start "$E2E_PROXY_CMD"
 	echo "  daemon pid $PROXY_PID, socket $PROXY_SOCK, root $PROXY_ROOT"
 }
@@ -169,6 +171,13 @@ st_import() {
 		applied=$(grep 'diff applied' "$E2E_TMP/containerd.log" | grep -c 'mode=' || true)
 		echo "  $blobs layer.erofs blobs; layers applied by the EROFS differ: $applied"
 		[ "$applied" -eq 3 ] || fail "the EROFS differ did not apply the 3 layers (walking differ used?)"
+	fi
+	if [ "$MODE" = proxy ] && [ "$E2E_PROXY_DIFFER" = proxy ]; then
+		# The daemon logs each layer its differ applies ("layer applied").
+		local applied
+		applied=$(grep -c 'layer applied' "$E2E_TMP/proxy.log" || true)
+		echo "  layers applied by the daemon's differ: $applied"
+		[ "$applied" -eq 3 ] || fail "the daemon's differ did not apply the 3 layers (walking differ used?)"
 	fi
 }
 
@@ -231,12 +240,20 @@ echo 'isolation: c1 writes not visible'" 2>&1) || { echo "$out"; fail "container
 st_remove() {
 	ctr_ containers delete c1
 	ctr_ images rm --sync "$IMAGE" | sed 's/^/  /'
-	# GC removes the snapshots (and their backend directories) once nothing refers to them.
-	retry 30 no_snapshots || { ctr_ snapshots --snapshotter "$SN" ls >&2; fail "snapshots left after GC"; }
+	# GC removes the snapshots (and their backend directories) once nothing
+	# refers to them. A collection that started before the removal may release
+	# the --sync wait (lib.sh sync_gc): collect again until done.
+	retry 30 no_snapshots_after_gc || { ctr_ snapshots --snapshotter "$SN" ls >&2; fail "snapshots left after GC"; }
 	local content
 	content=$(ctr_ content ls -q | wc -l)
 	[ "$content" -eq 0 ] || fail "$content content blobs left after GC"
 	echo "  no snapshots, no content left"
+	# This project's daemon logs each Cleanup, which containerd's GC calls on
+	# a snapshotter after removing snapshots from it.
+	if [ "$MODE" = proxy ] && grep -q 'serving snapshots and diff APIs' "$E2E_TMP/proxy.log"; then
+		retry 10 grep -q 'cleanup done' "$E2E_TMP/proxy.log" || fail "containerd's GC did not call the daemon's Cleanup"
+		echo "  containerd's GC called the daemon's Cleanup $(grep -c 'cleanup done' "$E2E_TMP/proxy.log") times"
+	fi
 	if [ "$MODE" = proxy ] && [ -n "${E2E_PROXY_CLEANUP_CMD:-}" ]; then
 		local c
 		c=$(proxy_cmd "$E2E_PROXY_CLEANUP_CMD")
@@ -261,9 +278,10 @@ leftovers() {
 
 st_no_leftovers() {
 	local left
-	# The backend removes directories after the metadata is gone; allow it a moment.
+	# The backend removes directories after the metadata is gone; allow it a
+	# moment (and another collection: see sync_gc in lib.sh).
 	# shellcheck disable=SC2016 # evaluated by retry
-	retry 20 eval '[ -z "$(leftovers)" ]' || { left=$(leftovers); fail "left behind: $left"; }
+	retry 20 eval '[ -z "$(leftovers)" ] || { sync_gc; [ -z "$(leftovers)" ]; }' || { left=$(leftovers); fail "left behind: $left"; }
 	echo "  no mount under $E2E_TMP, $(snapshot_dir) empty"
 }
 

@@ -4,18 +4,20 @@
 // containerd's snapshots gRPC API on a unix socket, with the command line the
 // harness expects from the real daemon:
 //
-//	fakeproxy --socket PATH --root DIR [--snapshotter erofs|overlayfs] [--set-immutable]
+//	fakeproxy --socket PATH --root DIR [--snapshotter erofs|overlayfs] [--set-immutable] [--cleanup-delay D]
 //
 // SIGTERM or SIGINT: stop serving, close the snapshotter, remove the socket, exit 0.
 package main
 
 import (
+	"context"
 	"flag"
 	"log"
 	"net"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
@@ -30,6 +32,7 @@ func main() {
 	root := flag.String("root", "", "snapshotter root directory")
 	kind := flag.String("snapshotter", "erofs", "containerd snapshotter to serve: erofs or overlayfs")
 	immutable := flag.Bool("set-immutable", false, "erofs: set FS_IMMUTABLE_FL on layer blobs")
+	cleanupDelay := flag.Duration("cleanup-delay", 0, "make each Cleanup take this long (to reproduce GC races)")
 	flag.Parse()
 	if *socket == "" || *root == "" {
 		log.Fatal("--socket and --root are required")
@@ -59,6 +62,9 @@ func main() {
 		log.Fatalf("listen: %v", err)
 	}
 	srv := grpc.NewServer()
+	if *cleanupDelay > 0 {
+		sn = slowCleaner{sn, *cleanupDelay}
+	}
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
 
 	sig := make(chan os.Signal, 1)
@@ -78,4 +84,18 @@ func main() {
 	}
 	_ = os.Remove(*socket)
 	log.Print("stopped")
+}
+
+type slowCleaner struct {
+	snapshots.Snapshotter
+	delay time.Duration
+}
+
+func (s slowCleaner) Cleanup(ctx context.Context) error {
+	log.Printf("cleanup: sleeping %v", s.delay)
+	time.Sleep(s.delay)
+	if c, ok := s.Snapshotter.(snapshots.Cleaner); ok {
+		return c.Cleanup(ctx)
+	}
+	return nil
 }

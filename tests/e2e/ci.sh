@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The end-to-end test as CI runs it: install what is missing (containerd
+# v2.4.2 is built once into /var/cache/erofs-snapshotter-e2e), build the
+# library and the gRPC daemon, then run
+#   overlayfs                       containerd's overlayfs (checks the harness)
+#   proxy, E2E_PROXY_DIFFER=walking this project's daemon as snapshotter proxy
+#                                   plugin, with containerd's walking differ
+#   proxy, E2E_PROXY_DIFFER=proxy   the daemon as snapshotter and diff proxy
+#                                   plugins (its own EROFS differ)
+# and print one closing line "e2e: N passed, M failed" (steps of all runs).
+#
+#   tests/e2e/ci.sh [--no-overlayfs]
+#
+# Needs root. Exit status 0 only if every run passed. About 10 s once
+# containerd and the Go build cache are warm (the first build of containerd
+# takes a few minutes, of the daemon about a minute).
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+T0=$(date +%s.%N)
+
+overlayfs=1
+for arg in "$@"; do
+	case $arg in
+	--no-overlayfs) overlayfs=0 ;;
+	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+	*) echo "ci.sh: unknown argument $arg" >&2; exit 2 ;;
+	esac
+done
+
+say() { echo "[ci $(date +%T)] $*"; }
+[ "$(id -u)" = 0 ] || { echo "ci.sh: run as root" >&2; exit 1; }
+
+say "install (containerd v2.4.2, runc, busybox)"
+"$HERE/install.sh" >/dev/null || { echo "e2e: 0 passed, 1 failed"; exit 1; }
+
+say "cargo build --release; go build the daemon"
+DAEMON=$REPO/target/e2e/erofs-snapshotter-grpc
+if ! (cd "$REPO" && cargo build --release --quiet) ||
+	! mkdir -p "$(dirname "$DAEMON")" ||
+	! (cd "$REPO/bindings/go" && GOFLAGS=-buildvcs=false go build -o "$DAEMON" ./cmd/erofs-snapshotter-grpc); then
+	echo "e2e: 0 passed, 1 failed"
+	exit 1
+fi
+"$DAEMON" --version | sed 's/^/  /'
+
+PASSED=0
+FAILED=0
+SUMMARY=()
+# e2e NAME ENV... -- ARGS...: one run.sh, its output indented, its counts added.
+e2e() {
+	local name=$1 out rc counts t0
+	shift
+	local envs=()
+	while [ "$1" != -- ]; do envs+=("$1"); shift; done
+	shift
+	t0=$(date +%s)
+	say "run.sh $* ($name)"
+	out=$(env "${envs[@]}" E2E_DAEMON_BIN="$DAEMON" "$HERE/run.sh" "$@" 2>&1)
+	rc=$?
+	sed 's/^/  | /' <<<"$out"
+	counts=$(grep -E '^e2e-[a-z]+: [0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -1)
+	local p f
+	p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$counts")
+	f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$counts")
+	[ -n "$p" ] || p=0
+	[ -n "$f" ] || f=0
+	[ $rc -eq 0 ] || [ "$f" -gt 0 ] || f=1
+	PASSED=$((PASSED + p))
+	FAILED=$((FAILED + f))
+	SUMMARY+=("$([ $rc -eq 0 ] && echo PASS || echo FAIL)  $name: $p passed, $f failed ($(($(date +%s) - t0)) s)")
+}
+
+[ $overlayfs = 0 ] || e2e "overlayfs (harness check)" -- overlayfs
+e2e "daemon + walking differ" E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=walking -- proxy
+e2e "daemon + its own differ" E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
+
+echo
+echo "== tests/e2e/ci.sh: summary =="
+printf '  %s\n' "${SUMMARY[@]}"
+echo "  took $(printf '%.0f' "$(echo "$(date +%s.%N) - $T0" | bc)") s"
+echo "e2e: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
