@@ -671,8 +671,7 @@ impl Snapshotter {
         })?;
         for (id, kind) in kinds {
             // What interrupted commits left, when no commit is running: a
-            // temporary blob; an upper dir not yet retired (only reachable
-            // while the layer is not mounted over it).
+            // temporary blob, an upper dir not yet retired.
             let dir = self.layout.snapshot_dir(id);
             let Ok(_lock) = lock_dir(&dir, false) else {
                 continue;
@@ -688,11 +687,13 @@ impl Snapshotter {
                     }
                 }
             }
+            // `work/` outlives a commit only when the commit stopped before
+            // retiring the upper dir (never touch a mounted layer's fs/).
             let fs_dir = self.layout.fs_dir(id);
             if kind == Kind::Committed
+                && self.layout.work_dir(id).exists()
                 && crate::mounts::fs_magic(&fs_dir)
-                    .is_ok_and(|m| m != crate::mounts::EROFS_SUPER_MAGIC)
-                && std::fs::read_dir(&fs_dir).is_ok_and(|mut d| d.next().is_some())
+                    .map_or(true, |m| m != crate::mounts::EROFS_SUPER_MAGIC)
             {
                 self.layout.retire_upper(id)?;
             }

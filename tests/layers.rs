@@ -423,16 +423,22 @@ fn an_interrupted_retirement_of_the_upper_dir_is_finished() {
     let s = env.open();
     layer(&env, &s, "c", "", |p| write(p, "f", "layer"));
     drop(s); // the layer is unmounted
-    let fs_dir = env.root.join("snapshots/1/fs");
-    // A commit that stopped after recording: the upper dir still in place ...
-    write(&fs_dir, "stale-upper-file", "x");
+    let dir = env.root.join("snapshots/1");
+    assert!(dir.join("fs").is_dir() && !dir.join("work").exists());
+    // A commit that stopped after recording: the upper dir and work dir in place ...
+    fs::rename(dir.join("fs"), dir.join("work")).unwrap();
+    fs::create_dir(dir.join("fs")).unwrap();
+    write(&dir.join("fs"), "stale-upper-file", "x");
     let s = env.open();
     s.cleanup().unwrap();
-    assert!(!fs_dir.join("stale-upper-file").exists());
-    // ... or one that stopped before making the mount point again.
-    fs::remove_dir(&fs_dir).unwrap();
+    assert!(!dir.join("fs/stale-upper-file").exists() && !dir.join("work").exists());
     let v = s.view("v", "c", &no_labels()).unwrap();
     with_mounted(&env, "v", &v, |p| assert_eq!(read(p, "f"), "layer"));
+    drop(s);
+    // ... or one that stopped with no fs/ at all: mounting makes the mount point.
+    fs::remove_dir(dir.join("fs")).unwrap();
+    let s = env.open();
+    let v = s.view("v2", "c", &no_labels()).unwrap();
+    with_mounted(&env, "v2", &v, |p| assert_eq!(read(p, "f"), "layer"));
     s.prepare("a", "c", &no_labels()).unwrap();
-    assert!(fs_dir.is_dir());
 }
