@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,6 +36,14 @@ static void on_log(void *user_data, int32_t level, const char *message)
 {
     (void)user_data;
     fprintf(stderr, "[erofs-snapshotter %s] %s\n", level <= EROFS_LOG_WARN ? "warn" : "info", message);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    return remove(path);
 }
 
 static void write_file(const char *dir, const char *name, const char *content)
@@ -157,20 +166,9 @@ int main(int argc, char **argv)
     erofs_snapshotter_close(s);
 
     if (own_dir) {
-        char cmd[8192];
-        rmdir(mnt);
-        /* The root holds only the snapshotter's own small files now. */
-        snprintf(cmd, sizeof cmd, "%s/snapshots", root);
-        rmdir(cmd);
-        snprintf(cmd, sizeof cmd, "%s/trash", root);
-        rmdir(cmd);
-        const char *files[] = {"metadata.db", "metadata.db-wal", "metadata.db-shm", "users.lock"};
-        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-            snprintf(cmd, sizeof cmd, "%s/%s", root, files[i]);
-            unlink(cmd);
-        }
-        rmdir(root);
-        rmdir(tmp);
+        /* Only the snapshotter's own small files are left: remove the tree. */
+        if (nftw(tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+            perror("example: cleanup");
     }
     printf("done\n");
     return 0;
