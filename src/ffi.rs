@@ -197,6 +197,12 @@ fn json_arg<T: serde::de::DeserializeOwned + Default>(p: *const c_char, name: &s
     }
 }
 
+/// A required JSON array of mounts.
+fn mounts_arg(p: *const c_char) -> Result<Vec<Mount>> {
+    serde_json::from_str(str_arg(p, "mounts_json")?)
+        .map_err(|e| Error::invalid_argument(format!("mounts_json: invalid JSON: {e}")))
+}
+
 fn handle<'a>(s: *const erofs_snapshotter) -> Result<&'a Snapshotter> {
     if s.is_null() {
         return Err(Error::invalid_argument("snapshotter handle is NULL"));
@@ -607,9 +613,7 @@ pub extern "C" fn erofs_snapshotter_apply_mounts(
 ) -> i32 {
     boundary(err, || {
         let s = handle(s)?;
-        let text = str_arg(mounts_json, "mounts_json")?;
-        let mounts: Vec<Mount> = serde_json::from_str(text)
-            .map_err(|e| Error::invalid_argument(format!("mounts_json: invalid JSON: {e}")))?;
+        let mounts = mounts_arg(mounts_json)?;
         let opts: ApplyOptions = json_arg(options_json, "options_json")?;
         let mut source = layer_source(fd, path)?;
         let applied = s.apply_mounts(&mounts, &mut source, &opts)?;
@@ -629,9 +633,7 @@ pub extern "C" fn erofs_snapshotter_mount_all(
     err: *mut *mut c_char,
 ) -> i32 {
     boundary(err, || {
-        let text = str_arg(mounts_json, "mounts_json")?;
-        let mounts: Vec<Mount> = serde_json::from_str(text)
-            .map_err(|e| Error::invalid_argument(format!("mounts_json: invalid JSON: {e}")))?;
+        let mounts = mounts_arg(mounts_json)?;
         let target = str_arg(target, "target")?;
         crate::mounts::mount_all(&mounts, Path::new(target))
     })

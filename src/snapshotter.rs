@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::differ::{self, Applied, ApplyOptions};
 use crate::erofs;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::filters::Filter;
 use crate::info::{
     apply_label_update, validate_labels, Info, InfoUpdate, Kind, Labels, Timestamp, Usage,
@@ -160,18 +160,20 @@ impl Snapshotter {
         // owner and mode of the parent's root, as containerd's snapshotters do.
         let mut attrs = None;
         if !parent.is_empty() {
-            let (p, generation) = self.store.read(|tx| {
-                let p = tx.get(parent)?.ok_or_else(|| {
+            // Usually a cached image layer: no database read on this path.
+            let cached = self.store.cached_get(parent).map_err(|e| match e.kind() {
+                ErrorKind::NotFound => {
                     Error::not_found(format!("parent snapshot {parent:?} does not exist"))
-                })?;
-                Ok((p, tx.mount_generation()?))
+                }
+                _ => e,
             })?;
+            let (p, generation) = (&cached.row, cached.generation);
             if p.kind != Kind::Committed {
                 return Err(Error::invalid_argument(format!(
                     "parent {parent:?} is not a committed snapshot"
                 )));
             }
-            self.layers.ensure(&self.store, &chain(&p), generation)?;
+            self.layers.ensure(&self.store, &chain(p), generation)?;
             if kind == Kind::Active {
                 let root = self.layout.fs_dir(p.id);
                 let md = std::fs::metadata(&root).map_err(|e| Error::io("stat", &root, e))?;

@@ -489,11 +489,11 @@ impl<'a, W: Write> Fixup<'a, W> {
             match self.in_layer.get(&target) {
                 // The whiteout hides lower layers only: what this layer made stays.
                 Some(true) => {
-                    self.skip_entry(input, hdr, size)?;
+                    self.skip_entry(input, size)?;
                     self.opaque.insert(target.clone());
                     return self.emit_marker(&target);
                 }
-                Some(false) => return self.skip_entry(input, hdr, size),
+                Some(false) => return self.skip_entry(input, size),
                 None => {
                     self.whited.insert(target);
                 }
@@ -503,7 +503,6 @@ impl<'a, W: Write> Fixup<'a, W> {
         }
         self.write(&pending)?;
         self.write(hdr)?;
-        self.copy_sparse_extensions(input, hdr)?;
         self.copy_data(input, size)?;
         self.in_layer.insert(rel.to_vec(), is_dir);
         if is_dir && self.whited.contains(rel) && self.opaque.insert(rel.to_vec()) {
@@ -512,19 +511,10 @@ impl<'a, W: Write> Fixup<'a, W> {
         Ok(())
     }
 
-    fn skip_entry<R: Read>(&mut self, input: &mut R, hdr: &[u8; BLOCK], size: u64) -> Result<()> {
+    /// Skips a dropped entry's data (sparse entries never get here: they
+    /// go to `densify`).
+    fn skip_entry<R: Read>(&mut self, input: &mut R, size: u64) -> Result<()> {
         let mut sink = io::sink();
-        let mut blk = [0u8; BLOCK];
-        if hdr[156] == b'S' && hdr[482] != 0 {
-            loop {
-                if !self.read_block(input, &mut blk)? {
-                    return Err(corrupt(self.offset, "missing sparse extension header"));
-                }
-                if blk[504] == 0 {
-                    break;
-                }
-            }
-        }
         let mut left = padded(size);
         let mut take = input.take(left);
         let n = io::copy(&mut take, &mut sink).map_err(|e| read_error(e, self.offset))?;
@@ -534,23 +524,6 @@ impl<'a, W: Write> Fixup<'a, W> {
             return Err(corrupt(self.offset, "the stream ends inside an entry"));
         }
         Ok(())
-    }
-
-    /// Old GNU sparse entries are followed by extension headers.
-    fn copy_sparse_extensions<R: Read>(&mut self, input: &mut R, hdr: &[u8; BLOCK]) -> Result<()> {
-        if hdr[156] != b'S' || hdr[482] == 0 {
-            return Ok(());
-        }
-        let mut blk = [0u8; BLOCK];
-        loop {
-            if !self.read_block(input, &mut blk)? {
-                return Err(corrupt(self.offset, "missing sparse extension header"));
-            }
-            self.write(&blk)?;
-            if blk[504] == 0 {
-                return Ok(());
-            }
-        }
     }
 
     /// A sparse file (old GNU `S` entries, PAX sparse 0.0, 0.1, 1.0), which
