@@ -41,11 +41,51 @@ pub struct Config {
     /// The `mkfs.erofs` program: a name looked up on PATH, or a path.
     #[serde(default = "default_mkfs_path")]
     pub mkfs_path: String,
+    /// Apply refuses a layer whose files add up to more bytes (sparse files
+    /// counted whole); 0: no limit.
+    #[serde(default = "default_max_layer_size")]
+    pub max_layer_size: u64,
+    /// Apply refuses a layer with a larger file; 0: no limit.
+    #[serde(default = "default_max_file_size")]
+    pub max_file_size: u64,
+    /// Apply refuses a layer whose files add up to more than this many times
+    /// the layer's size as given (compressed), once past 64 MiB; 0: no limit.
+    #[serde(default = "default_max_expansion_ratio")]
+    pub max_expansion_ratio: u64,
+    /// A conversion (one `mkfs.erofs` run, for apply or commit) taking longer
+    /// is killed and fails as unavailable.
+    #[serde(default = "default_convert_timeout_seconds")]
+    pub convert_timeout_seconds: u64,
+}
+
+/// Default of `max_layer_size`: 128 GiB.
+pub const DEFAULT_MAX_LAYER_SIZE: u64 = 128 << 30;
+/// Default of `max_file_size`: 64 GiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 30;
+/// Default of `max_expansion_ratio`.
+pub const DEFAULT_MAX_EXPANSION_RATIO: u64 = 100;
+/// Default of `convert_timeout_seconds`: one hour.
+pub const DEFAULT_CONVERT_TIMEOUT_SECONDS: u64 = 3600;
+
+fn default_max_layer_size() -> u64 {
+    DEFAULT_MAX_LAYER_SIZE
+}
+fn default_max_file_size() -> u64 {
+    DEFAULT_MAX_FILE_SIZE
+}
+fn default_max_expansion_ratio() -> u64 {
+    DEFAULT_MAX_EXPANSION_RATIO
+}
+fn default_convert_timeout_seconds() -> u64 {
+    DEFAULT_CONVERT_TIMEOUT_SECONDS
 }
 
 fn default_mkfs_path() -> String {
     "mkfs.erofs".to_string()
 }
+
+/// Longest `convert_timeout_seconds` accepted.
+const MAX_TIMEOUT_SECONDS: u64 = 365 * 24 * 3600;
 
 /// Overlay options the snapshotter sets itself; a user value would corrupt the mount.
 const RESERVED_OVERLAY_OPTIONS: &[&str] =
@@ -63,6 +103,10 @@ impl Config {
             mkfs_options: Vec::new(),
             ovl_mount_options: Vec::new(),
             mkfs_path: default_mkfs_path(),
+            max_layer_size: DEFAULT_MAX_LAYER_SIZE,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_expansion_ratio: DEFAULT_MAX_EXPANSION_RATIO,
+            convert_timeout_seconds: DEFAULT_CONVERT_TIMEOUT_SECONDS,
         }
     }
 
@@ -124,7 +168,34 @@ impl Config {
                 )));
             }
         }
+        if self.convert_timeout_seconds == 0 {
+            return Err(Error::invalid_argument(
+                "config field \"convert_timeout_seconds\": must be at least 1 (a conversion \
+                 is never left to run without a bound)",
+            ));
+        }
+        if self.convert_timeout_seconds > MAX_TIMEOUT_SECONDS {
+            return Err(Error::invalid_argument(format!(
+                "config field \"convert_timeout_seconds\": {} is more than {MAX_TIMEOUT_SECONDS} \
+                 (a year)",
+                self.convert_timeout_seconds
+            )));
+        }
         Ok(())
+    }
+
+    /// The limits an apply enforces.
+    pub(crate) fn limits(&self) -> crate::layer_tar::Limits {
+        crate::layer_tar::Limits {
+            max_layer_size: self.max_layer_size,
+            max_file_size: self.max_file_size,
+            max_expansion_ratio: self.max_expansion_ratio,
+        }
+    }
+
+    /// How long one conversion may run.
+    pub(crate) fn convert_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.convert_timeout_seconds)
     }
 
     /// True when `mkfs_options` chooses a block size, so the default `-b4096` is left out.

@@ -3,20 +3,24 @@
 //! `mkfs.erofs --tar`, instead of being unpacked into the upper dir and
 //! converted again at commit.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::erofs::{mkfs_failure, TempBlob};
-use crate::error::{Error, ErrorKind, Result};
-use crate::tar_fixup::{Fixup, Lowers};
+use crate::error::{Error, Result};
+use crate::layer_tar::Rewriter;
+use crate::lowers::Lowers;
+use crate::subprocess;
 
 /// Options of one apply.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -142,11 +146,12 @@ pub(crate) fn layer_uuid(digest: &str) -> String {
     )
 }
 
-/// A reader that hashes (SHA-256) and counts what passes through.
+/// A reader that hashes (SHA-256) and counts what passes through; the count
+/// can be read from elsewhere while the reader is lent out.
 struct Hashing<R> {
     inner: R,
     hash: Sha256,
-    count: u64,
+    count: Rc<Cell<u64>>,
 }
 
 impl<R: Read> Hashing<R> {
@@ -154,13 +159,16 @@ impl<R: Read> Hashing<R> {
         Hashing {
             inner,
             hash: Sha256::new(),
-            count: 0,
+            count: Rc::new(Cell::new(0)),
         }
     }
 
     fn digest(self) -> (String, u64) {
         let d = self.hash.finalize();
-        (format!("sha256:{}", crate::integrity::hex(&d)), self.count)
+        (
+            format!("sha256:{}", crate::integrity::hex(&d)),
+            self.count.get(),
+        )
     }
 }
 
@@ -168,7 +176,7 @@ impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
-        self.count += n as u64;
+        self.count.set(self.count.get() + n as u64);
         Ok(n)
     }
 }
@@ -213,11 +221,25 @@ fn decompressor<'a, R: BufRead + 'a>(
 
 /// The write end of a socket pair feeding mkfs.erofs's stdin. A socket and
 /// not a pipe: `send(MSG_NOSIGNAL)` reports a dead reader as EPIPE instead of
-/// raising SIGPIPE, which would kill a C host that did not ignore it.
-struct SocketWriter(OwnedFd);
+/// raising SIGPIPE, which would kill a C host that did not ignore it. A
+/// failed write is remembered: then mkfs.erofs's own error explains it.
+struct SocketWriter(OwnedFd, Rc<Cell<bool>>);
 
 impl Write for SocketWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.send(buf);
+        if r.is_err() {
+            self.1.set(true);
+        }
+        r
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SocketWriter {
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
             // SAFETY: a valid socket and buffer.
             let n = unsafe {
@@ -236,9 +258,6 @@ impl Write for SocketWriter {
                 return Err(e);
             }
         }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -290,11 +309,14 @@ pub(crate) fn tar_args(
     let mut args: Vec<std::ffi::OsString> = if config.enable_tar_index {
         vec!["--tar=i".into(), "--aufs".into(), "--quiet".into()]
     } else {
+        // `--sort=none`: file data goes straight to its place in the image
+        // (without it, into a temporary file first: twice the disk).
         vec![
             "--tar=f".into(),
             "--aufs".into(),
             "--quiet".into(),
             "-Enoinline_data".into(),
+            "--sort=none".into(),
         ]
     };
     if !config.sets_block_size() {
@@ -388,34 +410,23 @@ pub(crate) fn convert(
 fn convert_tar<R: Read>(
     config: &Config,
     tmp: &TempBlob,
-    raw: &mut R,
+    raw: &mut Hashing<R>,
     compression: Compression,
     uuid: Option<&str>,
     lowers: &Lowers,
     keep_tar: Option<&TempBlob>,
 ) -> Result<(String, u64)> {
     let (ours, theirs) = socketpair().map_err(|e| Error::internal(format!("socketpair: {e}")))?;
-    let mut child = Command::new(&config.mkfs_path)
-        .args(tar_args(config, &tmp.path, uuid))
-        .env("LC_ALL", "C")
-        .stdin(Stdio::from(theirs))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::unavailable(format!("cannot run {:?}: {e}", config.mkfs_path)))?;
-    // mkfs.erofs's output is collected meanwhile, so it never blocks on a full pipe.
-    let mut stderr = child.stderr.take();
-    let mut stdout = child.stdout.take();
-    let collector = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.read_to_string(&mut text);
-        }
-        if let Some(o) = stdout.as_mut() {
-            let _ = o.read_to_string(&mut text);
-        }
-        text
-    });
+    let dir = tmp.path.parent().unwrap_or(Path::new("."));
+    // mkfs.erofs's temporary files go next to the blob: the same disk.
+    let mut child = subprocess::spawn(
+        config.mkfs_path.as_ref(),
+        &tar_args(config, &tmp.path, uuid),
+        &[("TMPDIR", dir.as_os_str())],
+        Stdio::from(theirs),
+        config.convert_timeout(),
+    )
+    .map_err(|e| Error::unavailable(format!("cannot run {:?}: {e}", config.mkfs_path)))?;
     let tar_file = match keep_tar {
         Some(t) => Some(
             OpenOptions::new()
@@ -428,38 +439,40 @@ fn convert_tar<R: Read>(
         ),
         None => None,
     };
+    let consumed = raw.count.clone();
+    let consumed = move || consumed.get();
+    let mkfs_gone = Rc::new(Cell::new(false));
     let result = (|| -> Result<(String, u64)> {
-        let mut tar = Hashing::new(decompressor(BufReader::new(raw), compression)?);
-        let out = Tee(SocketWriter(ours), tar_file.map(io::BufWriter::new));
-        let mut out =
-            Fixup::new(io::BufWriter::with_capacity(256 * 1024, out), lowers).run(&mut tar)?;
+        let tar = Hashing::new(decompressor(BufReader::new(raw), compression)?);
+        let out = Tee(
+            SocketWriter(ours, mkfs_gone.clone()),
+            tar_file.map(io::BufWriter::new),
+        );
+        let mut reader = crate::tar::Reader::new(tar);
+        let out = io::BufWriter::with_capacity(256 * 1024, out);
+        let mut out = Rewriter::new(out, lowers, config.limits(), &consumed).run(&mut reader)?;
         out.flush()
             .map_err(|e| Error::internal(format!("write to mkfs.erofs: {e}")))?;
         // Closing the socket is mkfs.erofs's end of input.
         drop(out);
         // Whatever follows the end-of-archive marker still belongs to the diffID.
+        let mut tar = reader.into_inner();
         io::copy(&mut tar, &mut io::sink()).map_err(|e| {
             Error::invalid_argument(format!("layer data is corrupt after the archive: {e}"))
         })?;
         Ok(tar.digest())
     })();
-    if result.is_err() {
-        let _ = child.kill();
+    // Our own error is the cause unless mkfs.erofs stopped reading first.
+    if result.is_err() && !mkfs_gone.get() {
+        child.kill();
     }
-    let status = child
+    let finished = child
         .wait()
         .map_err(|e| Error::internal(format!("wait for mkfs.erofs: {e}")))?;
-    let output = collector.join().unwrap_or_default();
     match result {
-        // mkfs.erofs's own failure explains a broken write best.
-        Err(e) if !status.success() && e.kind() == ErrorKind::Internal => {
-            Err(mkfs_failure(config, "mkfs.erofs --tar", status, &output))
-        }
-        Err(e) => Err(e),
-        Ok(_) if !status.success() => {
-            Err(mkfs_failure(config, "mkfs.erofs --tar", status, &output))
-        }
-        Ok(v) => Ok(v),
+        Err(e) if !mkfs_gone.get() => Err(e),
+        Ok(v) if finished.success() => Ok(v),
+        _ => Err(mkfs_failure(config, "mkfs.erofs --tar", &finished, dir)),
     }
 }
 

@@ -6,15 +6,20 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{BLOB, BLOB_TMP_PREFIX};
+use crate::subprocess::{self, Finished};
 
-/// Oldest erofs-utils with what the snapshotter needs (`-b`, `--tar`).
-pub const MIN_VERSION: Version = Version(1, 8, 0);
+/// Oldest erofs-utils with what the snapshotter needs (`-b`, `--tar`,
+/// `--sort=none`; 1.8.1 also stopped truncating large uncompressed files).
+pub const MIN_VERSION: Version = Version(1, 8, 2);
+
+/// How long `mkfs.erofs --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An erofs-utils version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,18 +80,24 @@ pub fn check_mkfs(mkfs_path: &str) -> Result<Version> {
     }
     let install = "install erofs-utils 1.8 or newer (on Debian 12: `make deps`, which builds it \
                    from Debian's source package) or set \"mkfs_path\"";
-    let out = Command::new(mkfs_path)
-        .arg("--version")
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            Error::unavailable(format!(
-                "cannot run {mkfs_path:?} (config field \"mkfs_path\"): {e}; {install}"
-            ))
-        })?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = subprocess::run(
+        mkfs_path.as_ref(),
+        &["--version".into()],
+        &[],
+        VERSION_TIMEOUT,
+    )
+    .map_err(|e| {
+        Error::unavailable(format!(
+            "cannot run {mkfs_path:?} (config field \"mkfs_path\"): {e}; {install}"
+        ))
+    })?;
+    if out.timed_out {
+        return Err(Error::unavailable(format!(
+            "{mkfs_path:?} --version did not finish in {} s (config field \"mkfs_path\")",
+            VERSION_TIMEOUT.as_secs()
+        )));
+    }
+    let text = out.output;
     let version = parse_version(&text).ok_or_else(|| {
         Error::unavailable(format!(
             "{mkfs_path:?} --version printed no erofs-utils version ({:?}); {install}",
@@ -116,37 +127,56 @@ pub(crate) fn dir_args(config: &Config, dest: &Path, src_dir: &Path) -> Vec<std:
     args
 }
 
-/// Runs mkfs.erofs with `args`; a failure is classified by what it printed.
-pub(crate) fn run_mkfs(config: &Config, args: &[std::ffi::OsString]) -> Result<()> {
-    let out = Command::new(&config.mkfs_path)
-        .args(args)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::unavailable(format!("cannot run {:?}: {e}", config.mkfs_path)))?;
-    if out.status.success() {
+/// Runs mkfs.erofs with `args`, writing into `dir` (its temporary files go
+/// there too); a failure is classified by what it printed.
+pub(crate) fn run_mkfs(config: &Config, args: &[std::ffi::OsString], dir: &Path) -> Result<()> {
+    let out = subprocess::run(
+        config.mkfs_path.as_ref(),
+        args,
+        &[("TMPDIR", dir.as_os_str())],
+        config.convert_timeout(),
+    )
+    .map_err(|e| Error::unavailable(format!("cannot run {:?}: {e}", config.mkfs_path)))?;
+    if out.success() {
         return Ok(());
     }
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    Err(mkfs_failure(config, "mkfs.erofs", out.status, &text))
+    Err(mkfs_failure(config, "mkfs.erofs", &out, dir))
 }
 
-/// The error for a failed mkfs.erofs run, classified by what it printed
-/// (folded to one line, without its version banner and usage hint).
-pub(crate) fn mkfs_failure(
-    config: &Config,
-    what: &str,
-    status: std::process::ExitStatus,
-    output: &str,
-) -> Error {
-    let detail: Vec<&str> = output
+/// Free space below which a failed conversion is blamed on a full disk.
+const DISK_FULL: u64 = 16 << 20;
+
+/// The error for a failed mkfs.erofs run that wrote into `dir`: killed at
+/// its deadline, out of disk space (mkfs.erofs 1.8 may report a failed write
+/// as a corrupt tar stream; the stream is ours, so a full disk is checked
+/// for), or classified by what it printed (folded to one line, without its
+/// version banner and usage hint).
+pub(crate) fn mkfs_failure(config: &Config, what: &str, run: &Finished, dir: &Path) -> Error {
+    if run.timed_out {
+        return Error::unavailable(format!(
+            "{what} ran longer than config field \"convert_timeout_seconds\" allows ({} s) \
+             and was killed",
+            config.convert_timeout_seconds
+        ));
+    }
+    let detail: Vec<&str> = run
+        .output
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("Try '") && !l.starts_with("mkfs.erofs 1."))
         .collect();
     let detail = detail.join("; ");
+    let status = run.status;
     let kind = classify_failure(&detail);
+    if kind == ErrorKind::Internal {
+        if let Some(free) = free_space(dir).filter(|f| *f < DISK_FULL) {
+            return Error::unavailable(format!(
+                "{what} failed ({status}) with {free} bytes left on the filesystem of {}: \
+                 the disk is full ({detail})",
+                dir.display()
+            ));
+        }
+    }
     let hint = if kind == ErrorKind::InvalidArgument {
         format!(
             " (check config field \"mkfs_options\": {:?})",
@@ -156,6 +186,18 @@ pub(crate) fn mkfs_failure(
         String::new()
     };
     Error::new(kind, format!("{what} failed ({status}): {detail}{hint}"))
+}
+
+/// Bytes this process may still write on the filesystem of `dir` (root may
+/// use the blocks reserved for it).
+fn free_space(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let blocks = if rustix::process::geteuid().is_root() {
+        st.f_bfree
+    } else {
+        st.f_bavail
+    };
+    Some(blocks.saturating_mul(st.f_frsize))
 }
 
 fn classify_failure(detail: &str) -> ErrorKind {
@@ -180,13 +222,16 @@ fn classify_failure(detail: &str) -> ErrorKind {
 /// fsynced first. Returns the blob's length.
 pub(crate) fn build_blob(config: &Config, snapshot_dir: &Path, src_dir: &Path) -> Result<u64> {
     let tmp = TempBlob::new(snapshot_dir);
-    run_mkfs(config, &dir_args(config, &tmp.path, src_dir))?;
+    run_mkfs(config, &dir_args(config, &tmp.path, src_dir), snapshot_dir)?;
     tmp.install(snapshot_dir, config.sync_commit)
 }
 
 /// A blob being written in the snapshot directory; deleted unless installed.
 pub(crate) struct TempBlob {
     pub path: PathBuf,
+    /// After [`TempBlob::swap_into`]: whether a blob was replaced (and now
+    /// lies at `path`, to be deleted) or the destination was free.
+    swapped: Option<bool>,
 }
 
 impl TempBlob {
@@ -195,7 +240,10 @@ impl TempBlob {
         let mut name = blob.path.as_os_str().to_owned();
         name.push(".");
         name.push(suffix);
-        TempBlob { path: name.into() }
+        TempBlob {
+            path: name.into(),
+            swapped: None,
+        }
     }
 
     pub fn new(snapshot_dir: &Path) -> TempBlob {
@@ -207,11 +255,12 @@ impl TempBlob {
         .replace(['(', ')'], "");
         TempBlob {
             path: snapshot_dir.join(name),
+            swapped: None,
         }
     }
 
-    /// Renames the finished blob to `layer.erofs`; returns its length.
-    pub fn install(mut self, snapshot_dir: &Path, sync: bool) -> Result<u64> {
+    /// The finished blob's length, after an fsync when `sync`.
+    pub fn finish(&self, sync: bool) -> Result<u64> {
         let f = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
@@ -225,7 +274,12 @@ impl TempBlob {
             f.sync_all()
                 .map_err(|e| Error::io("fsync", &self.path, e))?;
         }
-        drop(f);
+        Ok(len)
+    }
+
+    /// Renames the finished blob to `layer.erofs`; returns its length.
+    pub fn install(mut self, snapshot_dir: &Path, sync: bool) -> Result<u64> {
+        let len = self.finish(sync)?;
         let dest = snapshot_dir.join(BLOB);
         fs::rename(&self.path, &dest).map_err(|e| Error::io("rename blob into place", &dest, e))?;
         // Installed: nothing for Drop to delete any more.
@@ -235,11 +289,42 @@ impl TempBlob {
         }
         Ok(len)
     }
+
+    /// Puts the blob at `dest`, atomically exchanged with the blob already
+    /// there (which then lies at this temporary path until dropped), so that
+    /// [`TempBlob::swap_back`] can restore it.
+    pub fn swap_into(&mut self, dest: &Path) -> Result<()> {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        let swapped = match renameat_with(CWD, &self.path, CWD, dest, RenameFlags::EXCHANGE) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::NOENT) => {
+                renameat_with(CWD, &self.path, CWD, dest, RenameFlags::NOREPLACE)
+                    .map_err(|e| Error::io("rename blob into place", dest, e.into()))?;
+                false
+            }
+            Err(e) => return Err(Error::io("swap blob into place", dest, e.into())),
+        };
+        self.swapped = Some(swapped);
+        Ok(())
+    }
+
+    /// Undoes [`TempBlob::swap_into`] (nothing if it did not happen).
+    pub fn swap_back(&mut self, dest: &Path) -> Result<()> {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        let flags = match self.swapped.take() {
+            None => return Ok(()),
+            Some(true) => RenameFlags::EXCHANGE,
+            Some(false) => RenameFlags::NOREPLACE,
+        };
+        renameat_with(CWD, dest, CWD, &self.path, flags)
+            .map_err(|e| Error::io("restore blob", dest, e.into()))
+    }
 }
 
 impl Drop for TempBlob {
     fn drop(&mut self) {
-        if self.path.as_os_str().is_empty() {
+        // Moved into place with nothing replaced: nothing left here.
+        if self.path.as_os_str().is_empty() || self.swapped == Some(false) {
             return;
         }
         match fs::remove_file(&self.path) {
@@ -276,7 +361,7 @@ mod tests {
             Some(Version(1, 8, 10))
         );
         assert_eq!(parse_version("garbage"), None);
-        assert!(Version(1, 5, 0) < MIN_VERSION && Version(1, 8, 6) >= MIN_VERSION);
+        assert!(Version(1, 8, 1) < MIN_VERSION && Version(1, 8, 6) >= MIN_VERSION);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub mod info;
 /// cbindgen:ignore
 pub mod integrity;
 /// cbindgen:ignore
+mod layer_tar;
+/// cbindgen:ignore
 mod layers;
 /// cbindgen:ignore
 mod layout;
@@ -43,13 +45,17 @@ pub mod logging;
 /// cbindgen:ignore
 mod loopdev;
 /// cbindgen:ignore
+mod lowers;
+/// cbindgen:ignore
 mod metastore;
 /// cbindgen:ignore
 pub mod mounts;
 /// cbindgen:ignore
 mod snapshotter;
 /// cbindgen:ignore
-mod tar_fixup;
+mod subprocess;
+/// cbindgen:ignore
+mod tar;
 
 pub use config::Config;
 pub use differ::{Applied, ApplyOptions};

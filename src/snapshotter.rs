@@ -21,6 +21,7 @@ use crate::layout::{
     lock_dir, parse_id, DirAttrs, Layout, BLOB_TMP_PREFIX, MARKER, STAGING_PREFIX,
 };
 use crate::logging::Logger;
+use crate::lowers::Lowers;
 use crate::metastore::{BlobRecord, MetaStore, SnapshotRow};
 use crate::mounts::{escape_overlay_path, Mount};
 
@@ -486,26 +487,38 @@ impl Snapshotter {
             lock_dir(&dir, true).map_err(|e| Error::io("lock snapshot directory", &dir, e))?;
         self.layers
             .ensure(&self.store, &row.parent_ids, generation)?;
-        let lowers = crate::tar_fixup::Lowers {
-            dirs: row
-                .parent_ids
-                .iter()
-                .map(|id| self.layout.fs_dir(*id))
-                .collect(),
-            now_ns: Timestamp::now().0,
-        };
-        let tmp = erofs::TempBlob::new(&dir);
+        let dirs: Vec<std::path::PathBuf> = row
+            .parent_ids
+            .iter()
+            .map(|id| self.layout.fs_dir(*id))
+            .collect();
+        let now = crate::tar::Time::from_nanos(i128::from(Timestamp::now().0)).unwrap_or_default();
+        let lowers = Lowers::open(&dirs, now)?;
+        let mut tmp = erofs::TempBlob::new(&dir);
         let applied = differ::convert(&self.config, &tmp, input, opts, &lowers)
             .map_err(|e| e.context(format!("apply to {key:?}")))?;
-        let len = tmp.install(&dir, self.config.sync_commit)?;
+        let len = tmp.finish(self.config.sync_commit)?;
+        // The blob goes into place inside the transaction that records it,
+        // swapped with the one an earlier apply wrote: if recording fails,
+        // both the blob and its record are as they were.
+        let blob = self.layout.blob(row.id);
         let recorded = self.store.write(|tx| {
             active_row(tx.get_by_id(row.id)?.filter(|r| r.key == key), &key)?;
-            tx.record_applied(row.id, len)
+            tx.record_applied(row.id, len)?;
+            tmp.swap_into(&blob)
         });
         if let Err(e) = recorded {
-            let _ = std::fs::remove_file(self.layout.blob(row.id));
+            if let Err(undo) = tmp.swap_back(&blob) {
+                self.log.warn(format_args!(
+                    "apply to {key:?}: could not restore the earlier layer: {undo}"
+                ));
+            }
             return Err(e);
         }
+        if self.config.sync_commit {
+            erofs::sync_dir(&dir)?;
+        }
+        // Dropping `tmp` deletes the blob it replaced, if any.
         Ok(applied)
     }
 

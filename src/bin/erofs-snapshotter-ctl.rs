@@ -12,7 +12,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use erofs_snapshotter::{mount_all, unmount_all, Config, Error, InfoUpdate, Labels, Snapshotter};
+use erofs_snapshotter::{
+    mount_all, unmount_all, ApplyOptions, Config, Error, InfoUpdate, Labels, Snapshotter,
+};
 
 const USAGE: &str =
     "usage: erofs-snapshotter-ctl [--config JSON | --config-file PATH] COMMAND [ARGS]
@@ -25,6 +27,8 @@ commands:
   stat KEY                  print a snapshot's info
   label KEY NAME=VALUE...   set labels (NAME= removes one)
   usage KEY                 print a snapshot's disk usage
+  apply KEY FILE [TYPE]     apply the OCI layer in FILE (- for stdin) of media
+                            type TYPE to an active snapshot, print its diffID
   walk [FILTER...]          print the infos matching any filter
   cleanup                   delete what no snapshot owns
   mount KEY TARGET          mount a snapshot on TARGET
@@ -124,6 +128,22 @@ fn run(args: &[String]) -> Result<String, Error> {
             json(&s.update(&update, &paths)?)
         }
         "usage" => json(&s.usage(arg(0, "KEY")?)?),
+        "apply" => {
+            let file = arg(1, "FILE")?;
+            let mut input: Box<dyn std::io::Read> = if file == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(
+                    std::fs::File::open(file)
+                        .map_err(|e| Error::io("open layer", Path::new(file), e))?,
+                )
+            };
+            let opts = ApplyOptions {
+                media_type: rest.get(2).cloned().unwrap_or_default(),
+                digest: None,
+            };
+            json(&s.apply(arg(0, "KEY")?, &mut input, &opts)?)
+        }
         "walk" => json(&s.walk(rest)?),
         "cleanup" => s.cleanup().map(|()| String::new()),
         "mount" => {

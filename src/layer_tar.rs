@@ -1,0 +1,717 @@
+//! An OCI layer, read entry by entry ([`crate::tar::Reader`]), checked as a
+//! container runtime applies it, and written again as the canonical tar
+//! stream that `mkfs.erofs --tar --aufs` converts. mkfs.erofs only ever sees
+//! entries this library parsed and wrote itself, never bytes it did not.
+//!
+//! What converting each layer on its own gets wrong, and is fixed here:
+//!
+//! - A layer that adds `a/b/file` without entries for `a` and `a/b` would
+//!   get invented directories (0777, root-owned with mkfs.erofs 1.8.6), and
+//!   overlayfs shows the upper layer's directory attributes. Explicit entries
+//!   are emitted that copy the attributes the directory has in the layers
+//!   below (mode, owner, time, non-`trusted.` xattrs), as containerd's walking
+//!   differ does; the lookup stays inside the lower layers (`lowers`).
+//! - `.wh.X` and a new directory `X/` in the same layer: the whiteout hides
+//!   the lower layers only (OCI image spec), so the new `X/` is made opaque.
+//! - An opaque marker at the root of a layer: overlayfs ignores an opaque
+//!   root, so every name of the lower roots this layer does not make is
+//!   whited out, and the directories it makes there are made opaque.
+//! - A hard link to a file of a lower layer: the file is copied into this
+//!   layer and linked there, as overlayfs's copy-up does when containerd
+//!   applies the link on a mounted overlay.
+//! - Sparse files are written out dense (mkfs.erofs 1.8.6 drops or mangles
+//!   them), PAX times carry nanoseconds as mkfs.erofs reads them.
+//!
+//! And what no runtime can apply is refused with an invalid-argument error
+//! naming the entry: paths leaving the layer, names longer than 255 bytes,
+//! links to nowhere, whiteouts of `.` or `..`, xattrs Linux cannot hold, and
+//! layers past the size limits of the configuration.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use crate::error::{Error, Result};
+use crate::lowers::{Lowers, Object};
+use crate::tar::{self, quote, Entry, Kind, Reader, Time};
+
+const OPAQUE: &[u8] = b".wh..wh..opq";
+const WHITEOUT: &[u8] = b".wh.";
+/// Longest name of one path component (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+/// Longest path below the root, leaving room for its leading `/` (`PATH_MAX`).
+const PATH_MAX: usize = 4095;
+/// Largest xattr value Linux stores (`XATTR_SIZE_MAX` is 65536; EROFS keeps
+/// the length in 16 bits).
+const XATTR_VALUE_MAX: usize = 65535;
+/// Room for one file's xattrs in the image: mkfs.erofs 1.8.6 fails beyond
+/// 32 KiB of inode metadata (the inode, its xattrs, an inline symlink target).
+const XATTRS_MAX: usize = 24 * 1024;
+/// What any layer may expand to before the expansion ratio is enforced, so
+/// that a small layer holding one well-compressed file still applies.
+pub(crate) const EXPANSION_ALLOWANCE: u64 = 64 << 20;
+
+/// The bounds an apply enforces (0: none), from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Sum of the sizes of the layer's files (sparse files counted whole).
+    pub max_layer_size: u64,
+    /// Size of any one file.
+    pub max_file_size: u64,
+    /// Files written per byte of layer data read (as given: compressed).
+    pub max_expansion_ratio: u64,
+}
+
+/// What this layer has said about a path so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Dir { opaque: bool },
+    Other(Kind),
+    Whiteout,
+}
+
+/// Attributes of a directory this layer describes implicitly.
+struct DirAttrs {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: Time,
+    xattrs: tar::Xattrs,
+}
+
+/// The rewriter. `out` receives the canonical tar stream.
+pub(crate) struct Rewriter<'a, W: Write> {
+    out: W,
+    lowers: &'a Lowers,
+    limits: Limits,
+    /// Bytes of layer data (as given) read so far.
+    consumed: &'a dyn Fn() -> u64,
+    tree: BTreeMap<Vec<u8>, Node>,
+    opaque_root: bool,
+    /// Bytes of file data written.
+    written: u64,
+    buf: Vec<u8>,
+}
+
+/// An error about entry `e` of the layer.
+fn refuse(e: &Entry, what: impl std::fmt::Display) -> Error {
+    Error::invalid_argument(format!(
+        "layer entry {} (at tar byte {}): {what}",
+        e.display(),
+        e.offset
+    ))
+}
+
+/// Normalizes a path of the layer: no leading `/` or `./`, no `.` or empty
+/// components, no trailing `/`; the root is empty. `..` is refused (an entry
+/// stays inside the layer), as are names and paths Linux cannot hold.
+fn normalize(path: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut out: Vec<u8> = Vec::with_capacity(path.len());
+    for comp in path.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return Err("the path leaves the layer root ('..')".into()),
+            c if c.len() > NAME_MAX => {
+                return Err(format!(
+                    "a name of {} bytes; Linux allows at most {NAME_MAX}",
+                    c.len()
+                ))
+            }
+            c => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    if out.len() > PATH_MAX - 1 {
+        return Err(format!(
+            "a path of {} bytes; Linux paths are at most {PATH_MAX} bytes",
+            out.len() + 1
+        ));
+    }
+    Ok(out)
+}
+
+fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (b"", rel),
+    }
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
+/// Checks an entry's xattrs: names Linux and EROFS hold, values that fit.
+fn check_xattrs(e: &Entry) -> Result<()> {
+    // As EROFS stores them: a 12-byte header, then 4-byte aligned entries.
+    let total: usize = 12
+        + e.xattrs
+            .iter()
+            .map(|(n, v)| (4 + n.len() + v.len()).next_multiple_of(4))
+            .sum::<usize>();
+    for (name, value) in &e.xattrs {
+        let shown = quote(name);
+        if name.len() > NAME_MAX {
+            return Err(refuse(
+                e,
+                format!(
+                    "xattr name {shown} is {} bytes; Linux allows at most {NAME_MAX}",
+                    name.len()
+                ),
+            ));
+        }
+        let known = [&b"user."[..], b"trusted.", b"security."]
+            .iter()
+            .any(|p| name.starts_with(p) && name.len() > p.len())
+            || matches!(
+                name.as_slice(),
+                b"system.posix_acl_access" | b"system.posix_acl_default"
+            );
+        if !known {
+            return Err(refuse(
+                e,
+                format!(
+                    "xattr {shown} is not in a namespace a layer can hold (user., trusted., \
+                     security., or a POSIX ACL)"
+                ),
+            ));
+        }
+        if name.contains(&b'=') {
+            return Err(refuse(
+                e,
+                format!("xattr name {shown} contains '=', which mkfs.erofs cannot take"),
+            ));
+        }
+        if value.len() > XATTR_VALUE_MAX {
+            return Err(refuse(
+                e,
+                format!(
+                    "xattr {shown} has a value of {} bytes; at most {XATTR_VALUE_MAX} fit",
+                    value.len()
+                ),
+            ));
+        }
+    }
+    if !e.xattrs.is_empty() && total > XATTRS_MAX {
+        return Err(refuse(
+            e,
+            format!(
+                "its xattrs take {total} bytes; at most {XATTRS_MAX} fit with one file in the image"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl<'a, W: Write> Rewriter<'a, W> {
+    pub fn new(
+        out: W,
+        lowers: &'a Lowers,
+        limits: Limits,
+        consumed: &'a dyn Fn() -> u64,
+    ) -> Rewriter<'a, W> {
+        Rewriter {
+            out,
+            lowers,
+            limits,
+            consumed,
+            tree: BTreeMap::new(),
+            opaque_root: false,
+            written: 0,
+            buf: vec![0u8; 256 * 1024],
+        }
+    }
+
+    /// Rewrites every entry of `reader`, ends the archive, returns the writer.
+    pub fn run<R: Read>(mut self, reader: &mut Reader<R>) -> Result<W> {
+        while let Some(e) = reader.next_entry()? {
+            self.entry(reader, e)?;
+        }
+        if self.opaque_root {
+            self.hide_lower_root()?;
+        }
+        self.write(&[0u8; 2 * tar::BLOCK])?;
+        Ok(self.out)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.write_all(bytes).map_err(write_error)
+    }
+
+    fn header(&mut self, e: &Entry) -> Result<()> {
+        tar::write_header(&mut self.out, e).map_err(write_error)
+    }
+
+    fn entry<R: Read>(&mut self, reader: &mut Reader<R>, mut e: Entry) -> Result<()> {
+        let rel = normalize(&e.path).map_err(|w| refuse(&e, w))?;
+        check_xattrs(&e)?;
+        let (parent, name) = split(&rel);
+        if rel.is_empty() {
+            if e.kind != Kind::Directory {
+                return Err(refuse(
+                    &e,
+                    format!("the layer root cannot be a {}", e.kind.name()),
+                ));
+            }
+            let opaque = matches!(self.tree.get(&rel), Some(Node::Dir { opaque: true }));
+            e.path = b".".to_vec();
+            self.header(&e)?;
+            self.tree.insert(rel, Node::Dir { opaque });
+            return Ok(());
+        }
+        if name == OPAQUE {
+            self.ensure_parents(&rel, &e)?;
+            if parent.is_empty() {
+                self.opaque_root = true;
+            } else {
+                self.make_opaque(parent)?;
+            }
+            return Ok(());
+        }
+        if let Some(target) = name.strip_prefix(WHITEOUT) {
+            if target.is_empty()
+                || target == b"."
+                || target == b".."
+                || target.starts_with(WHITEOUT)
+            {
+                return Err(refuse(
+                    &e,
+                    format!(
+                        "a whiteout of {}, which is not a name a layer can hold",
+                        quote(target)
+                    ),
+                ));
+            }
+            self.ensure_parents(&rel, &e)?;
+            let target = join(parent, target);
+            match self.tree.get(&target) {
+                // The whiteout hides the lower layers only: what this layer
+                // made stays, and a directory of it stops merging with theirs.
+                Some(Node::Dir { .. }) => self.make_opaque(&target)?,
+                Some(_) => {}
+                None => {
+                    self.emit_plain(&rel, Kind::Regular, 0o644)?;
+                    self.tree.insert(target, Node::Whiteout);
+                }
+            }
+            return Ok(());
+        }
+        self.ensure_parents(&rel, &e)?;
+        let previous = self.tree.get(&rel).copied();
+        let mut opaque = false;
+        match (previous, e.kind) {
+            (Some(Node::Dir { opaque: o }), Kind::Directory) => opaque = o,
+            // The whiteout in this layer still hides the lower directory.
+            (Some(Node::Whiteout), Kind::Directory) => opaque = true,
+            (Some(_), _) => self.forget_below(&rel),
+            (None, _) => {}
+        }
+        e.path = rel.clone();
+        match e.kind {
+            Kind::HardLink => {
+                let target = self.link_target(&rel, &e)?;
+                e.link = target;
+                e.mode = 0;
+                e.xattrs.clear();
+                self.header(&e)?;
+            }
+            Kind::Symlink => {
+                if e.link.is_empty() {
+                    return Err(refuse(&e, "a symlink with an empty target"));
+                }
+                if e.link.len() > PATH_MAX {
+                    return Err(refuse(
+                        &e,
+                        format!(
+                            "a symlink target of {} bytes; Linux allows at most {PATH_MAX}",
+                            e.link.len()
+                        ),
+                    ));
+                }
+                self.header(&e)?;
+            }
+            Kind::Regular => {
+                e.sparse = None;
+                self.file(&e, &mut |buf| reader.read_data(buf))?;
+            }
+            Kind::Directory | Kind::Char | Kind::Block | Kind::Fifo => {
+                e.link.clear();
+                self.header(&e)?;
+            }
+        }
+        let node = match e.kind {
+            Kind::Directory => Node::Dir { opaque },
+            k => Node::Other(k),
+        };
+        self.tree.insert(rel.clone(), node);
+        if opaque && previous != Some(Node::Dir { opaque: true }) {
+            self.emit_marker(&rel)?;
+        }
+        Ok(())
+    }
+
+    /// A regular file: header, data from `read` (the entry's size), padding.
+    fn file(&mut self, e: &Entry, read: &mut dyn FnMut(&mut [u8]) -> Result<usize>) -> Result<()> {
+        let l = self.limits;
+        if l.max_file_size > 0 && e.size > l.max_file_size {
+            return Err(refuse(
+                e,
+                format!(
+                    "a file of {} bytes is larger than the limit max_file_size ({} bytes)",
+                    e.size, l.max_file_size
+                ),
+            ));
+        }
+        if l.max_layer_size > 0 && self.written.saturating_add(e.size) > l.max_layer_size {
+            return Err(refuse(
+                e,
+                format!(
+                    "with this file of {} bytes the layer's files exceed the limit \
+                     max_layer_size ({} bytes)",
+                    e.size, l.max_layer_size
+                ),
+            ));
+        }
+        self.header(e)?;
+        let mut left = e.size;
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = (|| {
+            while left > 0 {
+                let want = left.min(buf.len() as u64) as usize;
+                let n = read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(refuse(e, "the data ends early"));
+                }
+                self.write(&buf[..n])?;
+                left -= n as u64;
+                self.written += n as u64;
+                self.check_expansion(e)?;
+            }
+            let pad = tar::padding(e.size) as usize;
+            buf[..pad].fill(0);
+            self.write(&buf[..pad])
+        })();
+        self.buf = buf;
+        result
+    }
+
+    fn check_expansion(&self, e: &Entry) -> Result<()> {
+        let ratio = self.limits.max_expansion_ratio;
+        if ratio == 0 || self.written <= EXPANSION_ALLOWANCE {
+            return Ok(());
+        }
+        let consumed = (self.consumed)();
+        if self.written > consumed.saturating_mul(ratio) {
+            return Err(refuse(
+                e,
+                format!(
+                    "the layer expands more than the limit max_expansion_ratio ({ratio}) allows: \
+                     {} bytes of files from {consumed} bytes of layer data",
+                    self.written
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forgets what this layer had below `rel`, which a new entry replaces.
+    fn forget_below(&mut self, rel: &[u8]) {
+        let prefix = [rel, b"/"].concat();
+        let below: Vec<Vec<u8>> = self
+            .tree
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            self.tree.remove(&k);
+        }
+    }
+
+    /// True when a lower layer's `rel` is hidden by what this layer says
+    /// about one of its ancestors (an opaque directory, a replacement).
+    fn hidden(&self, rel: &[u8]) -> bool {
+        let mut d = rel;
+        while !d.is_empty() {
+            d = split(d).0;
+            match self.tree.get(d) {
+                Some(Node::Dir { opaque: true }) => return true,
+                Some(Node::Dir { opaque: false }) | None => {}
+                Some(_) => return true,
+            }
+        }
+        false
+    }
+
+    /// Emits entries for the root and every ancestor of `rel` this layer
+    /// has not described yet.
+    fn ensure_parents(&mut self, rel: &[u8], e: &Entry) -> Result<()> {
+        let mut dirs: Vec<&[u8]> = vec![b""];
+        dirs.extend(
+            rel.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'/')
+                .map(|(i, _)| &rel[..i]),
+        );
+        for dir in dirs {
+            match self.tree.get(dir).copied() {
+                Some(Node::Dir { .. }) => continue,
+                Some(Node::Other(kind)) => {
+                    return Err(refuse(
+                        e,
+                        format!(
+                            "it lies under {}, which this layer made a {}",
+                            quote(dir),
+                            kind.name()
+                        ),
+                    ))
+                }
+                // Whited out, then made again: the lower one stays hidden.
+                Some(Node::Whiteout) => {
+                    let attrs = self.default_attrs();
+                    self.emit_dir(dir, &attrs)?;
+                    self.tree.insert(dir.to_vec(), Node::Dir { opaque: false });
+                    self.make_opaque(dir)?;
+                }
+                None => {
+                    let attrs = if self.hidden(dir) {
+                        self.default_attrs()
+                    } else {
+                        self.lower_attrs(dir)?
+                    };
+                    self.emit_dir(dir, &attrs)?;
+                    self.tree.insert(dir.to_vec(), Node::Dir { opaque: false });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn default_attrs(&self) -> DirAttrs {
+        DirAttrs {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: self.lowers.now,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// The attributes directory `rel` has in the lower layers (containerd's
+    /// `mkparent`: defaults when it is missing or not a directory there).
+    fn lower_attrs(&self, rel: &[u8]) -> Result<DirAttrs> {
+        match self.lowers.lookup(rel)? {
+            Some(o) if o.is_dir() => Ok(DirAttrs {
+                mode: o.stat.st_mode & 0o7777,
+                uid: o.stat.st_uid,
+                gid: o.stat.st_gid,
+                mtime: o.mtime(),
+                // As containerd's copyUpXAttrs: not `trusted.*` (overlayfs's
+                // own, and privileged).
+                xattrs: o.xattrs(|n| !n.starts_with(b"trusted."))?,
+            }),
+            _ => Ok(self.default_attrs()),
+        }
+    }
+
+    fn emit_dir(&mut self, rel: &[u8], a: &DirAttrs) -> Result<()> {
+        let mut e = Entry::new(
+            if rel.is_empty() {
+                b".".to_vec()
+            } else {
+                rel.to_vec()
+            },
+            Kind::Directory,
+        );
+        e.mode = a.mode;
+        e.uid = a.uid;
+        e.gid = a.gid;
+        e.mtime = a.mtime;
+        e.xattrs = a.xattrs.clone();
+        self.header(&e)
+    }
+
+    /// An entry without data (a whiteout or an opaque marker for `--aufs`).
+    fn emit_plain(&mut self, rel: &[u8], kind: Kind, mode: u32) -> Result<()> {
+        let mut e = Entry::new(rel.to_vec(), kind);
+        e.mode = mode;
+        self.header(&e)
+    }
+
+    fn emit_marker(&mut self, dir: &[u8]) -> Result<()> {
+        self.emit_plain(&join(dir, OPAQUE), Kind::Regular, 0o644)
+    }
+
+    /// Makes directory `dir` of this layer opaque (once).
+    fn make_opaque(&mut self, dir: &[u8]) -> Result<()> {
+        if let Some(Node::Dir { opaque }) = self.tree.get_mut(dir) {
+            if !*opaque {
+                *opaque = true;
+                self.emit_marker(dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The target of hard link `rel`, which must be a non-directory made
+    /// earlier in this layer or present in a lower layer (then copied up).
+    fn link_target(&mut self, rel: &[u8], e: &Entry) -> Result<Vec<u8>> {
+        if e.link.starts_with(b"/") {
+            return Err(refuse(
+                e,
+                format!("a hard link to the absolute path {}", quote(&e.link)),
+            ));
+        }
+        let target = normalize(&e.link)
+            .map_err(|w| refuse(e, format!("hard link target {}: {w}", quote(&e.link))))?;
+        if target.is_empty() {
+            return Err(refuse(e, "a hard link to the layer root"));
+        }
+        if target == rel {
+            return Err(refuse(e, "a hard link to itself"));
+        }
+        let missing = || {
+            refuse(
+                e,
+                format!(
+                    "a hard link to {}, which is neither an earlier entry of this layer nor in a \
+                     lower layer",
+                    quote(&target)
+                ),
+            )
+        };
+        match self.tree.get(&target) {
+            Some(Node::Dir { .. }) => Err(refuse(
+                e,
+                format!("a hard link to the directory {}", quote(&target)),
+            )),
+            Some(Node::Whiteout) => Err(missing()),
+            Some(Node::Other(_)) => Ok(target),
+            None if self.hidden(&target)
+                || target
+                    .rsplit(|b| *b == b'/')
+                    .next()
+                    .is_some_and(|n| n.starts_with(WHITEOUT)) =>
+            {
+                Err(missing())
+            }
+            None => match self.lowers.lookup(&target)? {
+                None => Err(missing()),
+                Some(o) if o.is_dir() => Err(refuse(
+                    e,
+                    format!("a hard link to the directory {}", quote(&target)),
+                )),
+                Some(o) => {
+                    self.copy_up(&target, &o, e)?;
+                    Ok(target)
+                }
+            },
+        }
+    }
+
+    /// Copies `o`, found at `rel` in a lower layer, into this layer (what
+    /// overlayfs does before it links to a lower file).
+    fn copy_up(&mut self, rel: &[u8], o: &Object, link: &Entry) -> Result<()> {
+        use rustix::fs::FileType;
+        self.ensure_parents(rel, link)?;
+        let kind = match o.file_type() {
+            FileType::RegularFile => Kind::Regular,
+            FileType::Symlink => Kind::Symlink,
+            FileType::CharacterDevice => Kind::Char,
+            FileType::BlockDevice => Kind::Block,
+            FileType::Fifo => Kind::Fifo,
+            other => {
+                return Err(refuse(
+                    link,
+                    format!(
+                        "a hard link to {} in a lower layer, a {other:?}",
+                        quote(rel)
+                    ),
+                ))
+            }
+        };
+        let mut e = Entry::new(rel.to_vec(), kind);
+        e.offset = link.offset;
+        e.mode = o.stat.st_mode & 0o7777;
+        e.uid = o.stat.st_uid;
+        e.gid = o.stat.st_gid;
+        e.mtime = o.mtime();
+        e.xattrs = o.xattrs(|n| !n.starts_with(b"trusted.overlay."))?;
+        match kind {
+            Kind::Regular => {
+                e.size = o.stat.st_size as u64;
+                let mut f = o.open_file()?;
+                let path = rel.to_vec();
+                self.file(&e, &mut |buf| {
+                    f.read(buf).map_err(|err| {
+                        Error::internal(format!("read {} from a lower layer: {err}", quote(&path)))
+                    })
+                })?;
+            }
+            Kind::Symlink => {
+                e.link = o.read_link()?;
+                self.header(&e)?;
+            }
+            _ => {
+                e.dev_major = rustix::fs::major(o.stat.st_rdev);
+                e.dev_minor = rustix::fs::minor(o.stat.st_rdev);
+                self.header(&e)?;
+            }
+        }
+        self.tree.insert(rel.to_vec(), Node::Other(kind));
+        Ok(())
+    }
+
+    /// A root-level opaque marker: overlayfs ignores an opaque layer root,
+    /// so every lower name this layer does not make is whited out, and its
+    /// own directories there stop merging with the lower ones.
+    fn hide_lower_root(&mut self) -> Result<()> {
+        let names = if self.lowers.is_empty() {
+            Default::default()
+        } else {
+            self.lowers.root_names()?
+        };
+        for name in names {
+            match self.tree.get(&name).copied() {
+                None => {
+                    let wh = [WHITEOUT, name.as_slice()].concat();
+                    self.emit_plain(&wh, Kind::Regular, 0o644)?;
+                    self.tree.insert(name, Node::Whiteout);
+                }
+                Some(Node::Dir { .. }) => self.make_opaque(&name)?,
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A failed write to mkfs.erofs; the caller replaces it with mkfs's own
+/// error when mkfs exited.
+fn write_error(e: std::io::Error) -> Error {
+    Error::internal(format!("write to mkfs.erofs: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized_and_contained() {
+        assert_eq!(normalize(b"./a//b/").unwrap(), b"a/b");
+        assert_eq!(normalize(b"./").unwrap(), b"");
+        assert_eq!(normalize(b"/etc/x").unwrap(), b"etc/x");
+        assert!(normalize(b"a/../../x").is_err());
+        assert!(normalize(&[b'n'; 256]).is_err());
+        assert!(normalize(&[b'n'; 255]).is_ok());
+        let deep: Vec<u8> = b"a/".repeat(3000);
+        assert!(normalize(&deep).unwrap_err().contains("4095"));
+    }
+}
