@@ -2,6 +2,8 @@
 //! kernel and the real mkfs.erofs.
 #![allow(dead_code)]
 
+pub mod rawtar;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
