@@ -24,7 +24,8 @@
 // One daemon per socket: each holds an exclusive flock on the socket's path
 // plus ".lock" while it runs, and one started for a socket whose lock is held
 // exits with an error. Under the lock, a socket file left by a daemon that
-// died is replaced.
+// died is replaced. The socket is created 0600 (its directory, if the daemon
+// creates it, 0700): only its owner, root, connects.
 //
 // SIGTERM or SIGINT: stop serving (requests in flight finish, for at most
 // --shutdown-timeout), remove the socket, close the library handle, exit 0.
@@ -338,12 +339,13 @@ func mustAbs(p string) string {
 
 // lockSocket makes this process the only daemon serving on path: it takes
 // an exclusive flock on path.lock (created next to the socket, and its
-// directory if need be), held while the returned file is open, that is until
-// the process exits. Another daemon holding it is an error. The lock file is
-// never removed: removed while a daemon starting has it open, it would let
-// that one and a third, locking a new file of the same name, both serve.
+// directory, 0700, if need be), held while the returned file is open, that
+// is until the process exits. Another daemon holding it is an error. The
+// lock file is never removed: removed while a daemon starting has it open,
+// it would let that one and a third, locking a new file of the same name,
+// both serve.
 func lockSocket(path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
 	name := path + ".lock"
@@ -374,13 +376,15 @@ func listen(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
+	// Born 0600 (bind creates it 0777 less the umask), not chmod'ed after:
+	// no window where it has the umask's mode. The umask is the process's;
+	// nothing else creates files now (nothing is served yet, and the
+	// library's background thread only deletes).
+	old := syscall.Umask(0o177)
 	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		l.Close()
-		return nil, err
 	}
 	return l, nil
 }

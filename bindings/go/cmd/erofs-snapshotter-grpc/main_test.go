@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	diffapi "github.com/containerd/containerd/api/services/diff/v1"
@@ -458,6 +460,13 @@ func TestSocketInUse(t *testing.T) {
 	}
 }
 
+// withUmask runs f (which starts daemons: they inherit it) under umask mask.
+func withUmask(mask int, f func()) {
+	old := syscall.Umask(mask)
+	defer syscall.Umask(old)
+	f()
+}
+
 // walk lists the snapshots through the socket: an answer from a daemon.
 func walk(t *testing.T, socket string) error {
 	t.Helper()
@@ -597,6 +606,106 @@ func TestSocketOfBusyDaemon(t *testing.T) {
 	}
 	if err := walk(t, socket); err != nil {
 		t.Fatalf("the first daemon's socket does not answer: %v", err)
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// inotifyEvents returns the events read so far on fd: name and mask.
+func inotifyEvents(t *testing.T, fd int) (events []string) {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if errors.Is(err, syscall.EAGAIN) {
+			return events
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off+syscall.SizeofInotifyEvent <= n; {
+			ev := (*syscall.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			name := string(bytes.TrimRight(buf[off+syscall.SizeofInotifyEvent:off+syscall.SizeofInotifyEvent+int(ev.Len)], "\x00"))
+			kind := fmt.Sprintf("%#x", ev.Mask)
+			switch {
+			case ev.Mask&syscall.IN_CREATE != 0:
+				kind = "create"
+			case ev.Mask&syscall.IN_ATTRIB != 0:
+				kind = "attrib"
+			}
+			events = append(events, name+":"+kind)
+			off += syscall.SizeofInotifyEvent + int(ev.Len)
+		}
+	}
+}
+
+// Under umask 0, the socket is born 0600: its mode as soon as it exists
+// (stat in a loop from before the daemon starts) is 0600 and no attribute
+// change follows its creation (inotify: no chmod after listen). A directory
+// the daemon creates for it is 0700, the lock file 0600.
+func TestSocketPermissions(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "sn.sock")
+	in, err := syscall.InotifyInit1(syscall.IN_CLOEXEC | syscall.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(in)
+	if _, err := syscall.InotifyAddWatch(in, dir, syscall.IN_CREATE|syscall.IN_ATTRIB); err != nil {
+		t.Fatal(err)
+	}
+	firstMode := make(chan uint32, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		var st syscall.Stat_t
+		for {
+			if syscall.Lstat(socket, &st) == nil {
+				firstMode <- st.Mode
+				return
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	var d *daemon
+	withUmask(0, func() { d = spawnDaemon(t, "--socket", socket, "--root", filepath.Join(dir, "root")) })
+	d.waitServing(t)
+	if m := <-firstMode; m != syscall.S_IFSOCK|0o600 {
+		t.Errorf("socket mode as soon as it existed: %#o, want %#o", m, syscall.S_IFSOCK|0o600)
+	}
+	events := inotifyEvents(t, in)
+	if !slices.Contains(events, "sn.sock:create") {
+		t.Errorf("no creation event for the socket: %v", events)
+	}
+	if slices.Contains(events, "sn.sock:attrib") {
+		t.Errorf("the socket's attributes changed after its creation (a chmod after listen): %v", events)
+	}
+	if m := lstat(t, socket).Mode; m != syscall.S_IFSOCK|0o600 {
+		t.Errorf("socket mode: %#o, want %#o", m, syscall.S_IFSOCK|0o600)
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	// In a directory the daemon creates.
+	socket = filepath.Join(dir, "run", "sn.sock")
+	withUmask(0, func() { d = spawnDaemon(t, "--socket", socket, "--root", filepath.Join(dir, "root")) })
+	d.waitServing(t)
+	for path, want := range map[string]uint32{
+		filepath.Dir(socket): syscall.S_IFDIR | 0o700,
+		socket:               syscall.S_IFSOCK | 0o600,
+		socket + ".lock":     syscall.S_IFREG | 0o600,
+	} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil || st.Mode != want {
+			t.Errorf("%s: mode %#o (%v), want %#o", path, st.Mode, err, want)
+		}
 	}
 	if err := d.stop(t); err != nil {
 		t.Fatal(err)
