@@ -21,6 +21,12 @@
 // reads the blob from containerd's content store over containerd's own gRPC
 // socket (--containerd-address), in the namespace the request names.
 //
+// One daemon per socket: each holds an exclusive flock on the socket's path
+// plus ".lock" while it runs, and one started for a socket whose lock is held
+// exits with an error. Under the lock, a socket file left by a daemon that
+// died is replaced. The socket is created 0600 (its directory, if the daemon
+// creates it, 0700): only its owner, root, connects.
+//
 // SIGTERM or SIGINT: stop serving (requests in flight finish, for at most
 // --shutdown-timeout), remove the socket, close the library handle, exit 0.
 package main
@@ -237,6 +243,14 @@ func serve(cfg Config, grace time.Duration) error {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sig)
 
+	// Before anything else: a second daemon for the address exits here,
+	// without touching the root or the socket. Closed (unlocked) last.
+	lock, err := lockSocket(cfg.Address)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
 	sn, err := erofs.New(log.WithLogger(ctx, log.L), cfg.Config)
 	if err != nil {
 		return fmt.Errorf("open snapshotter: %w", err)
@@ -323,12 +337,36 @@ func mustAbs(p string) string {
 	return p
 }
 
-// listen creates the socket; a stale one (nobody answering) is replaced, a
-// live one is an error.
-func listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+// lockSocket makes this process the only daemon serving on path: it takes
+// an exclusive flock on path.lock (created next to the socket, and its
+// directory, 0700, if need be), held while the returned file is open, that
+// is until the process exits. Another daemon holding it is an error. The
+// lock file is never removed: removed while a daemon starting has it open,
+// it would let that one and a third, locking a new file of the same name,
+// both serve.
+func lockSocket(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
+	name := path + ".lock"
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("socket lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: another daemon holds it (%s is locked)", path, name)
+		}
+		return nil, fmt.Errorf("socket lock %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// listen creates the socket, with the socket's lock held (lockSocket): a
+// socket file already there is stale (its daemon died without removing it),
+// unless a process that does not take the lock answers on it.
+func listen(path string) (net.Listener, error) {
 	if _, err := os.Lstat(path); err == nil {
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()
@@ -338,13 +376,15 @@ func listen(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
+	// Born 0600 (bind creates it 0777 less the umask), not chmod'ed after:
+	// no window where it has the umask's mode. The umask is the process's;
+	// nothing else creates files now (nothing is served yet, and the
+	// library's background thread only deletes).
+	old := syscall.Umask(0o177)
 	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		l.Close()
-		return nil, err
 	}
 	return l, nil
 }

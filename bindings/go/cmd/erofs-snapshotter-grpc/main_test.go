@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	diffapi "github.com/containerd/containerd/api/services/diff/v1"
@@ -79,14 +81,16 @@ type daemon struct {
 	cmd    *exec.Cmd
 	out    *syncBuffer
 	socket string
-	exited chan error
+	done   chan struct{} // closed when the process has exited
+	err    error         // cmd.Wait's, once done is closed
 }
 
-func startDaemon(t *testing.T, args ...string) *daemon {
+// spawnDaemon starts the daemon without waiting for its socket.
+func spawnDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), asDaemon+"=1")
-	d := &daemon{cmd: cmd, out: &syncBuffer{}, exited: make(chan error, 1)}
+	d := &daemon{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	for i, a := range args {
 		if a == "--socket" {
@@ -96,31 +100,53 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.exited <- cmd.Wait() }()
+	go func() { d.err = cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		if !d.exitedNow() {
 			cmd.Process.Kill()
-			<-d.exited
+			<-d.done
 		}
 		if t.Failed() {
-			t.Logf("daemon output:\n%s", d.out)
+			t.Logf("daemon %d output:\n%s", cmd.Process.Pid, d.out)
 		}
 	})
+	return d
+}
+
+func (d *daemon) exitedNow() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitServing waits until the daemon's socket accepts connections.
+func (d *daemon) waitServing(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if c, err := net.Dial("unix", d.socket); err == nil {
 			c.Close()
-			return d
+			return
 		}
 		select {
-		case err := <-d.exited:
-			t.Fatalf("daemon exited before serving: %v\n%s", err, d.out)
+		case <-d.done:
+			t.Fatalf("daemon exited before serving: %v\n%s", d.err, d.out)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("daemon did not serve on %s within 20 s\n%s", d.socket, d.out)
 		}
 	}
+}
+
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	d := spawnDaemon(t, args...)
+	d.waitServing(t)
+	return d
 }
 
 // stop sends SIGTERM and returns the exit error (nil: status 0).
@@ -130,8 +156,8 @@ func (d *daemon) stop(t *testing.T) error {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-d.exited:
-		return err
+	case <-d.done:
+		return d.err
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon did not exit within 30 s of SIGTERM")
 		return nil
@@ -415,7 +441,7 @@ func TestSocketInUse(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "--socket", socket, "--root", filepath.Join(dir, "root2"))
 	cmd.Env = append(os.Environ(), asDaemon+"=1")
 	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "another process is serving") {
+	if err == nil || !strings.Contains(string(out), "another daemon holds it") {
 		t.Fatalf("second daemon on a live socket: %v\n%s", err, out)
 	}
 	if err := d.stop(t); err != nil {
@@ -431,6 +457,299 @@ func TestSocketInUse(t *testing.T) {
 	d = startDaemon(t, "--socket", socket, "--root", filepath.Join(dir, "root"))
 	if err := d.stop(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// withUmask runs f (which starts daemons: they inherit it) under umask mask.
+func withUmask(mask int, f func()) {
+	old := syscall.Umask(mask)
+	defer syscall.Umask(old)
+	f()
+}
+
+// walk lists the snapshots through the socket: an answer from a daemon.
+func walk(t *testing.T, socket string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "ns"), 10*time.Second)
+	defer cancel()
+	sn := snproxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(dial(t, socket)), "erofs-ours")
+	return sn.Walk(ctx, func(context.Context, snapshots.Info) error { return nil })
+}
+
+func lstat(t *testing.T, path string) *syscall.Stat_t {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(path, &st); err != nil {
+		t.Fatal(&os.PathError{Op: "lstat", Path: path, Err: err})
+	}
+	return &st
+}
+
+// wantAnotherDaemon checks that d exited with status 1, saying that another
+// daemon holds its socket.
+func wantAnotherDaemon(t *testing.T, d *daemon) {
+	t.Helper()
+	var ee *exec.ExitError
+	out := d.out.String()
+	if !errors.As(d.err, &ee) || ee.ExitCode() != 1 ||
+		!strings.Contains(out, "another daemon holds it") || !strings.Contains(out, d.socket) {
+		t.Errorf("daemon %d: exit %v, want status 1 and \"%s: another daemon holds it\"; output:\n%s",
+			d.cmd.Process.Pid, d.err, d.socket, out)
+	}
+}
+
+// Daemons started together on one socket: one serves, the others exit
+// saying another daemon holds the socket, and leave the winner's socket
+// alone (it still answers, and SIGTERM stops the winner cleanly).
+func TestConcurrentDaemons(t *testing.T) {
+	requireRoot(t)
+	const rounds, n = 3, 4
+	for round := range rounds {
+		dir := t.TempDir()
+		socket := filepath.Join(dir, "sn.sock")
+		ds := make([]*daemon, n)
+		for i := range ds {
+			ds[i] = spawnDaemon(t, "--socket", socket, "--root", filepath.Join(dir, fmt.Sprintf("root%d", i)))
+		}
+		// Until all but one have exited and the socket answers.
+		deadline := time.Now().Add(20 * time.Second)
+		var running []*daemon
+		for {
+			running = running[:0]
+			for _, d := range ds {
+				if !d.exitedNow() {
+					running = append(running, d)
+				}
+			}
+			if len(running) <= 1 {
+				if c, err := net.Dial("unix", socket); err == nil || len(running) == 0 {
+					if c != nil {
+						c.Close()
+					}
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(running) != 1 {
+			t.Fatalf("round %d: %d of %d daemons still running after 20 s, want 1", round, len(running), n)
+		}
+		for _, d := range ds {
+			if d != running[0] {
+				wantAnotherDaemon(t, d)
+			}
+		}
+		if err := walk(t, socket); err != nil {
+			t.Fatalf("round %d: the winner's socket does not answer: %v", round, err)
+		}
+		if err := running[0].stop(t); err != nil {
+			t.Fatalf("round %d: winner's exit after SIGTERM: %v", round, err)
+		}
+		if _, err := os.Lstat(socket); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("round %d: socket still there after the winner stopped: %v", round, err)
+		}
+	}
+}
+
+// A live daemon that does not accept connections for a while (here stopped,
+// its accept queue full, so connecting fails at once as to a dead socket)
+// keeps its socket: a second daemon does not take it over.
+func TestSocketOfBusyDaemon(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "sn.sock")
+	d := startDaemon(t, "--socket", socket, "--root", filepath.Join(dir, "root"))
+	ino := lstat(t, socket).Ino
+	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	cont := func() {
+		d.cmd.Process.Signal(syscall.SIGCONT)
+		for _, c := range conns {
+			c.Close()
+		}
+		conns = nil
+	}
+	defer cont()
+	for {
+		c, err := net.DialTimeout("unix", socket, time.Second)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+		if len(conns) > 1<<16 {
+			t.Fatal("the stopped daemon's accept queue does not fill up")
+		}
+	}
+	second := spawnDaemon(t, "--socket", socket, "--root", filepath.Join(dir, "root2"))
+	// Until it exits, or replaces the socket.
+	deadline := time.Now().Add(20 * time.Second)
+	for !second.exitedNow() && time.Now().Before(deadline) {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(socket, &st); err != nil || st.Ino != ino {
+			t.Errorf("the second daemon removed or replaced the busy daemon's socket (lstat: %v)", err)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !second.exitedNow() {
+		t.Fatal("the second daemon is still running")
+	}
+	wantAnotherDaemon(t, second)
+	cont()
+	if st := lstat(t, socket); st.Ino != ino {
+		t.Fatalf("socket replaced: inode %d, was %d", st.Ino, ino)
+	}
+	if err := walk(t, socket); err != nil {
+		t.Fatalf("the first daemon's socket does not answer: %v", err)
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// inotifyEvents returns the events read so far on fd: name and mask.
+func inotifyEvents(t *testing.T, fd int) (events []string) {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if errors.Is(err, syscall.EAGAIN) {
+			return events
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off+syscall.SizeofInotifyEvent <= n; {
+			ev := (*syscall.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			name := string(bytes.TrimRight(buf[off+syscall.SizeofInotifyEvent:off+syscall.SizeofInotifyEvent+int(ev.Len)], "\x00"))
+			kind := fmt.Sprintf("%#x", ev.Mask)
+			switch {
+			case ev.Mask&syscall.IN_CREATE != 0:
+				kind = "create"
+			case ev.Mask&syscall.IN_ATTRIB != 0:
+				kind = "attrib"
+			}
+			events = append(events, name+":"+kind)
+			off += syscall.SizeofInotifyEvent + int(ev.Len)
+		}
+	}
+}
+
+// Under umask 0, the socket is born 0600: its mode as soon as it exists
+// (stat in a loop from before the daemon starts) is 0600 and no attribute
+// change follows its creation (inotify: no chmod after listen). A directory
+// the daemon creates for it is 0700, the lock file 0600.
+func TestSocketPermissions(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "sn.sock")
+	in, err := syscall.InotifyInit1(syscall.IN_CLOEXEC | syscall.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(in)
+	if _, err := syscall.InotifyAddWatch(in, dir, syscall.IN_CREATE|syscall.IN_ATTRIB); err != nil {
+		t.Fatal(err)
+	}
+	firstMode := make(chan uint32, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		var st syscall.Stat_t
+		for {
+			if syscall.Lstat(socket, &st) == nil {
+				firstMode <- st.Mode
+				return
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	var d *daemon
+	withUmask(0, func() { d = spawnDaemon(t, "--socket", socket, "--root", filepath.Join(dir, "root")) })
+	d.waitServing(t)
+	if m := <-firstMode; m != syscall.S_IFSOCK|0o600 {
+		t.Errorf("socket mode as soon as it existed: %#o, want %#o", m, syscall.S_IFSOCK|0o600)
+	}
+	events := inotifyEvents(t, in)
+	if !slices.Contains(events, "sn.sock:create") {
+		t.Errorf("no creation event for the socket: %v", events)
+	}
+	if slices.Contains(events, "sn.sock:attrib") {
+		t.Errorf("the socket's attributes changed after its creation (a chmod after listen): %v", events)
+	}
+	if m := lstat(t, socket).Mode; m != syscall.S_IFSOCK|0o600 {
+		t.Errorf("socket mode: %#o, want %#o", m, syscall.S_IFSOCK|0o600)
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	// In a directory the daemon creates.
+	socket = filepath.Join(dir, "run", "sn.sock")
+	withUmask(0, func() { d = spawnDaemon(t, "--socket", socket, "--root", filepath.Join(dir, "root")) })
+	d.waitServing(t)
+	for path, want := range map[string]uint32{
+		filepath.Dir(socket): syscall.S_IFDIR | 0o700,
+		socket:               syscall.S_IFSOCK | 0o600,
+		socket + ".lock":     syscall.S_IFREG | 0o600,
+	} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil || st.Mode != want {
+			t.Errorf("%s: mode %#o (%v), want %#o", path, st.Mode, err, want)
+		}
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A daemon killed with SIGKILL leaves its socket (and its lock file,
+// unlocked by its death): the next daemon takes the lock, replaces the stale
+// socket and serves; SIGTERM removes the socket, not the lock file.
+func TestStaleSocketAfterKill(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "sn.sock")
+	root := filepath.Join(dir, "root")
+	d := startDaemon(t, "--socket", socket, "--root", root)
+	d.cmd.Process.Kill()
+	<-d.done
+	if lstat(t, socket).Mode&syscall.S_IFMT != syscall.S_IFSOCK {
+		t.Fatal("the killed daemon's socket is not a socket")
+	}
+	if c, err := net.Dial("unix", socket); err == nil {
+		c.Close()
+		t.Fatal("the killed daemon's socket answers")
+	}
+	d = startDaemon(t, "--socket", socket, "--root", root)
+	if err := walk(t, socket); err != nil {
+		t.Fatalf("the new daemon's socket does not answer: %v", err)
+	}
+	lock, err := os.Open(socket + ".lock")
+	if err != nil {
+		t.Fatalf("the new daemon's lock file: %v", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); !errors.Is(err, syscall.EWOULDBLOCK) {
+		t.Fatalf("flock of the serving daemon's lock file: %v, want EWOULDBLOCK", err)
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(socket); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket still there after SIGTERM: %v", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatalf("lock file still locked after the daemon exited: %v", err)
 	}
 }
 
@@ -598,9 +917,9 @@ func shutdownDuringApply(t *testing.T, graceful bool) {
 	}
 	start := time.Now()
 	select {
-	case err := <-d.exited:
-		if err != nil {
-			t.Fatalf("exit: %v", err)
+	case <-d.done:
+		if d.err != nil {
+			t.Fatalf("exit: %v", d.err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon did not exit within 30 s of SIGTERM")
