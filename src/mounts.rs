@@ -4,10 +4,12 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::mount::MoveMountFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -165,44 +167,187 @@ pub(crate) fn parse_options(options: &[String]) -> ParsedOptions {
 
 /// Mounts `mounts` on `target` in order, as containerd's `mount.All`. On
 /// failure the mounts already made are undone. The target must exist.
+///
+/// A mount's `target` sub-path is resolved inside `target` as if `target`
+/// were `/` (containerd's `fs.RootPath`): symlinks and `..` in the tree never
+/// lead outside it. `..` in the sub-path itself is refused; a sub-path that
+/// does not exist there is `not found`. Each sub-path is resolved after the
+/// mounts before it, so it can lie in one of them.
 pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
     if mounts.is_empty() {
         return Err(Error::invalid_argument("no mounts given"));
     }
-    let mut done: Vec<PathBuf> = Vec::new();
+    let mut done: Vec<Made> = Vec::new();
     for m in mounts {
-        let dest = match &m.target {
-            Some(sub) if !sub.is_empty() => {
-                let sub = Path::new(sub);
-                if sub
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-                {
-                    undo(&done);
-                    return Err(Error::invalid_argument(format!(
-                        "mount target {sub:?} must stay below the mount point"
-                    )));
-                }
-                target.join(sub.strip_prefix("/").unwrap_or(sub))
+        let made =
+            resolve_target(target, m.target.as_deref()).and_then(|d| mount_one(m, target, &d));
+        match made {
+            Ok(made) => done.push(made),
+            Err(e) => {
+                undo(&done);
+                return Err(e);
             }
-            _ => target.to_path_buf(),
-        };
-        if let Err(e) = mount_one(m, &dest) {
-            undo(&done);
-            return Err(e);
         }
-        done.push(dest);
     }
     Ok(())
 }
 
-fn undo(done: &[PathBuf]) {
-    for d in done.iter().rev() {
-        let _ = sys_umount(d, libc::MNT_DETACH);
+fn undo(done: &[Made]) {
+    for made in done.iter().rev() {
+        let _ = sys_umount(&made.path, libc::MNT_DETACH);
     }
 }
 
-fn mount_one(m: &Mount, dest: &Path) -> Result<()> {
+/// Where one mount goes.
+struct Dest {
+    /// What `mount(2)` is given: the mount point, or `/proc/self/fd/N` of
+    /// `fd`, which the kernel follows to that directory without a lookup.
+    path: PathBuf,
+    /// The destination, opened (`O_PATH`) before mounting.
+    fd: OwnedFd,
+    /// The destination relative to the mount point without symlinks or `..`
+    /// (empty: the mount point). Walked again after mounting it reaches the
+    /// new mount; `path` and `fd` still name the directory under it.
+    rel: PathBuf,
+    /// For messages.
+    shown: String,
+}
+
+/// A mount just made.
+struct Made {
+    /// Names it for a remount or an unmount: the mount point (where it is the
+    /// top mount), or `/proc/self/fd/N` of `_fd`.
+    path: PathBuf,
+    _fd: Option<OwnedFd>,
+}
+
+/// `/proc/self/fd/N`: what `fd` refers to, for calls that take a path.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Opens `p` with `O_PATH`, following symlinks: the caller chose `p`.
+fn open_location(p: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        p,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens `rel` below `root` with `root` as `/`: absolute symlinks and `..`
+/// stop at `root`; /proc magic links are refused.
+fn open_in_root(root: &OwnedFd, rel: &Path, extra: ResolveFlags) -> io::Result<OwnedFd> {
+    let flags = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | extra;
+    let mut tries = 16;
+    loop {
+        match rustix::fs::openat2(
+            root,
+            rel,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            flags,
+        ) {
+            // A rename or mount raced the walk of a `..`; the kernel asks to retry.
+            Err(rustix::io::Errno::AGAIN) if tries > 0 => tries -= 1,
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// Resolves a mount's `sub` target inside `mount_point` and opens it.
+fn resolve_target(mount_point: &Path, sub: Option<&str>) -> Result<Dest> {
+    let root = open_location(mount_point).map_err(|e| target_error(mount_point, None, e))?;
+    let sub = match sub {
+        Some(s) if !s.is_empty() => s,
+        _ => {
+            return Ok(Dest {
+                path: mount_point.to_path_buf(),
+                fd: root,
+                rel: PathBuf::new(),
+                shown: mount_point.display().to_string(),
+            })
+        }
+    };
+    if Path::new(sub)
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(Error::invalid_argument(format!(
+            "mount target {sub:?} must stay below the mount point"
+        )));
+    }
+    let fd = open_in_root(&root, Path::new(sub), ResolveFlags::empty())
+        .map_err(|e| target_error(mount_point, Some(sub), e))?;
+    // The kernel's name for both (no symlinks, no `..`) gives the path below
+    // the mount point that reaches the mount once it is made.
+    let names =
+        std::fs::read_link(fd_path(&root)).and_then(|r| Ok((r, std::fs::read_link(fd_path(&fd))?)));
+    let (root_name, name) = names.map_err(|e| {
+        Error::failed_precondition(format!(
+            "mount target {sub:?} in {}: reading /proc/self/fd: {e} (is /proc mounted?)",
+            mount_point.display()
+        ))
+    })?;
+    let rel = name.strip_prefix(&root_name).map_err(|_| {
+        Error::internal(format!(
+            "mount target {sub:?} in {}: resolved to {}, not below {}",
+            mount_point.display(),
+            name.display(),
+            root_name.display()
+        ))
+    })?;
+    Ok(Dest {
+        path: fd_path(&fd),
+        rel: rel.to_path_buf(),
+        shown: format!("{} (target {sub:?})", name.display()),
+        fd,
+    })
+}
+
+fn target_error(mount_point: &Path, sub: Option<&str>, e: io::Error) -> Error {
+    let kind = match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => crate::ErrorKind::NotFound,
+        // A symlink loop, or a /proc magic link.
+        Some(libc::ELOOP) => crate::ErrorKind::InvalidArgument,
+        Some(libc::EPERM) | Some(libc::EACCES) => crate::ErrorKind::FailedPrecondition,
+        Some(libc::ENOSYS) => crate::ErrorKind::NotImplemented,
+        _ => crate::ErrorKind::Internal,
+    };
+    let what = match sub {
+        Some(sub) => format!("mount target {sub:?} in {}", mount_point.display()),
+        None => format!("mount point {}", mount_point.display()),
+    };
+    let hint = if e.raw_os_error() == Some(libc::ENOSYS) {
+        " (resolving a mount target needs openat2, Linux 5.6)"
+    } else {
+        ""
+    };
+    Error::new(kind, format!("{what}: {e}{hint}"))
+}
+
+impl Dest {
+    /// Names the mount just made here. A fresh walk from the mount point
+    /// crosses into it, as the fd opened before it does not.
+    fn made(&self, mount_point: &Path) -> io::Result<Made> {
+        if self.rel.as_os_str().is_empty() {
+            // The caller's path, as always: needs no /proc.
+            return Ok(Made {
+                path: mount_point.to_path_buf(),
+                _fd: None,
+            });
+        }
+        let root = open_location(mount_point)?;
+        let fd = open_in_root(&root, &self.rel, ResolveFlags::NO_SYMLINKS)?;
+        Ok(Made {
+            path: fd_path(&fd),
+            _fd: Some(fd),
+        })
+    }
+}
+
+/// Mounts `m` on `dest`.
+fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
     let p = parse_options(&m.options);
     let fail = |e: io::Error| {
         let kind = match e.raw_os_error() {
@@ -216,13 +361,12 @@ fn mount_one(m: &Mount, dest: &Path) -> Result<()> {
             kind,
             format!(
                 "mount {} {:?} on {} (options {:?}): {e}",
-                m.kind,
-                m.source,
-                dest.display(),
-                m.options
+                m.kind, m.source, dest.shown, m.options
             ),
         )
     };
+    // A bind mount takes MS_RDONLY (and the other per-mount flags) only on remount.
+    let mut remount = 0;
     match m.kind.as_str() {
         "bind" | "rbind" => {
             let mut flags = p.flags | libc::MS_BIND;
@@ -231,51 +375,72 @@ fn mount_one(m: &Mount, dest: &Path) -> Result<()> {
             }
             sys_mount(
                 OsStr::new(&m.source),
-                dest,
+                &dest.path,
                 "none",
                 flags & !libc::MS_RDONLY,
                 None,
             )
             .map_err(fail)?;
-            // A bind mount takes MS_RDONLY (and the other per-mount flags) only on remount.
-            let per_mount =
+            remount =
                 flags & (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
-            if per_mount != 0 {
-                let r = sys_mount(
-                    OsStr::new("none"),
-                    dest,
-                    "none",
-                    per_mount | libc::MS_BIND | libc::MS_REMOUNT,
-                    None,
-                );
-                if let Err(e) = r {
-                    let _ = sys_umount(dest, libc::MNT_DETACH);
-                    return Err(fail(e));
-                }
-            }
-            Ok(())
         }
         "erofs" => {
             let data = (!p.data.is_empty()).then(|| p.data.join(","));
             let source = Path::new(&m.source);
-            if p.loop_dev {
-                return loopdev::mount_via_loop(source, dest, p.flags, data.as_deref())
-                    .map_err(fail);
-            }
-            match sys_mount(source.as_os_str(), dest, "erofs", p.flags, data.as_deref()) {
-                // A kernel without file-backed EROFS wants a block device.
-                Err(e) if e.raw_os_error() == Some(libc::ENOTBLK) && is_regular(source) => {
-                    loopdev::mount_via_loop(source, dest, p.flags, data.as_deref()).map_err(fail)
+            let r = if p.loop_dev {
+                loopdev::mount_via_loop(source, &dest.path, p.flags, data.as_deref())
+            } else {
+                match sys_mount(
+                    source.as_os_str(),
+                    &dest.path,
+                    "erofs",
+                    p.flags,
+                    data.as_deref(),
+                ) {
+                    // A kernel without file-backed EROFS wants a block device.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTBLK) && is_regular(source) => {
+                        loopdev::mount_via_loop(source, &dest.path, p.flags, data.as_deref())
+                    }
+                    r => r,
                 }
-                r => r.map_err(fail),
-            }
+            };
+            r.map_err(fail)?;
         }
-        "overlay" => mount_overlay(&m.source, dest, &p).map_err(fail),
+        "overlay" => mount_overlay(&m.source, dest, &p).map_err(fail)?,
         other => {
             let data = (!p.data.is_empty()).then(|| p.data.join(","));
-            sys_mount(OsStr::new(&m.source), dest, other, p.flags, data.as_deref()).map_err(fail)
+            sys_mount(
+                OsStr::new(&m.source),
+                &dest.path,
+                other,
+                p.flags,
+                data.as_deref(),
+            )
+            .map_err(fail)?;
         }
     }
+    // Without the new mount open it cannot be named safely, so it is left
+    // mounted rather than risk unmounting something else.
+    let new = dest.made(mount_point).map_err(|e| {
+        Error::internal(format!(
+            "mounted {} {:?} on {} but cannot open the new mount (left mounted): {e}",
+            m.kind, m.source, dest.shown
+        ))
+    })?;
+    if remount != 0 {
+        let r = sys_mount(
+            OsStr::new("none"),
+            &new.path,
+            "none",
+            remount | libc::MS_BIND | libc::MS_REMOUNT,
+            None,
+        );
+        if let Err(e) = r {
+            let _ = sys_umount(&new.path, libc::MNT_DETACH);
+            return Err(fail(e));
+        }
+    }
+    Ok(new)
 }
 
 fn is_regular(p: &Path) -> bool {
@@ -287,10 +452,16 @@ const MAX_MOUNT_DATA: usize = 4095;
 
 /// Mounts an overlay; when the options do not fit in one page (many long
 /// lower directories), uses the new mount API with one `lowerdir+` per layer.
-fn mount_overlay(source: &str, dest: &Path, p: &ParsedOptions) -> io::Result<()> {
+fn mount_overlay(source: &str, dest: &Dest, p: &ParsedOptions) -> io::Result<()> {
     let data = p.data.join(",");
     if data.len() <= MAX_MOUNT_DATA {
-        return sys_mount(OsStr::new(source), dest, "overlay", p.flags, Some(&data));
+        return sys_mount(
+            OsStr::new(source),
+            &dest.path,
+            "overlay",
+            p.flags,
+            Some(&data),
+        );
     }
     mount_overlay_fsconfig(dest, p)
 }
@@ -303,14 +474,13 @@ fn check(r: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
-fn mount_overlay_fsconfig(dest: &Path, p: &ParsedOptions) -> io::Result<()> {
+fn mount_overlay_fsconfig(dest: &Dest, p: &ParsedOptions) -> io::Result<()> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
     const FSCONFIG_SET_FLAG: libc::c_uint = 0;
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
     const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
     let name = CString::new("overlay").map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: fsopen with a valid C string; the fd is owned below.
@@ -362,19 +532,15 @@ fn mount_overlay_fsconfig(dest: &Path, p: &ParsedOptions) -> io::Result<()> {
     let mnt = check(unsafe { libc::syscall(libc::SYS_fsmount, fs_raw, FSMOUNT_CLOEXEC, attrs) })?;
     // SAFETY: a new fd we own.
     let mnt = unsafe { OwnedFd::from_raw_fd(mnt as i32) };
-    let empty = CString::new("").map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let tgt = cstr(dest.as_os_str())?;
-    // SAFETY: valid fds and C strings.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            std::os::fd::AsRawFd::as_raw_fd(&mnt),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            tgt.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    })?;
+    // Onto the destination's fd: a path would be looked up again, and
+    // move_mount does not follow a /proc/self/fd link.
+    rustix::mount::move_mount(
+        &mnt,
+        "",
+        &dest.fd,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?;
     Ok(())
 }
 
