@@ -4,9 +4,10 @@
 //! `mounts` runs on every container start, so it must not pay a system call
 //! per lower: each handle remembers which layers it has seen mounted, and the
 //! remembered set is valid while the metadata's mount generation is unchanged.
-//! Every unmount done by the library (remove, cleanup, the last close) bumps
-//! the generation in the same database all processes share, so a handle never
-//! trusts a layer that another process unmounted. A layer not in the set is
+//! Every unmount done by the library of a layer a snapshot still names
+//! (remove, the last close) bumps the generation in the same database all
+//! processes share, so a handle never trusts a layer that another process
+//! unmounted. (cleanup detaches only layers of orphans, which no row names.) A layer not in the set is
 //! checked (`statfs`), validated against what its commit recorded (length,
 //! fs-verity digest) and mounted, under the snapshot directory's flock so two
 //! processes never stack two mounts.
@@ -172,14 +173,20 @@ impl Layers {
         self.mode.load(Ordering::Relaxed) == MODE_LOOP
     }
 
-    /// Lazily unmounts the layer of snapshot `id` (remove, cleanup).
+    /// Lazily unmounts the layer of snapshot `id` (remove).
     pub fn unmount(&self, id: i64) -> Result<usize> {
+        self.forget(id);
+        unmount_all(&self.layout.fs_dir(id), true)
+    }
+
+    /// Stops trusting that the layer of snapshot `id` is mounted: its
+    /// directory was moved away (cleanup detaches the mount in the trash).
+    pub fn forget(&self, id: i64) {
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .mounted
             .remove(&id);
-        unmount_all(&self.layout.fs_dir(id), true)
     }
 
     /// Detaches every layer mount under `snapshots/`; returns how many.

@@ -645,10 +645,20 @@ impl Snapshotter {
     }
 
     fn cleanup_inner(&self) -> Result<()> {
-        // Listing and retiring inside the write transaction: no creation can
-        // be between installing its directory and committing meanwhile.
-        let kinds = self.store.write(|tx| {
+        // Orphans are listed and moved into the trash inside a write
+        // transaction: a creation renames its staging directory to
+        // `snapshots/<id>` inside its own write transaction, and the id of a
+        // creation that rolled back is handed out again. Outside a
+        // transaction, a `snapshots/<id>` without a row may be a creation
+        // between its rename and its commit, and retiring it would delete a
+        // new snapshot. Nothing slow happens in here, since writers in every
+        // process wait for this transaction: an orphan's layer still mounted
+        // on its `fs/` goes to the trash with it (renaming a directory that
+        // contains a mount point is allowed) and is detached after the
+        // transaction, by `empty_trash`.
+        let (kinds, orphans) = self.store.write(|tx| {
             let kinds = tx.kinds()?;
+            let mut orphans = Vec::new();
             for name in self.layout.snapshot_entries()? {
                 let path = self.layout.snapshots.join(&name);
                 if name.starts_with(STAGING_PREFIX) {
@@ -662,15 +672,15 @@ impl Snapshotter {
                     continue;
                 };
                 if !kinds.contains_key(&id) {
-                    if let Err(e) = self.layers.unmount(id) {
-                        self.log.warn(format_args!("cleanup: {e}"));
-                        continue;
-                    }
                     self.layout.retire(&path, &format!("orphan-{id}"))?;
+                    orphans.push(id);
                 }
             }
-            Ok(kinds)
+            Ok((kinds, orphans))
         })?;
+        for id in orphans {
+            self.layers.forget(id);
+        }
         for (id, kind) in kinds {
             // What interrupted commits left, when no commit is running: a
             // temporary blob, an upper dir not yet retired.
@@ -712,12 +722,24 @@ impl Snapshotter {
     }
 
     /// Empties the trash, first detaching any mount that ended up inside it
-    /// (a layer mounted while its snapshot was being removed).
+    /// (an orphan's layer cleanup moved there, a layer mounted while its
+    /// snapshot was being removed).
     fn empty_trash(&self) -> Vec<String> {
-        if let Ok(points) = crate::mounts::mount_points_under(&self.layout.trash) {
-            for p in points.iter().rev() {
-                let _ = crate::mounts::unmount_all(p, true);
+        match crate::mounts::mount_points_under(&self.layout.trash) {
+            Ok(mut points) => {
+                // Mounts stacked on one point are listed once each; the
+                // first unmount_all of the point detaches them all.
+                points.dedup();
+                for p in points.iter().rev() {
+                    if let Err(e) = crate::mounts::unmount_all(p, true) {
+                        self.log.warn(format_args!("cleanup: {e}"));
+                    }
+                }
             }
+            Err(e) => self.log.warn(format_args!(
+                "cleanup: read mount table for {}: {e}",
+                self.layout.trash.display()
+            )),
         }
         self.trash.empty_now()
     }

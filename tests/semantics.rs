@@ -486,6 +486,64 @@ fn a_slow_commit_does_not_block_other_operations() {
     assert_eq!(s.stat("slow-c").unwrap().kind, Kind::Committed);
 }
 
+/// A cleanup with a lot to unmount holds no lock writers need. Here an
+/// orphaned directory has thousands of mounts stacked on its `fs/`, which
+/// cleanup detaches one `umount2` at a time (about a second). (A layer kept
+/// busy by an open file would not slow it down: the library detaches lazily,
+/// and a lazy unmount never fails with EBUSY.) Before: the prepare of another
+/// handle waited for the whole unmounting, inside cleanup's transaction.
+#[test]
+fn a_slow_cleanup_does_not_block_writers() {
+    use std::time::{Duration, Instant};
+    const STACKED: usize = 7000;
+    let env = Env::new();
+    let s = env.open();
+    let other = env.open();
+    let orphan = env.root.join("snapshots/999");
+    let fs_dir = orphan.join("fs");
+    fs::create_dir_all(&fs_dir).unwrap();
+    let tmpfs = erofs_snapshotter::Mount {
+        kind: "tmpfs".into(),
+        source: "tmpfs".into(),
+        target: None,
+        options: vec!["size=64k".into()],
+    };
+    for _ in 0..STACKED {
+        erofs_snapshotter::mount_all(std::slice::from_ref(&tmpfs), &fs_dir).unwrap();
+    }
+    let (cleanup_took, prepare_took, prepare_done) = std::thread::scope(|scope| {
+        let start = Instant::now();
+        let s = &s;
+        let cleanup = scope.spawn(move || {
+            s.cleanup().unwrap();
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        other.prepare("during", "", &no_labels()).unwrap();
+        let prepare_took = t.elapsed();
+        let prepare_done = start.elapsed();
+        (cleanup.join().unwrap(), prepare_took, prepare_done)
+    });
+    eprintln!(
+        "cleanup of {STACKED} stacked mounts: {cleanup_took:?}; a prepare started at 100 ms \
+         took {prepare_took:?} (done at {prepare_done:?})"
+    );
+    assert!(
+        cleanup_took >= Duration::from_millis(500),
+        "the unmounting was too fast to show anything: {cleanup_took:?}"
+    );
+    assert!(
+        prepare_took < Duration::from_millis(250) && prepare_done * 2 < cleanup_took,
+        "the prepare waited for cleanup: it took {prepare_took:?}, done at {prepare_done:?}, \
+         cleanup took {cleanup_took:?}"
+    );
+    assert!(!orphan.exists());
+    assert!(mounts_under(&env.root).is_empty());
+    assert_eq!(fs::read_dir(env.root.join("trash")).unwrap().count(), 0);
+    assert_eq!(s.stat("during").unwrap().kind, Kind::Active);
+}
+
 #[test]
 fn bad_roots_name_the_field() {
     let env = Env::new();
