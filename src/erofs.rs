@@ -185,8 +185,10 @@ pub(crate) fn build_blob(config: &Config, snapshot_dir: &Path, src_dir: &Path) -
 }
 
 /// A blob being written in the snapshot directory; deleted unless installed.
+/// A failure to delete it goes to its logger (see [`TempBlob::with_logger`]).
 pub(crate) struct TempBlob {
     pub path: PathBuf,
+    log: crate::logging::Logger,
 }
 
 impl TempBlob {
@@ -195,7 +197,10 @@ impl TempBlob {
         let mut name = blob.path.as_os_str().to_owned();
         name.push(".");
         name.push(suffix);
-        TempBlob { path: name.into() }
+        TempBlob {
+            path: name.into(),
+            log: blob.log.clone(),
+        }
     }
 
     pub fn new(snapshot_dir: &Path) -> TempBlob {
@@ -207,7 +212,17 @@ impl TempBlob {
         .replace(['(', ')'], "");
         TempBlob {
             path: snapshot_dir.join(name),
+            log: crate::logging::Logger::default(),
         }
+    }
+
+    /// Reports a failure to delete the blob to `log`, the handle's logger
+    /// (without it, only to `tracing`). For the places that make a TempBlob
+    /// for a handle: `build_blob` and `Snapshotter::apply_to`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn with_logger(mut self, log: &crate::logging::Logger) -> TempBlob {
+        self.log = log.clone();
+        self
     }
 
     /// Renames the finished blob to `layer.erofs`; returns its length.
@@ -245,10 +260,43 @@ impl Drop for TempBlob {
         match fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "failed to remove temporary blob")
-            }
+            Err(e) => self.log.warn(format_args!(
+                "could not remove temporary blob {}: {e}; cleanup will retry",
+                self.path.display()
+            )),
         }
+    }
+}
+
+#[cfg(test)]
+mod temp_blob_tests {
+    use super::*;
+    use crate::logging::{Level, Logger};
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_failed_removal_reaches_the_logger() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = seen.clone();
+        let log = Logger::new(
+            Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
+            Level::Warn,
+        );
+        let tmp = TempBlob::new(dir.path()).with_logger(&log);
+        let tar = TempBlob::with_suffix(&tmp, "tar");
+        // Directories where the files would be: remove_file cannot delete them.
+        fs::create_dir_all(tmp.path.join("x")).unwrap();
+        fs::create_dir_all(tar.path.join("x")).unwrap();
+        drop(tar);
+        drop(tmp);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen.iter()
+                .all(|m| m.starts_with("could not remove temporary blob ")),
+            "{seen:?}"
+        );
     }
 }
 

@@ -184,7 +184,7 @@ impl Snapshotter {
                 });
             }
         }
-        let staging = self.layout.stage(kind, attrs)?;
+        let staging = self.layout.stage(kind, attrs, &self.log)?;
         let mut installed = None;
         let result = self.store.write(|tx| {
             let p = if parent.is_empty() {
@@ -215,9 +215,21 @@ impl Snapshotter {
             Err(e) => {
                 // The directory was renamed into place but the transaction did not commit.
                 if let Some(id) = installed {
-                    let _ = self
-                        .layout
-                        .retire(&self.layout.snapshot_dir(id), &format!("failed-{id}"));
+                    let dir = self.layout.snapshot_dir(id);
+                    if let Err(re) = self.layout.retire(&dir, &format!("failed-{id}")) {
+                        // An orphan now: cleanup retires it, a creation given
+                        // the same id moves it aside.
+                        let op = if kind == Kind::View {
+                            "view"
+                        } else {
+                            "prepare"
+                        };
+                        self.log.warn(format_args!(
+                            "{op} {key:?}: could not move {} aside after the transaction \
+                             failed ({e}): {re}; cleanup will retry",
+                            dir.display()
+                        ));
+                    }
                 }
                 return Err(e);
             }

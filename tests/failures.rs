@@ -345,3 +345,80 @@ fn processes_opening_a_fresh_root_at_once_all_succeed() {
         failed.len()
     );
 }
+
+/// A creation whose transaction fails after its directory was renamed into
+/// place moves the directory aside; when that fails too, the host's logger
+/// hears of it. Here the disk is full (the commit cannot grow the WAL) and
+/// the trash is immutable.
+#[test]
+fn a_failed_rollback_of_a_creation_reaches_the_host_logger() {
+    use erofs_snapshotter::{Level, Logger};
+    use std::sync::{Arc, Mutex};
+    let env = Env::new();
+    let small = env.dir.path().join("small");
+    fs::create_dir(&small).unwrap();
+    mount_all(
+        &[Mount {
+            kind: "tmpfs".into(),
+            source: "tmpfs".into(),
+            target: None,
+            options: vec!["size=4m".into(), "mode=0700".into()],
+        }],
+        &small,
+    )
+    .unwrap();
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr")
+                .arg("-i")
+                .arg(self.0.join("root/trash"))
+                .status();
+            let _ = unmount_all(&self.0, true);
+        }
+    }
+    let _umount = Umount(small.clone());
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = seen.clone();
+    let logger = Logger::new(
+        Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
+        Level::Warn,
+    );
+    let mut c = env.config();
+    c.root = small.join("root");
+    let s = erofs_snapshotter::Snapshotter::open_with_logger(c, logger).unwrap();
+    s.prepare("a", "", &no_labels()).unwrap();
+    // Fill the disk.
+    let filler = small.join("filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let trash = small.join("root/trash");
+    assert!(Command::new("chattr")
+        .arg("+i")
+        .arg(&trash)
+        .status()
+        .unwrap()
+        .success());
+    let e = s.prepare("b", "", &no_labels()).unwrap_err();
+    eprintln!("prepare on a full disk: {e}");
+    assert!(Command::new("chattr")
+        .arg("-i")
+        .arg(&trash)
+        .status()
+        .unwrap()
+        .success());
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|m| m.contains("prepare \"b\": could not move")
+                && m.contains("Operation not permitted")),
+        "{seen:?}"
+    );
+    // Room again: cleanup retires the orphan, and the key can be created.
+    fs::remove_file(&filler).unwrap();
+    s.cleanup().unwrap();
+    assert_eq!(snapshot_dirs(s.root()).len(), 1);
+    s.prepare("b", "", &no_labels()).unwrap();
+}

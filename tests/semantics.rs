@@ -586,3 +586,57 @@ fn background_deletion_failures_reach_the_host_logger() {
         "{seen:?}"
     );
 }
+
+/// A staging directory that cannot be removed (here: `snapshots/` is
+/// append-only, so nothing can leave it) is reported to the host's logger,
+/// not only to `tracing`; cleanup deletes it later.
+#[test]
+fn staging_removal_failures_reach_the_host_logger() {
+    use erofs_snapshotter::{Level, Logger};
+    use std::process::Command;
+    use std::sync::{Arc, Mutex};
+    let env = Env::new();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = seen.clone();
+    let logger = Logger::new(
+        Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
+        Level::Warn,
+    );
+    let s = Snapshotter::open_with_logger(env.config(), logger).unwrap();
+    s.prepare("a", "", &no_labels()).unwrap();
+    let snaps = env.root.join("snapshots");
+    let chattr = |flag: &str| {
+        let ok = Command::new("chattr")
+            .arg(flag)
+            .arg(&snaps)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chattr {flag} {}", snaps.display());
+    };
+    struct Undo<F: Fn(&str)>(F);
+    impl<F: Fn(&str)> Drop for Undo<F> {
+        fn drop(&mut self) {
+            (self.0)("-a");
+        }
+    }
+    chattr("+a");
+    let undo = Undo(chattr);
+    // The key exists: the new staging directory is dropped, and cannot go.
+    let (k, _) = kind_of(s.prepare("a", "", &no_labels()));
+    assert_eq!(k, ErrorKind::AlreadyExists);
+    drop(undo);
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|m| m.contains("could not remove staging directory")
+                && m.contains("Operation not permitted")),
+        "{seen:?}"
+    );
+    s.cleanup().unwrap();
+    let left: Vec<_> = fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+}
