@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::integrity;
 use crate::layout::{flock, lock_dir, parse_id, Layout};
 use crate::logging::Logger;
@@ -119,11 +119,15 @@ impl Layers {
         let path = self.layout.blob(id);
         self.verify_blob(&path, blob)?;
         mount_erofs_file(&path, &fs, &self.mode).map_err(|e| {
-            Error::internal(format!(
-                "mount layer {} on {}: {e}",
-                path.display(),
-                fs.display()
-            ))
+            let kind = if crate::loopdev::is_unavailable(&e) {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::Internal
+            };
+            Error::new(
+                kind,
+                format!("mount layer {} on {}: {e}", path.display(), fs.display()),
+            )
         })
     }
 

@@ -422,3 +422,79 @@ fn a_failed_rollback_of_a_creation_reaches_the_host_logger() {
     assert_eq!(snapshot_dirs(s.root()).len(), 1);
     s.prepare("b", "", &no_labels()).unwrap();
 }
+
+/// Where `/dev` is not a devtmpfs (a container's tmpfs /dev), the node of the
+/// loop device the kernel hands out may not exist. Run for real: a private
+/// mount namespace with a tmpfs on /dev holding only loop-control and null,
+/// and a root on tmpfs (no file-backed EROFS there, so layers need a loop
+/// device). The error says what is missing, as `unavailable`, at once.
+#[test]
+fn a_missing_loop_device_node_is_reported() {
+    let env = Env::new();
+    let small = env.dir.path().join("tmpfs");
+    fs::create_dir(&small).unwrap();
+    mount_all(
+        &[Mount {
+            kind: "tmpfs".into(),
+            source: "tmpfs".into(),
+            target: None,
+            options: vec!["size=64m".into(), "mode=0700".into()],
+        }],
+        &small,
+    )
+    .unwrap();
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = unmount_all(&self.0, true);
+        }
+    }
+    let _umount = Umount(small.clone());
+    let root = small.join("root");
+    let config = format!("{{\"root\": {:?}}}", root.to_string_lossy());
+    {
+        let mut c = env.config();
+        c.root = root.clone();
+        let s = erofs_snapshotter::Snapshotter::open(c).unwrap();
+        layer(&env, &s, "c", "", |p| write(p, "f", "x"));
+    }
+    let started = Instant::now();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-euc"])
+        .arg(
+            r#"mount -t tmpfs -o mode=0755 devtmp /dev
+mknod /dev/loop-control c 10 237
+mknod /dev/null c 1 3
+exec "$@""#,
+        )
+        .arg("sh")
+        .arg(CTL)
+        .args(["--config", &config, "view", "v", "c"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("view without /dev/loopN ({took:?}): {}", stderr.trim());
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorKind::Unavailable.code()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unavailable: ")
+            && stderr.contains(" does not exist (LOOP_CTL_GET_FREE returned ")
+            && stderr.contains("devtmpfs"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The same root works where the nodes are.
+    let out = Command::new(CTL)
+        .args(["--config", &config, "view", "v", "c"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
