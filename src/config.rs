@@ -110,10 +110,10 @@ impl Config {
         }
     }
 
-    /// Parses and validates the JSON document.
+    /// Parses and validates the JSON document. Errors name the field.
     pub fn from_json(json: &str) -> Result<Config> {
-        let config: Config = serde_json::from_str(json)
-            .map_err(|e| Error::invalid_argument(format!("config: {e}")))?;
+        let config: Config = crate::json::decode(json)
+            .map_err(|e| Error::invalid_argument(e.message("config", None)))?;
         config.validate()?;
         Ok(config)
     }
@@ -275,6 +275,117 @@ mod tests {
     fn wrong_types_and_bad_json() {
         assert!(err(r#"{"root": "/r", "set_immutable": "yes"}"#).contains("config"));
         assert!(err("not json").contains("config"));
+    }
+
+    /// A field of the wrong type: the message names the field and the cause,
+    /// on one line, without serde's position.
+    #[test]
+    fn wrong_types_name_the_field() {
+        for (json, want) in [
+            (
+                r#"{"root": 5}"#,
+                r#"config field "root": expected a string, got the number 5"#,
+            ),
+            (
+                r#"{"root_path": true}"#,
+                r#"config field "root_path": expected a string, got true"#,
+            ),
+            (
+                r#"{"root":"/r","set_immutable":"yes"}"#,
+                r#"config field "set_immutable": expected a boolean, got the string "yes""#,
+            ),
+            (
+                r#"{"root": "/r", "enable_fsverity": 1}"#,
+                r#"config field "enable_fsverity": expected a boolean, got the number 1"#,
+            ),
+            (
+                r#"{"root": "/r", "sync_commit": null}"#,
+                r#"config field "sync_commit": expected a boolean, got null"#,
+            ),
+            (
+                r#"{"root": "/r", "mkfs_options": "-T0 --mkfs-time"}"#,
+                r#"config field "mkfs_options": expected an array, got the string "-T0 --mkfs-time""#,
+            ),
+            (
+                r#"{"root": "/r", "mkfs_options": ["-T0", 0]}"#,
+                r#"config field "mkfs_options"[1]: expected a string, got the number 0"#,
+            ),
+            (
+                r#"{"root": "/r", "ovl_mount_options": {"index": "off"}}"#,
+                r#"config field "ovl_mount_options": expected an array, got an object"#,
+            ),
+            (
+                r#"{"root": "/r", "ovl_mount_options": ["index=off", null]}"#,
+                r#"config field "ovl_mount_options"[1]: expected a string, got null"#,
+            ),
+            (
+                r#"{"root": "/r", "enable_tar_index": "true"}"#,
+                r#"config field "enable_tar_index": expected a boolean, got the string "true""#,
+            ),
+            (
+                r#"{"root": "/r", "mkfs_path": ["mkfs.erofs"]}"#,
+                r#"config field "mkfs_path": expected a string, got an array"#,
+            ),
+            (r#"[]"#, r#"config: expected an object, got an array"#),
+            (
+                r#""/r""#,
+                r#"config: expected an object, got the string "/r""#,
+            ),
+        ] {
+            assert_eq!(err(json), want, "{json}");
+        }
+    }
+
+    /// Every field serde knows (so also fields added later), given values of
+    /// each JSON type: whatever is refused names the field, on one line.
+    #[test]
+    fn every_field_of_a_wrong_type_is_named() {
+        let m = err(r#"{"root": "/r", "no_such_field": 1}"#);
+        let fields: Vec<&str> = m
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|f| *f != "no_such_field")
+            .collect();
+        assert!(
+            fields.contains(&"set_immutable") && fields.contains(&"mkfs_path"),
+            "{m}"
+        );
+        for field in fields {
+            let mut refused = 0;
+            for value in [r#""x""#, "5", "true", "null", "[1]", r#"{"a": 1}"#] {
+                let json = match field {
+                    "root" | "root_path" => format!(r#"{{"{field}": {value}}}"#),
+                    _ => format!(r#"{{"root": "/r", "{field}": {value}}}"#),
+                };
+                let Err(e) = Config::from_json(&json) else {
+                    continue;
+                };
+                refused += 1;
+                let m = e.message();
+                assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{json}: {m}");
+                // validate() names `root_path` by its main spelling.
+                assert!(
+                    m.starts_with(&format!("config field \"{field}\""))
+                        || (field == "root_path" && m.starts_with("config field \"root\"")),
+                    "{json}: {m}"
+                );
+                assert!(!m.contains("line 1") && !m.contains('\n'), "{json}: {m}");
+            }
+            assert!(refused > 0, "{field} accepts any JSON value?");
+        }
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_named() {
+        let m = err(r#"{"root": "/r", "set_immutible": true}"#);
+        assert!(
+            m.starts_with("config field \"set_immutible\": unknown field")
+                && m.contains("`set_immutable`"),
+            "{m}"
+        );
+        assert_eq!(err("{}"), "config field \"root\": required but missing");
+        assert!(err("not json").starts_with("config: invalid JSON: "));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{BLOB, BLOB_TMP_PREFIX};
+use crate::logging::Logger;
 use crate::subprocess::{self, Finished};
 
 /// Oldest erofs-utils with what the snapshotter needs (`-b`, `--tar`,
@@ -220,18 +221,25 @@ fn classify_failure(detail: &str) -> ErrorKind {
 /// temporary file which is renamed into place, so `layer.erofs` is either
 /// absent or complete. With `config.sync_commit` the file and directory are
 /// fsynced first. Returns the blob's length.
-pub(crate) fn build_blob(config: &Config, snapshot_dir: &Path, src_dir: &Path) -> Result<u64> {
-    let tmp = TempBlob::new(snapshot_dir);
+pub(crate) fn build_blob(
+    config: &Config,
+    snapshot_dir: &Path,
+    src_dir: &Path,
+    log: &Logger,
+) -> Result<u64> {
+    let tmp = TempBlob::new(snapshot_dir, log);
     run_mkfs(config, &dir_args(config, &tmp.path, src_dir), snapshot_dir)?;
     tmp.install(snapshot_dir, config.sync_commit)
 }
 
 /// A blob being written in the snapshot directory; deleted unless installed.
+/// A failure to delete it goes to the handle's logger.
 pub(crate) struct TempBlob {
     pub path: PathBuf,
     /// After [`TempBlob::swap_into`]: whether a blob was replaced (and now
     /// lies at `path`, to be deleted) or the destination was free.
     swapped: Option<bool>,
+    log: Logger,
 }
 
 impl TempBlob {
@@ -243,10 +251,11 @@ impl TempBlob {
         TempBlob {
             path: name.into(),
             swapped: None,
+            log: blob.log.clone(),
         }
     }
 
-    pub fn new(snapshot_dir: &Path) -> TempBlob {
+    pub fn new(snapshot_dir: &Path, log: &Logger) -> TempBlob {
         let name = format!(
             "{BLOB_TMP_PREFIX}{}-{:?}",
             std::process::id(),
@@ -256,6 +265,7 @@ impl TempBlob {
         TempBlob {
             path: snapshot_dir.join(name),
             swapped: None,
+            log: log.clone(),
         }
     }
 
@@ -330,10 +340,43 @@ impl Drop for TempBlob {
         match fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "failed to remove temporary blob")
-            }
+            Err(e) => self.log.warn(format_args!(
+                "could not remove temporary blob {}: {e}; cleanup will retry",
+                self.path.display()
+            )),
         }
+    }
+}
+
+#[cfg(test)]
+mod temp_blob_tests {
+    use super::*;
+    use crate::logging::Level;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_failed_removal_reaches_the_logger() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = seen.clone();
+        let log = Logger::new(
+            Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
+            Level::Warn,
+        );
+        let tmp = TempBlob::new(dir.path(), &log);
+        let tar = TempBlob::with_suffix(&tmp, "tar");
+        // Directories where the files would be: remove_file cannot delete them.
+        fs::create_dir_all(tmp.path.join("x")).unwrap();
+        fs::create_dir_all(tar.path.join("x")).unwrap();
+        drop(tar);
+        drop(tmp);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen.iter()
+                .all(|m| m.starts_with("could not remove temporary blob ")),
+            "{seen:?}"
+        );
     }
 }
 

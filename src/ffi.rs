@@ -187,20 +187,30 @@ fn opt_str_arg<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
 }
 
 /// An optional JSON argument: NULL and JSON `null` (what Go's encoding/json
-/// makes of a nil map or slice) both mean "none".
+/// makes of a nil map or slice) both mean "none". Errors name the field.
 fn json_arg<T: serde::de::DeserializeOwned + Default>(p: *const c_char, name: &str) -> Result<T> {
     match opt_str_arg(p, name)? {
         None => Ok(T::default()),
-        Some(s) => serde_json::from_str::<Option<T>>(s)
+        Some(s) => crate::json::decode::<Option<T>>(s)
             .map(Option::unwrap_or_default)
-            .map_err(|e| Error::invalid_argument(format!("{name}: invalid JSON: {e}"))),
+            .map_err(|e| Error::invalid_argument(e.message(name, None))),
+    }
+}
+
+/// An optional JSON object of labels (as [`json_arg`]); errors name the label.
+fn labels_arg(p: *const c_char, name: &str) -> Result<Labels> {
+    match opt_str_arg(p, name)? {
+        None => Ok(Labels::default()),
+        Some(s) => crate::json::decode::<Option<Labels>>(s)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| Error::invalid_argument(e.message(name, Some(&[])))),
     }
 }
 
 /// A required JSON array of mounts.
 fn mounts_arg(p: *const c_char) -> Result<Vec<Mount>> {
-    serde_json::from_str(str_arg(p, "mounts_json")?)
-        .map_err(|e| Error::invalid_argument(format!("mounts_json: invalid JSON: {e}")))
+    crate::json::decode(str_arg(p, "mounts_json")?)
+        .map_err(|e| Error::invalid_argument(e.message("mounts_json", None)))
 }
 
 fn handle<'a>(s: *const erofs_snapshotter) -> Result<&'a Snapshotter> {
@@ -239,7 +249,7 @@ fn create(
         let s = handle(s)?;
         let key = str_arg(key, "key")?;
         let parent = opt_str_arg(parent, "parent")?.unwrap_or("");
-        let labels: Labels = json_arg(labels_json, "labels_json")?;
+        let labels = labels_arg(labels_json, "labels_json")?;
         let mounts = op(s, key, parent, &labels)?;
         put_json(mounts_json, &mounts)
     })
@@ -398,7 +408,7 @@ pub extern "C" fn erofs_snapshotter_commit(
         let s = handle(s)?;
         let name = str_arg(name, "name")?;
         let key = str_arg(key, "key")?;
-        let labels: Labels = json_arg(labels_json, "labels_json")?;
+        let labels = labels_arg(labels_json, "labels_json")?;
         s.commit(name, key, &labels)
     })
 }
@@ -473,8 +483,8 @@ pub extern "C" fn erofs_snapshotter_update(
     boundary(err, || {
         let s = handle(s)?;
         let text = str_arg(info_json, "info_json")?;
-        let update: InfoUpdate = serde_json::from_str(text)
-            .map_err(|e| Error::invalid_argument(format!("info_json: invalid JSON: {e}")))?;
+        let update: InfoUpdate = crate::json::decode(text)
+            .map_err(|e| Error::invalid_argument(e.message("info_json", Some(&["labels"]))))?;
         let fieldpaths: Vec<String> = json_arg(fieldpaths_json, "fieldpaths_json")?;
         let info = s.update(&update, &fieldpaths)?;
         put_json(info_json_out, &info)

@@ -4,9 +4,10 @@
 //! `mounts` runs on every container start, so it must not pay a system call
 //! per lower: each handle remembers which layers it has seen mounted, and the
 //! remembered set is valid while the metadata's mount generation is unchanged.
-//! Every unmount done by the library (remove, cleanup, the last close) bumps
-//! the generation in the same database all processes share, so a handle never
-//! trusts a layer that another process unmounted. A layer not in the set is
+//! Every unmount done by the library of a layer a snapshot still names
+//! (remove, the last close) bumps the generation in the same database all
+//! processes share, so a handle never trusts a layer that another process
+//! unmounted. (cleanup detaches only layers of orphans, which no row names.) A layer not in the set is
 //! checked (`statfs`), validated against what its commit recorded (length,
 //! fs-verity digest) and mounted, under the snapshot directory's flock so two
 //! processes never stack two mounts.
@@ -23,7 +24,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::integrity;
 use crate::layout::{flock, lock_dir, parse_id, Layout};
 use crate::logging::Logger;
@@ -118,11 +119,15 @@ impl Layers {
         let path = self.layout.blob(id);
         self.verify_blob(&path, blob)?;
         mount_erofs_file(&path, &fs, &self.mode).map_err(|e| {
-            Error::internal(format!(
-                "mount layer {} on {}: {e}",
-                path.display(),
-                fs.display()
-            ))
+            let kind = if crate::loopdev::is_unavailable(&e) {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::Internal
+            };
+            Error::new(
+                kind,
+                format!("mount layer {} on {}: {e}", path.display(), fs.display()),
+            )
         })
     }
 
@@ -172,14 +177,20 @@ impl Layers {
         self.mode.load(Ordering::Relaxed) == MODE_LOOP
     }
 
-    /// Lazily unmounts the layer of snapshot `id` (remove, cleanup).
+    /// Lazily unmounts the layer of snapshot `id` (remove).
     pub fn unmount(&self, id: i64) -> Result<usize> {
+        self.forget(id);
+        unmount_all(&self.layout.fs_dir(id), true)
+    }
+
+    /// Stops trusting that the layer of snapshot `id` is mounted: its
+    /// directory was moved away (cleanup detaches the mount in the trash).
+    pub fn forget(&self, id: i64) {
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .mounted
             .remove(&id);
-        unmount_all(&self.layout.fs_dir(id), true)
     }
 
     /// Detaches every layer mount under `snapshots/`; returns how many.

@@ -120,13 +120,15 @@ impl Layout {
 
     /// Creates `snapshots/new-*` with `fs/` (and `work/` and the marker for an
     /// active snapshot), locked against `cleanup` until installed or dropped.
-    pub fn stage(&self, kind: Kind, attrs: Option<DirAttrs>) -> Result<Staging> {
+    /// A failure to remove it when dropped is reported to `log`.
+    pub fn stage(&self, kind: Kind, attrs: Option<DirAttrs>, log: &Logger) -> Result<Staging> {
         let path = unique_dir(&self.snapshots, STAGING_PREFIX, 0o700)?;
         // Locked before anything else can see it: cleanup skips locked staging dirs.
         let lock = lock_dir(&path, true).map_err(|e| Error::io("lock", &path, e))?;
         let staging = Staging {
             path,
             lock: Some(lock),
+            log: log.clone(),
         };
         let fs_dir = staging.path.join("fs");
         DirBuilder::new()
@@ -200,6 +202,7 @@ impl Layout {
 pub(crate) struct Staging {
     pub path: PathBuf,
     lock: Option<File>,
+    log: Logger,
 }
 
 impl Staging {
@@ -226,7 +229,11 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if !self.path.as_os_str().is_empty() {
             if let Err(e) = fs::remove_dir_all(&self.path) {
-                tracing::warn!(path = %self.path.display(), error = %e, "failed to remove staging directory");
+                // Unlocked once dropped: cleanup deletes it.
+                self.log.warn(format_args!(
+                    "could not remove staging directory {}: {e}; cleanup will retry",
+                    self.path.display()
+                ));
             }
         }
     }
@@ -512,7 +519,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         layout.create().unwrap();
-        let st = layout.stage(Kind::Active, None).unwrap();
+        let st = layout
+            .stage(Kind::Active, None, &Logger::default())
+            .unwrap();
         assert!(st.path.join("fs").is_dir() && st.path.join("work").is_dir());
         assert!(st.path.join(MARKER).is_file());
         // A second open file description cannot take the lock while it is staged.
@@ -528,7 +537,7 @@ mod tests {
         let layout = Layout::new(dir.path());
         layout.create().unwrap();
         fs::create_dir_all(layout.fs_dir(7).join("junk")).unwrap();
-        let st = layout.stage(Kind::View, None).unwrap();
+        let st = layout.stage(Kind::View, None, &Logger::default()).unwrap();
         let dest = st.install(&layout, 7).unwrap();
         assert!(dest.join("fs").is_dir());
         assert!(!dest.join("fs/junk").exists());

@@ -35,6 +35,8 @@ pub mod info;
 /// cbindgen:ignore
 pub mod integrity;
 /// cbindgen:ignore
+mod json;
+/// cbindgen:ignore
 mod layer_tar;
 /// cbindgen:ignore
 mod layers;

@@ -1,6 +1,18 @@
 //! Loop devices, for kernels without file-backed EROFS mounts (before 6.12).
 //! The device is configured read-only with autoclear, so it goes away when
 //! the mount on it does.
+//!
+//! Where `/dev` is not a devtmpfs (a container's tmpfs `/dev`, filled once at
+//! its start), the kernel may hand out a loop device (`LOOP_CTL_GET_FREE`,
+//! which adds one when none is free) whose node does not exist. That is
+//! reported as `unavailable`, naming the device and the likely cause; the
+//! node is not created with mknod. `/dev` belongs to the host or the
+//! container runtime, which decides which devices a container may use (an
+//! unprivileged or user-namespaced container could not make or open the node
+//! anyway), util-linux's losetup does not create it either, and a node made
+//! behind the runtime's back would hide the misconfiguration until the next
+//! tool trips over it. Retrying, as was done, cannot help: the same device
+//! stays free and is handed out again.
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
@@ -8,7 +20,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::mounts::sys_mount;
 
@@ -48,6 +60,28 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
+/// A loop device cannot be had on this machine as it is set up (no node,
+/// none free): callers report it as `unavailable`, not as an internal error.
+#[derive(Debug)]
+struct Unavailable(String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+fn unavailable(message: String) -> io::Error {
+    io::Error::other(Unavailable(message))
+}
+
+/// True for an error that says the machine cannot provide a loop device.
+pub(crate) fn is_unavailable(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Unavailable>())
+}
+
 fn open_cloexec(path: &Path, write: bool) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -59,19 +93,40 @@ fn open_cloexec(path: &Path, write: bool) -> io::Result<File> {
 /// Attaches `backing` read-only to a free loop device; returns the device,
 /// opened. With autoclear the device detaches when its last user (the mount)
 /// goes away, so the returned file must be closed once mounted.
-pub(crate) fn attach(backing: &Path) -> io::Result<(File, std::path::PathBuf)> {
+pub(crate) fn attach(backing: &Path) -> io::Result<(File, PathBuf)> {
+    attach_in(Path::new("/dev"), backing)
+}
+
+/// [`attach`] with the device nodes looked for in `dev_dir` (a test's fake /dev).
+fn attach_in(dev_dir: &Path, backing: &Path) -> io::Result<(File, PathBuf)> {
     let backing_file = open_cloexec(backing, false)?;
-    let ctl = open_cloexec(Path::new("/dev/loop-control"), true)?;
+    let ctl_path = dev_dir.join("loop-control");
+    let ctl = open_cloexec(&ctl_path, true).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => unavailable(format!(
+            "{} does not exist; is the loop module loaded, and is {} a devtmpfs?",
+            ctl_path.display(),
+            dev_dir.display()
+        )),
+        _ => e,
+    })?;
     for _ in 0..64 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let dev_path = std::path::PathBuf::from(format!("/dev/loop{n}"));
+        let dev_path = dev_dir.join(format!("loop{n}"));
         let dev = match open_cloexec(&dev_path, false) {
             Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // Asking again would return the same device (see the module doc).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(unavailable(format!(
+                    "loop device {} does not exist (LOOP_CTL_GET_FREE returned {n}); is {} a \
+                     devtmpfs? In a container, give it the loop devices or a devtmpfs /dev",
+                    dev_path.display(),
+                    dev_dir.display()
+                )))
+            }
             Err(e) => return Err(e),
         };
         // SAFETY: zero is a valid bit pattern for these plain-data structs.
@@ -115,9 +170,8 @@ pub(crate) fn attach(backing: &Path) -> io::Result<(File, std::path::PathBuf)> {
             _ => return Err(e),
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::WouldBlock,
-        "no free loop device after 64 attempts",
+    Err(unavailable(
+        "no free loop device after 64 attempts (others took each one first)".to_string(),
     ))
 }
 
@@ -145,6 +199,42 @@ pub(crate) fn mount_via_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake /dev: loop-control is the real one (a symlink), so the kernel
+    /// hands out a real free device, whose node the fake /dev lacks.
+    #[test]
+    fn a_missing_node_in_a_fake_dev_dir_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake_dev = dir.path().join("dev");
+        std::fs::create_dir(&fake_dev).unwrap();
+        let image = dir.path().join("image");
+        std::fs::write(&image, vec![0u8; 4096]).unwrap();
+        let e = attach_in(&fake_dev, &image).unwrap_err();
+        assert!(is_unavailable(&e), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}/loop-control does not exist; is the loop module loaded, and is {} a devtmpfs?",
+                fake_dev.display(),
+                fake_dev.display()
+            )
+        );
+        std::os::unix::fs::symlink("/dev/loop-control", fake_dev.join("loop-control")).unwrap();
+        let started = std::time::Instant::now();
+        let e = attach_in(&fake_dev, &image).unwrap_err();
+        assert!(is_unavailable(&e), "{e:?}");
+        let m = e.to_string();
+        assert!(
+            m.starts_with(&format!("loop device {}/loop", fake_dev.display()))
+                && m.contains(" does not exist (LOOP_CTL_GET_FREE returned ")
+                && m.contains(&format!("is {} a devtmpfs?", fake_dev.display())),
+            "{m}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Other errors keep their class.
+        let e = attach_in(&fake_dev, &dir.path().join("no-image")).unwrap_err();
+        assert!(!is_unavailable(&e) && e.kind() == io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn struct_layout_matches_linux() {

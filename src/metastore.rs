@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Mutex;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
@@ -218,7 +218,7 @@ impl MetaStore {
         })?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL lets readers run beside one writer, across processes.
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        let mode = enable_wal(&conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::unavailable(format!(
                 "metadata database {}: cannot use WAL mode (got {mode}); the root's filesystem \
@@ -377,6 +377,31 @@ impl MetaStore {
         })();
         self.put_back(conn);
         result
+    }
+}
+
+/// `PRAGMA journal_mode=WAL`, retried while the database is busy. On a new
+/// database (the only time the switch writes) SQLite takes a read lock, reads
+/// the header, then upgrades to the write lock to rewrite it. A failed
+/// upgrade is never waited for in the busy handler (two readers waiting to
+/// upgrade would deadlock): it returns SQLITE_BUSY at once. So when several
+/// processes open a fresh root at the same instant, all but the first to
+/// upgrade failed with "database is locked". The failed statement holds no
+/// lock, so trying again is safe; once the first process has converted the
+/// file the switch only reads. Gives up after [`BUSY_TIMEOUT`], as writers do.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -687,6 +712,30 @@ mod tests {
         assert_eq!(decode_ids("").unwrap(), Vec::<i64>::new());
         assert_eq!(decode_ids(&encode_ids(&[3, 2, 1])).unwrap(), vec![3, 2, 1]);
         assert!(decode_ids("1 x").is_err());
+    }
+
+    /// What another process holds while it converts a new database to WAL
+    /// (the write lock of the rollback journal) makes the upgrade in our own
+    /// conversion fail at once, without the busy handler: open must wait.
+    #[test]
+    fn open_waits_for_another_process_converting_a_new_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("metadata.db");
+        let other = Connection::open(&db).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (opened, waited) = std::thread::scope(|scope| {
+            let opener = scope.spawn(|| {
+                let started = std::time::Instant::now();
+                let r = MetaStore::open(&db, &dir.path().join("changes"), false);
+                (r, started.elapsed())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            other.execute_batch("ROLLBACK").unwrap();
+            opener.join().unwrap()
+        });
+        let store = opened.unwrap_or_else(|e| panic!("open failed after {waited:?}: {e}"));
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        store.write(|tx| tx.bump_mount_generation()).unwrap();
     }
 
     #[test]

@@ -351,6 +351,7 @@ fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
     let p = parse_options(&m.options);
     let fail = |e: io::Error| {
         let kind = match e.raw_os_error() {
+            _ if loopdev::is_unavailable(&e) => crate::ErrorKind::Unavailable,
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => crate::ErrorKind::NotFound,
             Some(libc::EPERM) | Some(libc::EACCES) => crate::ErrorKind::FailedPrecondition,
             Some(libc::ENODEV) => crate::ErrorKind::Unavailable,

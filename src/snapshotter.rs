@@ -185,7 +185,7 @@ impl Snapshotter {
                 });
             }
         }
-        let staging = self.layout.stage(kind, attrs)?;
+        let staging = self.layout.stage(kind, attrs, &self.log)?;
         let mut installed = None;
         let result = self.store.write(|tx| {
             let p = if parent.is_empty() {
@@ -216,9 +216,21 @@ impl Snapshotter {
             Err(e) => {
                 // The directory was renamed into place but the transaction did not commit.
                 if let Some(id) = installed {
-                    let _ = self
-                        .layout
-                        .retire(&self.layout.snapshot_dir(id), &format!("failed-{id}"));
+                    let dir = self.layout.snapshot_dir(id);
+                    if let Err(re) = self.layout.retire(&dir, &format!("failed-{id}")) {
+                        // An orphan now: cleanup retires it, a creation given
+                        // the same id moves it aside.
+                        let op = if kind == Kind::View {
+                            "view"
+                        } else {
+                            "prepare"
+                        };
+                        self.log.warn(format_args!(
+                            "{op} {key:?}: could not move {} aside after the transaction \
+                             failed ({e}): {re}; cleanup will retry",
+                            dir.display()
+                        ));
+                    }
                 }
                 return Err(e);
             }
@@ -353,7 +365,7 @@ impl Snapshotter {
             }
             (None, Some(len)) => (len, false),
             (None, None) => (
-                erofs::build_blob(&self.config, &dir, &self.layout.fs_dir(row.id))
+                erofs::build_blob(&self.config, &dir, &self.layout.fs_dir(row.id), &self.log)
                     .map_err(|e| e.context(format!("commit {key:?}")))?,
                 true,
             ),
@@ -494,7 +506,7 @@ impl Snapshotter {
             .collect();
         let now = crate::tar::Time::from_nanos(i128::from(Timestamp::now().0)).unwrap_or_default();
         let lowers = Lowers::open(&dirs, now)?;
-        let mut tmp = erofs::TempBlob::new(&dir);
+        let mut tmp = erofs::TempBlob::new(&dir, &self.log);
         let applied = differ::convert(&self.config, &tmp, input, opts, &lowers)
             .map_err(|e| e.context(format!("apply to {key:?}")))?;
         let len = tmp.finish(self.config.sync_commit)?;
@@ -658,10 +670,20 @@ impl Snapshotter {
     }
 
     fn cleanup_inner(&self) -> Result<()> {
-        // Listing and retiring inside the write transaction: no creation can
-        // be between installing its directory and committing meanwhile.
-        let kinds = self.store.write(|tx| {
+        // Orphans are listed and moved into the trash inside a write
+        // transaction: a creation renames its staging directory to
+        // `snapshots/<id>` inside its own write transaction, and the id of a
+        // creation that rolled back is handed out again. Outside a
+        // transaction, a `snapshots/<id>` without a row may be a creation
+        // between its rename and its commit, and retiring it would delete a
+        // new snapshot. Nothing slow happens in here, since writers in every
+        // process wait for this transaction: an orphan's layer still mounted
+        // on its `fs/` goes to the trash with it (renaming a directory that
+        // contains a mount point is allowed) and is detached after the
+        // transaction, by `empty_trash`.
+        let (kinds, orphans) = self.store.write(|tx| {
             let kinds = tx.kinds()?;
+            let mut orphans = Vec::new();
             for name in self.layout.snapshot_entries()? {
                 let path = self.layout.snapshots.join(&name);
                 if name.starts_with(STAGING_PREFIX) {
@@ -675,15 +697,15 @@ impl Snapshotter {
                     continue;
                 };
                 if !kinds.contains_key(&id) {
-                    if let Err(e) = self.layers.unmount(id) {
-                        self.log.warn(format_args!("cleanup: {e}"));
-                        continue;
-                    }
                     self.layout.retire(&path, &format!("orphan-{id}"))?;
+                    orphans.push(id);
                 }
             }
-            Ok(kinds)
+            Ok((kinds, orphans))
         })?;
+        for id in orphans {
+            self.layers.forget(id);
+        }
         for (id, kind) in kinds {
             // What interrupted commits left, when no commit is running: a
             // temporary blob, an upper dir not yet retired.
@@ -725,12 +747,24 @@ impl Snapshotter {
     }
 
     /// Empties the trash, first detaching any mount that ended up inside it
-    /// (a layer mounted while its snapshot was being removed).
+    /// (an orphan's layer cleanup moved there, a layer mounted while its
+    /// snapshot was being removed).
     fn empty_trash(&self) -> Vec<String> {
-        if let Ok(points) = crate::mounts::mount_points_under(&self.layout.trash) {
-            for p in points.iter().rev() {
-                let _ = crate::mounts::unmount_all(p, true);
+        match crate::mounts::mount_points_under(&self.layout.trash) {
+            Ok(mut points) => {
+                // Mounts stacked on one point are listed once each; the
+                // first unmount_all of the point detaches them all.
+                points.dedup();
+                for p in points.iter().rev() {
+                    if let Err(e) = crate::mounts::unmount_all(p, true) {
+                        self.log.warn(format_args!("cleanup: {e}"));
+                    }
+                }
             }
+            Err(e) => self.log.warn(format_args!(
+                "cleanup: read mount table for {}: {e}",
+                self.layout.trash.display()
+            )),
         }
         self.trash.empty_now()
     }

@@ -284,3 +284,217 @@ fn cached_reads_see_other_processes_writes() {
     ctl_ok(&env, &["remove", "x-c"]);
     assert_eq!(s.stat("x-c").unwrap_err().kind(), ErrorKind::NotFound);
 }
+
+/// Processes opening a fresh root at the same instant all succeed. The first
+/// switch of a new database to WAL upgrades a read lock to a write lock,
+/// which SQLite does not retry through its busy handler: unserialized, one of
+/// two processes got "database is locked" about one round in ten.
+#[test]
+fn processes_opening_a_fresh_root_at_once_all_succeed() {
+    use std::io::Write;
+    const ROUNDS: usize = 100;
+    const PROCS: usize = 6;
+    let env = Env::new();
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for round in 0..ROUNDS {
+        let root = env.dir.path().join(format!("root-{round}"));
+        let config = format!("{{\"root\": {:?}}}", root.to_string_lossy());
+        // Each child waits on its stdin, so all of them are released at once.
+        let mut children: Vec<_> = (0..PROCS)
+            .map(|_| {
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(r#"read _; exec "$0" "$@""#)
+                    .arg(CTL)
+                    .args(["--config", &config, "walk"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut stdins: Vec<_> = children
+            .iter_mut()
+            .map(|c| c.stdin.take().unwrap())
+            .collect();
+        for s in &mut stdins {
+            s.write_all(b"\n").unwrap();
+        }
+        drop(stdins);
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            if !out.status.success() {
+                failed.push(format!(
+                    "round {round}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "{ROUNDS} rounds of {PROCS} processes opening a fresh root: {} failed, in {:?}",
+        failed.len(),
+        started.elapsed()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed opens: {failed:#?}",
+        failed.len()
+    );
+}
+
+/// A creation whose transaction fails after its directory was renamed into
+/// place moves the directory aside; when that fails too, the host's logger
+/// hears of it. Here the disk is full (the commit cannot grow the WAL) and
+/// the trash is immutable.
+#[test]
+fn a_failed_rollback_of_a_creation_reaches_the_host_logger() {
+    use erofs_snapshotter::{Level, Logger};
+    use std::sync::{Arc, Mutex};
+    let env = Env::new();
+    let small = env.dir.path().join("small");
+    fs::create_dir(&small).unwrap();
+    mount_all(
+        &[Mount {
+            kind: "tmpfs".into(),
+            source: "tmpfs".into(),
+            target: None,
+            options: vec!["size=4m".into(), "mode=0700".into()],
+        }],
+        &small,
+    )
+    .unwrap();
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr")
+                .arg("-i")
+                .arg(self.0.join("root/trash"))
+                .status();
+            let _ = unmount_all(&self.0, true);
+        }
+    }
+    let _umount = Umount(small.clone());
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = seen.clone();
+    let logger = Logger::new(
+        Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
+        Level::Warn,
+    );
+    let mut c = env.config();
+    c.root = small.join("root");
+    let s = erofs_snapshotter::Snapshotter::open_with_logger(c, logger).unwrap();
+    s.prepare("a", "", &no_labels()).unwrap();
+    // Fill the disk.
+    let filler = small.join("filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let trash = small.join("root/trash");
+    assert!(Command::new("chattr")
+        .arg("+i")
+        .arg(&trash)
+        .status()
+        .unwrap()
+        .success());
+    let e = s.prepare("b", "", &no_labels()).unwrap_err();
+    eprintln!("prepare on a full disk: {e}");
+    assert!(Command::new("chattr")
+        .arg("-i")
+        .arg(&trash)
+        .status()
+        .unwrap()
+        .success());
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|m| m.contains("prepare \"b\": could not move")
+                && m.contains("Operation not permitted")),
+        "{seen:?}"
+    );
+    // Room again: cleanup retires the orphan, and the key can be created.
+    fs::remove_file(&filler).unwrap();
+    s.cleanup().unwrap();
+    assert_eq!(snapshot_dirs(s.root()).len(), 1);
+    s.prepare("b", "", &no_labels()).unwrap();
+}
+
+/// Where `/dev` is not a devtmpfs (a container's tmpfs /dev), the node of the
+/// loop device the kernel hands out may not exist. Run for real: a private
+/// mount namespace with a tmpfs on /dev holding only loop-control and null,
+/// and a root on tmpfs (no file-backed EROFS there, so layers need a loop
+/// device). The error says what is missing, as `unavailable`, at once.
+#[test]
+fn a_missing_loop_device_node_is_reported() {
+    let env = Env::new();
+    let small = env.dir.path().join("tmpfs");
+    fs::create_dir(&small).unwrap();
+    mount_all(
+        &[Mount {
+            kind: "tmpfs".into(),
+            source: "tmpfs".into(),
+            target: None,
+            options: vec!["size=64m".into(), "mode=0700".into()],
+        }],
+        &small,
+    )
+    .unwrap();
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = unmount_all(&self.0, true);
+        }
+    }
+    let _umount = Umount(small.clone());
+    let root = small.join("root");
+    let config = format!("{{\"root\": {:?}}}", root.to_string_lossy());
+    {
+        let mut c = env.config();
+        c.root = root.clone();
+        let s = erofs_snapshotter::Snapshotter::open(c).unwrap();
+        layer(&env, &s, "c", "", |p| write(p, "f", "x"));
+    }
+    let started = Instant::now();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-euc"])
+        .arg(
+            r#"mount -t tmpfs -o mode=0755 devtmp /dev
+mknod /dev/loop-control c 10 237
+mknod /dev/null c 1 3
+exec "$@""#,
+        )
+        .arg("sh")
+        .arg(CTL)
+        .args(["--config", &config, "view", "v", "c"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("view without /dev/loopN ({took:?}): {}", stderr.trim());
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorKind::Unavailable.code()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unavailable: ")
+            && stderr.contains(" does not exist (LOOP_CTL_GET_FREE returned ")
+            && stderr.contains("devtmpfs"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The same root works where the nodes are.
+    let out = Command::new(CTL)
+        .args(["--config", &config, "view", "v", "c"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -43,6 +43,112 @@ fn a_panic_in_a_real_export_becomes_a_status() {
     erofs_snapshotter_close(h);
 }
 
+/// A label that is not a string names the label; a wrong-typed info field
+/// names the field. One line each, without serde's position.
+#[test]
+fn json_arguments_of_the_wrong_type_name_the_field() {
+    let env = Env::new();
+    let cfg = config(&env);
+    let mut h = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
+        EROFS_OK
+    );
+    let failure = |code: i32, err: *mut c_char| {
+        assert_eq!(code, EROFS_ERR_INVALID_ARGUMENT);
+        let m = take(err);
+        match m.strip_prefix("invalid argument: ") {
+            Some(m) => m.to_string(),
+            None => panic!("{m}"),
+        }
+    };
+    let prepare = |labels: &CStr| {
+        let mut err = ptr::null_mut();
+        let code = erofs_snapshotter_prepare(
+            h,
+            c"k".as_ptr(),
+            ptr::null(),
+            labels.as_ptr(),
+            ptr::null_mut(),
+            &mut err,
+        );
+        failure(code, err)
+    };
+    assert_eq!(
+        prepare(c"{\"ok\": \"1\", \"a\": 1}"),
+        "labels_json: label \"a\": expected a string, got the number 1"
+    );
+    assert_eq!(
+        prepare(c"{\"a\": {\"b\": \"c\"}}"),
+        "labels_json: label \"a\": expected a string, got an object"
+    );
+    assert_eq!(
+        prepare(c"[\"a=b\"]"),
+        "labels_json: expected an object, got an array"
+    );
+    assert_eq!(
+        erofs_snapshotter_prepare(
+            h,
+            c"a".as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            ptr::null_mut(),
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let commit = |labels: &CStr| {
+        let mut err = ptr::null_mut();
+        let code =
+            erofs_snapshotter_commit(h, c"c".as_ptr(), c"a".as_ptr(), labels.as_ptr(), &mut err);
+        failure(code, err)
+    };
+    assert_eq!(
+        commit(c"{\"x\": false}"),
+        "labels_json: label \"x\": expected a string, got false"
+    );
+    let update = |info: &CStr| {
+        let mut err = ptr::null_mut();
+        let code =
+            erofs_snapshotter_update(h, info.as_ptr(), ptr::null(), ptr::null_mut(), &mut err);
+        failure(code, err)
+    };
+    for (info, want) in [
+        (
+            c"{\"name\": 5}",
+            "info_json field \"name\": expected a string, got the number 5",
+        ),
+        (
+            c"{\"name\": \"a\", \"labels\": \"k=v\"}",
+            "info_json field \"labels\": expected an object, got the string \"k=v\"",
+        ),
+        (
+            c"{\"name\": \"a\", \"labels\": {\"k\": 1.5}}",
+            "info_json: label \"k\": expected a string, got the number 1.5",
+        ),
+        (
+            c"{\"labels\": {}}",
+            "info_json field \"name\": required but missing",
+        ),
+        (c"[]", "info_json: expected an object, got an array"),
+    ] {
+        assert_eq!(update(info), want, "{info:?}");
+    }
+    let mut err = ptr::null_mut();
+    let code = erofs_snapshotter_update(
+        h,
+        c"{\"name\": \"a\"}".as_ptr(),
+        c"[\"labels.k\", 7]".as_ptr(),
+        ptr::null_mut(),
+        &mut err,
+    );
+    assert_eq!(
+        failure(code, err),
+        "fieldpaths_json[1]: expected a string, got the number 7"
+    );
+    erofs_snapshotter_close(h);
+}
+
 #[test]
 fn status_codes_and_out_parameters() {
     let env = Env::new();

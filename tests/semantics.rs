@@ -486,6 +486,64 @@ fn a_slow_commit_does_not_block_other_operations() {
     assert_eq!(s.stat("slow-c").unwrap().kind, Kind::Committed);
 }
 
+/// A cleanup with a lot to unmount holds no lock writers need. Here an
+/// orphaned directory has thousands of mounts stacked on its `fs/`, which
+/// cleanup detaches one `umount2` at a time (about a second). (A layer kept
+/// busy by an open file would not slow it down: the library detaches lazily,
+/// and a lazy unmount never fails with EBUSY.) Before: the prepare of another
+/// handle waited for the whole unmounting, inside cleanup's transaction.
+#[test]
+fn a_slow_cleanup_does_not_block_writers() {
+    use std::time::{Duration, Instant};
+    const STACKED: usize = 7000;
+    let env = Env::new();
+    let s = env.open();
+    let other = env.open();
+    let orphan = env.root.join("snapshots/999");
+    let fs_dir = orphan.join("fs");
+    fs::create_dir_all(&fs_dir).unwrap();
+    let tmpfs = erofs_snapshotter::Mount {
+        kind: "tmpfs".into(),
+        source: "tmpfs".into(),
+        target: None,
+        options: vec!["size=64k".into()],
+    };
+    for _ in 0..STACKED {
+        erofs_snapshotter::mount_all(std::slice::from_ref(&tmpfs), &fs_dir).unwrap();
+    }
+    let (cleanup_took, prepare_took, prepare_done) = std::thread::scope(|scope| {
+        let start = Instant::now();
+        let s = &s;
+        let cleanup = scope.spawn(move || {
+            s.cleanup().unwrap();
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        other.prepare("during", "", &no_labels()).unwrap();
+        let prepare_took = t.elapsed();
+        let prepare_done = start.elapsed();
+        (cleanup.join().unwrap(), prepare_took, prepare_done)
+    });
+    eprintln!(
+        "cleanup of {STACKED} stacked mounts: {cleanup_took:?}; a prepare started at 100 ms \
+         took {prepare_took:?} (done at {prepare_done:?})"
+    );
+    assert!(
+        cleanup_took >= Duration::from_millis(500),
+        "the unmounting was too fast to show anything: {cleanup_took:?}"
+    );
+    assert!(
+        prepare_took < Duration::from_millis(250) && prepare_done * 2 < cleanup_took,
+        "the prepare waited for cleanup: it took {prepare_took:?}, done at {prepare_done:?}, \
+         cleanup took {cleanup_took:?}"
+    );
+    assert!(!orphan.exists());
+    assert!(mounts_under(&env.root).is_empty());
+    assert_eq!(fs::read_dir(env.root.join("trash")).unwrap().count(), 0);
+    assert_eq!(s.stat("during").unwrap().kind, Kind::Active);
+}
+
 #[test]
 fn bad_roots_name_the_field() {
     let env = Env::new();
@@ -527,4 +585,58 @@ fn background_deletion_failures_reach_the_host_logger() {
             .any(|m| m.contains("could not delete") && m.contains("Operation not permitted")),
         "{seen:?}"
     );
+}
+
+/// A staging directory that cannot be removed (here: `snapshots/` is
+/// append-only, so nothing can leave it) is reported to the host's logger,
+/// not only to `tracing`; cleanup deletes it later.
+#[test]
+fn staging_removal_failures_reach_the_host_logger() {
+    use erofs_snapshotter::{Level, Logger};
+    use std::process::Command;
+    use std::sync::{Arc, Mutex};
+    let env = Env::new();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = seen.clone();
+    let logger = Logger::new(
+        Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
+        Level::Warn,
+    );
+    let s = Snapshotter::open_with_logger(env.config(), logger).unwrap();
+    s.prepare("a", "", &no_labels()).unwrap();
+    let snaps = env.root.join("snapshots");
+    let chattr = |flag: &str| {
+        let ok = Command::new("chattr")
+            .arg(flag)
+            .arg(&snaps)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chattr {flag} {}", snaps.display());
+    };
+    struct Undo<F: Fn(&str)>(F);
+    impl<F: Fn(&str)> Drop for Undo<F> {
+        fn drop(&mut self) {
+            (self.0)("-a");
+        }
+    }
+    chattr("+a");
+    let undo = Undo(chattr);
+    // The key exists: the new staging directory is dropped, and cannot go.
+    let (k, _) = kind_of(s.prepare("a", "", &no_labels()));
+    assert_eq!(k, ErrorKind::AlreadyExists);
+    drop(undo);
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|m| m.contains("could not remove staging directory")
+                && m.contains("Operation not permitted")),
+        "{seen:?}"
+    );
+    s.cleanup().unwrap();
+    let left: Vec<_> = fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
 }
