@@ -30,6 +30,18 @@ type Config struct {
 	// EnableTarIndex makes the differ write tar-index images (mkfs.erofs
 	// --tar=i, the layer tar appended), as containerd's enable_tar_index.
 	EnableTarIndex bool `json:"enable_tar_index" toml:"enable_tar_index"`
+	// MaxLayerSize, MaxFileSize and MaxExpansionRatio bound what applying
+	// a layer may write: the sum of its file sizes, any one file's size, and
+	// the files' bytes per byte of layer data as given (past 64 MiB). Unset
+	// (nil) keeps the library's defaults (128 GiB, 64 GiB, 100); 0 removes
+	// the bound.
+	MaxLayerSize      *uint64 `json:"max_layer_size,omitempty" toml:"max_layer_size"`
+	MaxFileSize       *uint64 `json:"max_file_size,omitempty" toml:"max_file_size"`
+	MaxExpansionRatio *uint64 `json:"max_expansion_ratio,omitempty" toml:"max_expansion_ratio"`
+	// ConvertTimeoutSeconds is how long one conversion (a mkfs.erofs run,
+	// for apply or commit) may take before it is killed; 0 keeps the
+	// library's default (3600).
+	ConvertTimeoutSeconds uint64 `json:"convert_timeout_seconds,omitempty" toml:"convert_timeout_seconds"`
 }
 
 // document is what erofs_snapshotter_open reads, and the root it names.
@@ -41,15 +53,20 @@ func (c Config) document() (string, string, error) {
 		return "", "", fmt.Errorf("config: root_path %q and root %q disagree: %w", c.RootPath, c.Root, errdefs.ErrInvalidArgument)
 	}
 	doc := struct {
-		Root            string   `json:"root"`
-		SetImmutable    bool     `json:"set_immutable"`
-		EnableFsverity  bool     `json:"enable_fsverity"`
-		SyncCommit      bool     `json:"sync_commit"`
-		MkfsOptions     []string `json:"mkfs_options,omitempty"`
-		OvlMountOptions []string `json:"ovl_mount_options,omitempty"`
-		MkfsPath        string   `json:"mkfs_path,omitempty"`
-		EnableTarIndex  bool     `json:"enable_tar_index"`
-	}{root, c.SetImmutable, c.EnableFsverity, c.SyncCommit, c.MkfsOptions, c.OvlMountOptions, c.MkfsPath, c.EnableTarIndex}
+		Root                  string   `json:"root"`
+		SetImmutable          bool     `json:"set_immutable"`
+		EnableFsverity        bool     `json:"enable_fsverity"`
+		SyncCommit            bool     `json:"sync_commit"`
+		MkfsOptions           []string `json:"mkfs_options,omitempty"`
+		OvlMountOptions       []string `json:"ovl_mount_options,omitempty"`
+		MkfsPath              string   `json:"mkfs_path,omitempty"`
+		EnableTarIndex        bool     `json:"enable_tar_index"`
+		MaxLayerSize          *uint64  `json:"max_layer_size,omitempty"`
+		MaxFileSize           *uint64  `json:"max_file_size,omitempty"`
+		MaxExpansionRatio     *uint64  `json:"max_expansion_ratio,omitempty"`
+		ConvertTimeoutSeconds uint64   `json:"convert_timeout_seconds,omitempty"`
+	}{root, c.SetImmutable, c.EnableFsverity, c.SyncCommit, c.MkfsOptions, c.OvlMountOptions, c.MkfsPath, c.EnableTarIndex,
+		c.MaxLayerSize, c.MaxFileSize, c.MaxExpansionRatio, c.ConvertTimeoutSeconds}
 	b, err := json.Marshal(doc)
 	if err != nil {
 		return "", "", fmt.Errorf("config: %v: %w", err, errdefs.ErrInvalidArgument)

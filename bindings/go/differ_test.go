@@ -480,3 +480,27 @@ func TestApplyStringsAreFreed(t *testing.T) {
 		t.Fatalf("%d library strings were not freed", after-before)
 	}
 }
+
+// The apply limits of the configuration reach the library: nil keeps its
+// default, a value sets the bound, 0 removes it.
+func TestApplyLimits(t *testing.T) {
+	ctx := context.Background()
+	layer := tarOf(t, tarEntry{name: "big", body: strings.Repeat("b", 4096)})
+	one := uint64(1024)
+	s := open(t, Config{MaxFileSize: &one})
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Apply(ctx, "a", bytes.NewReader(layer), ocispec.MediaTypeImageLayer, "")
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), `"big"`) || !strings.Contains(err.Error(), "max_file_size (1024 bytes)") {
+		t.Fatalf("a file past max_file_size: %v", err)
+	}
+	none := uint64(0)
+	s = open(t, Config{MaxFileSize: &none, MaxLayerSize: &none, MaxExpansionRatio: &none, ConvertTimeoutSeconds: 60})
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply(ctx, "a", bytes.NewReader(layer), ocispec.MediaTypeImageLayer, ""); err != nil {
+		t.Fatalf("without limits: %v", err)
+	}
+}

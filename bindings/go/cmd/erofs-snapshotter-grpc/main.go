@@ -83,7 +83,9 @@ const (
 
 // Config is the daemon's TOML file: its own keys and the library's
 // (erofs.Config: root, set_immutable, enable_fsverity, sync_commit,
-// mkfs_options, ovl_mount_options, mkfs_path, enable_tar_index).
+// mkfs_options, ovl_mount_options, mkfs_path, enable_tar_index,
+// max_layer_size, max_file_size, max_expansion_ratio,
+// convert_timeout_seconds).
 type Config struct {
 	Address           string `toml:"address"`
 	ContainerdAddress string `toml:"containerd_address"`
@@ -118,6 +120,10 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 		syncCommit  = fs.Bool("sync-commit", false, "fsync each blob before its commit is recorded")
 		tarIndex    = fs.Bool("enable-tar-index", false, "differ writes tar-index images (mkfs.erofs --tar=i)")
 		mkfsPath    = fs.String("mkfs-path", "", "mkfs.erofs program (default: mkfs.erofs on PATH)")
+		maxLayer    = fs.Uint64("max-layer-size", 0, "largest sum of file sizes one applied layer may write, in bytes (0: no limit; default 128 GiB)")
+		maxFile     = fs.Uint64("max-file-size", 0, "largest file an applied layer may hold, in bytes (0: no limit; default 64 GiB)")
+		maxRatio    = fs.Uint64("max-expansion-ratio", 0, "most bytes of files an applied layer may write per byte of layer data, past 64 MiB (0: no limit; default 100)")
+		timeout     = fs.Uint64("convert-timeout-seconds", 0, "longest one layer conversion may run (default 3600)")
 		logLevel    = fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 		logFormat   = fs.String("log-format", "text", "log format: text or json")
 		shutdown    = fs.String("shutdown-timeout", "10s", "how long SIGTERM waits for requests in flight")
@@ -171,6 +177,14 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 			cfg.EnableTarIndex = *tarIndex
 		case "mkfs-path":
 			cfg.MkfsPath = *mkfsPath
+		case "max-layer-size":
+			cfg.MaxLayerSize = maxLayer
+		case "max-file-size":
+			cfg.MaxFileSize = maxFile
+		case "max-expansion-ratio":
+			cfg.MaxExpansionRatio = maxRatio
+		case "convert-timeout-seconds":
+			cfg.ConvertTimeoutSeconds = *timeout
 		case "mkfs-option":
 			cfg.MkfsOptions = mkfsOpts
 		case "ovl-mount-option":

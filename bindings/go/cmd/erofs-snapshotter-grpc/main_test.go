@@ -800,6 +800,16 @@ mkfs_path = "/usr/bin/mkfs.erofs"
 		fmt.Sprint(cfg.MkfsOptions) != "[-Eall-fragments -T0]" || !cfg.EnableTarIndex {
 		t.Fatalf("flags over the file: %+v", cfg)
 	}
+	// The apply limits, from the file and from flags (0: no limit).
+	os.WriteFile(file, []byte("max_layer_size = 1000\nmax_file_size = 0\nmax_expansion_ratio = 7\nconvert_timeout_seconds = 60\n"), 0o600)
+	cfg, _, err = parse([]string{"--config", file, "--max-expansion-ratio", "0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxLayerSize == nil || *cfg.MaxLayerSize != 1000 || cfg.MaxFileSize == nil || *cfg.MaxFileSize != 0 ||
+		cfg.MaxExpansionRatio == nil || *cfg.MaxExpansionRatio != 0 || cfg.ConvertTimeoutSeconds != 60 {
+		t.Fatalf("limits: %+v", cfg.Config)
+	}
 	cfg, _, err = parse(nil, io.Discard)
 	if err != nil || cfg.Address != defaultSocket || cfg.RootPath != defaultRoot || cfg.ContainerdAddress != defaultContainerd {
 		t.Fatalf("defaults: %+v, %v", cfg, err)
