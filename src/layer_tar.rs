@@ -105,6 +105,9 @@ fn refuse(e: &Entry, what: impl std::fmt::Display) -> Error {
 /// components, no trailing `/`; the root is empty. `..` is refused (an entry
 /// stays inside the layer), as are names and paths Linux cannot hold.
 fn normalize(path: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    if path.contains(&0) {
+        return Err("a NUL byte in the path".into());
+    }
     let mut out: Vec<u8> = Vec::with_capacity(path.len());
     for comp in path.split(|b| *b == b'/') {
         match comp {
@@ -325,6 +328,9 @@ impl<'a, W: Write> Rewriter<'a, W> {
             Kind::Symlink => {
                 if e.link.is_empty() {
                     return Err(refuse(&e, "a symlink with an empty target"));
+                }
+                if e.link.contains(&0) {
+                    return Err(refuse(&e, "a NUL byte in the symlink target"));
                 }
                 if e.link.len() > PATH_MAX {
                     return Err(refuse(

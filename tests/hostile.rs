@@ -880,6 +880,22 @@ fn names_and_paths_linux_cannot_hold_are_refused() {
         &Tar::new().file(".", b"").end(),
         &["root cannot be a regular file"],
     );
+    // Found by the fuzzer: a PAX record may carry NUL bytes into a name.
+    h.refused(
+        "",
+        &Tar::new()
+            .pax(&[
+                ("GNU.sparse.major", b"0"),
+                ("GNU.sparse.minor", b"1"),
+                ("GNU.sparse.name", b"s/\0hidden"),
+                ("GNU.sparse.size", b"4"),
+                ("GNU.sparse.numblocks", b"1"),
+                ("GNU.sparse.map", b"0,4"),
+            ])
+            .file("x", b"data")
+            .end(),
+        &["NUL byte in the path"],
+    );
     let mut dev = Hdr::new("dev", b'3', 0);
     dev.devmajor = octal(8, 5000);
     h.refused(
