@@ -15,7 +15,7 @@ CSTRICT := -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude
 CLINK   := -L$(LIBDIR) -lerofs_snapshotter -Wl,-rpath,$(LIBDIR)
 SAN     := -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all deps build run test lint header-check test-rust test-c test-python test-go test-e2e bench bench-launch
+.PHONY: all deps build run test lint header-check test-rust test-c test-python test-go test-e2e test-fuzz bench bench-launch
 
 all: build
 
@@ -43,10 +43,11 @@ run: build
 	$(MAKE) --no-print-directory $(BUILD)/example
 	./$(BUILD)/example
 
-test: deps lint build header-check test-rust test-c test-python test-go test-e2e
+test: deps lint build header-check test-rust test-c test-python test-go test-e2e test-fuzz
 
 lint:
 	$(CARGO) fmt --all -- --check
+	cd fuzz && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	@bad=$$(gofmt -l bindings/go examples/go tests/e2e/fakeproxy); [ -z "$$bad" ] || { echo "gofmt would change: $$bad" >&2; exit 1; }
 
@@ -82,6 +83,14 @@ test-go: build
 # and with the daemon's own EROFS differ, containers run, everything removed.
 test-e2e: build
 	tests/e2e/ci.sh
+
+# The fuzz targets (fuzz/), each for a bounded time from the committed seeds,
+# on a fresh corpus: the layer path (tar reader, OCI checks, canonical writer)
+# and every JSON input. A crash fails the run and leaves its input in
+# fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+test-fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # The container-launch benchmark (a table in bench/README.md; not part of test).
 bench-launch: build

@@ -2,7 +2,7 @@
 # Installs what building and testing erofs-snapshotter needs on a Debian-based
 # machine, as root. Idempotent: each step is skipped when its tool is present.
 #
-# erofs-utils must be at least 1.8 (`--tar`, `-b`); Debian 12 ships 1.5. Then
+# erofs-utils must be at least 1.8.2 (`--tar`, `-b`, `--sort=none`); Debian 12 ships 1.5. Then
 # Debian's own source package of a newer release is built and installed under
 # /usr/local, where the default `mkfs_path` ("mkfs.erofs" on PATH) finds it.
 # 1.8.7 and 1.8.8 are avoided: they have known tar/AUFS conversion bugs.
@@ -36,12 +36,12 @@ for p in gcc:gcc make:make pkg-config:pkg-config git:git valgrind:valgrind; do
 done
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
-# mkfs.erofs ($1, default: the one on PATH) >= 1.8, not 1.8.7 or 1.8.8.
+# mkfs.erofs ($1, default: the one on PATH) >= 1.8.2, not 1.8.7 or 1.8.8.
 erofs_ok() {
     local v
     v=$("${1:-mkfs.erofs}" --version 2>/dev/null | sed -n 's/^mkfs\.erofs (erofs-utils) \([0-9.]*\).*/\1/p' | head -n1)
     [ -n "$v" ] || return 1
-    case "$v" in 1.8.7|1.8.8) return 1 ;; esac
+    case "$v" in 1.8|1.8.0|1.8.1|1.8.7|1.8.8) return 1 ;; esac
     local major minor
     major=${v%%.*}; minor=${v#*.}; minor=${minor%%.*}
     [ "$major" -gt 1 ] || { [ "$major" = 1 ] && [ "$minor" -ge 8 ]; }
@@ -83,3 +83,10 @@ fi
 
 # The Rust toolchain is expected on the machine (rustup); say so clearly if not.
 command -v cargo >/dev/null || { echo "deps.sh: cargo not found; install Rust with rustup" >&2; exit 1; }
+
+# cargo-fuzz for the fuzz targets (make test-fuzz), from crates.io.
+CARGO_FUZZ_VERSION=${CARGO_FUZZ_VERSION:-0.13.2}
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi

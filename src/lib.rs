@@ -69,3 +69,81 @@ pub use snapshotter::Snapshotter;
 
 /// The library version (the crate's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Entry points of the fuzz targets in `fuzz/`; not part of the API.
+/// cbindgen:ignore
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::info::{InfoUpdate, Labels};
+    use crate::json::decode;
+    use crate::tar::{Reader, Time};
+
+    /// Reads `data` as an uncompressed layer tar over no lower layers and
+    /// writes the stream mkfs.erofs would get; that stream must read back
+    /// with our own reader, entry for entry, as canonical paths.
+    pub fn layer_tar(data: &[u8]) {
+        let lowers = crate::lowers::Lowers::none(Time::default());
+        let limits = crate::layer_tar::Limits {
+            max_layer_size: 64 << 20,
+            max_file_size: 16 << 20,
+            max_expansion_ratio: 100,
+        };
+        let consumed = || data.len() as u64;
+        let mut reader = Reader::new(data);
+        let Ok(out) = crate::layer_tar::Rewriter::new(Vec::new(), &lowers, limits, &consumed)
+            .run(&mut reader)
+        else {
+            return;
+        };
+        let mut back = Reader::new(&out[..]);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let e = match back.next_entry() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => panic!("our own output does not read back: {e}"),
+            };
+            assert!(
+                e.path == b"."
+                    || !e
+                        .path
+                        .split(|b| *b == b'/')
+                        .any(|c| c.is_empty() || c == b"." || c == b".."),
+                "a written path is not canonical: {:?}",
+                String::from_utf8_lossy(&e.path)
+            );
+            let mut n = 0u64;
+            loop {
+                match back.read_data(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => n += k as u64,
+                    Err(e) => panic!("our own output does not read back: {e}"),
+                }
+            }
+            assert_eq!(n, e.size, "data of {:?}", String::from_utf8_lossy(&e.path));
+        }
+    }
+
+    /// Decodes `data` as every JSON document the library takes; errors are
+    /// fine, panics are not, and a message is one line.
+    pub fn json_inputs(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        if let Err(e) = crate::Config::from_json(text) {
+            assert!(!e.message().contains('\n'));
+        }
+        if let Err(e) = decode::<Option<Labels>>(text) {
+            assert!(!e.message("labels_json", Some(&[])).contains('\n'));
+        }
+        if let Ok(Some(labels)) = decode::<Option<Labels>>(text) {
+            let _ = crate::info::validate_labels(&labels);
+        }
+        let _ = decode::<InfoUpdate>(text).map_err(|e| e.message("info_json", None));
+        let _ = decode::<Vec<crate::Mount>>(text).map_err(|e| e.message("mounts_json", None));
+        let _ = decode::<Option<Vec<String>>>(text).map(|f| {
+            crate::filters::Filter::parse_all(&f.unwrap_or_default()).ok();
+        });
+        let _ = decode::<crate::ApplyOptions>(text);
+    }
+}

@@ -78,6 +78,14 @@ impl Lowers {
         Ok(Lowers { roots, now })
     }
 
+    /// No lower layers (a layer without parent).
+    pub fn none(now: Time) -> Lowers {
+        Lowers {
+            roots: Vec::new(),
+            now,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.roots.is_empty()
     }
