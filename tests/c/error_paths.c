@@ -72,7 +72,7 @@ int main(int argc, char **argv)
     EXPECT_ERR(erofs_snapshotter_open("{not json", &untouched, &err_), EROFS_ERR_INVALID_ARGUMENT, "config");
     EXPECT(untouched == (erofs_snapshotter *)0x1);
     EXPECT_ERR(erofs_snapshotter_open("{\"root\": \"/x\", \"sync\": true}", &s, &err_), EROFS_ERR_INVALID_ARGUMENT,
-               "unknown field `sync`");
+               "config field \"sync\": unknown field");
     EXPECT_ERR(erofs_snapshotter_open("{\"root\": \"relative\"}", &s, &err_), EROFS_ERR_INVALID_ARGUMENT,
                "absolute");
     EXPECT_ERR(erofs_snapshotter_open("{\"root\": \"/x\", \"mkfs_options\": [\"-T0 --mkfs-time\"]}", &s, &err_),
