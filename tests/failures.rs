@@ -75,25 +75,8 @@ fn failing_mkfs_leaves_the_active_snapshot_intact() {
 #[test]
 fn full_disk_during_commit_is_unavailable_and_harmless() {
     let env = Env::new();
-    let small = env.dir.path().join("small");
-    fs::create_dir(&small).unwrap();
-    mount_all(
-        &[Mount {
-            kind: "tmpfs".into(),
-            source: "tmpfs".into(),
-            target: None,
-            options: vec!["size=24m".into(), "mode=0700".into()],
-        }],
-        &small,
-    )
-    .unwrap();
-    struct Umount(PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = unmount_all(&self.0, true);
-        }
-    }
-    let _umount = Umount(small.clone());
+    let disk = env.small_disk("small", "24m");
+    let small = disk.path.clone();
     let mut c = env.config();
     c.root = small.join("root");
     let s = erofs_snapshotter::Snapshotter::open(c).unwrap();
@@ -352,8 +335,6 @@ fn processes_opening_a_fresh_root_at_once_all_succeed() {
 /// the trash is immutable.
 #[test]
 fn a_failed_rollback_of_a_creation_reaches_the_host_logger() {
-    use erofs_snapshotter::{Level, Logger};
-    use std::sync::{Arc, Mutex};
     let env = Env::new();
     let small = env.dir.path().join("small");
     fs::create_dir(&small).unwrap();
@@ -378,12 +359,7 @@ fn a_failed_rollback_of_a_creation_reaches_the_host_logger() {
         }
     }
     let _umount = Umount(small.clone());
-    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = seen.clone();
-    let logger = Logger::new(
-        Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
-        Level::Warn,
-    );
+    let (logger, seen) = capturing_logger();
     let mut c = env.config();
     c.root = small.join("root");
     let s = erofs_snapshotter::Snapshotter::open_with_logger(c, logger).unwrap();
@@ -431,25 +407,8 @@ fn a_failed_rollback_of_a_creation_reaches_the_host_logger() {
 #[test]
 fn a_missing_loop_device_node_is_reported() {
     let env = Env::new();
-    let small = env.dir.path().join("tmpfs");
-    fs::create_dir(&small).unwrap();
-    mount_all(
-        &[Mount {
-            kind: "tmpfs".into(),
-            source: "tmpfs".into(),
-            target: None,
-            options: vec!["size=64m".into(), "mode=0700".into()],
-        }],
-        &small,
-    )
-    .unwrap();
-    struct Umount(PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = unmount_all(&self.0, true);
-        }
-    }
-    let _umount = Umount(small.clone());
+    let disk = env.small_disk("tmpfs", "64m");
+    let small = disk.path.clone();
     let root = small.join("root");
     let config = format!("{{\"root\": {:?}}}", root.to_string_lossy());
     {

@@ -995,19 +995,8 @@ fn valid_oci_content_containerd_applies() {
 #[test]
 fn a_full_disk_is_unavailable() {
     let h = H::new();
-    let small = h.env.dir.path().join("small");
-    fs::create_dir_all(&small).unwrap();
-    erofs_snapshotter::mount_all(
-        &[Mount {
-            kind: "tmpfs".into(),
-            source: "tmpfs".into(),
-            target: None,
-            options: vec!["size=24m".into()],
-        }],
-        &small,
-    )
-    .unwrap();
-    let env_root = small.join("root");
+    let disk = h.env.small_disk("small", "24m");
+    let env_root = disk.path.join("root");
     let s = Snapshotter::open(Config::new(&env_root)).unwrap();
     s.prepare("a", "", &no_labels()).unwrap();
     let data: Vec<u8> = (0..32u32 << 20)
@@ -1027,7 +1016,6 @@ fn a_full_disk_is_unavailable() {
     .unwrap();
     s.commit("c", "a", &no_labels()).unwrap();
     drop(s);
-    erofs_snapshotter::unmount_all(&small, true).unwrap();
 }
 
 // ---- 2: no unbounded or orphaned subprocess --------------------------------

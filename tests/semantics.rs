@@ -563,15 +563,8 @@ fn bad_roots_name_the_field() {
 
 #[test]
 fn background_deletion_failures_reach_the_host_logger() {
-    use erofs_snapshotter::{Level, Logger};
-    use std::sync::{Arc, Mutex};
     let env = Env::new();
-    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = seen.clone();
-    let logger = Logger::new(
-        Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
-        Level::Warn,
-    );
+    let (logger, seen) = capturing_logger();
     let s = Snapshotter::open_with_logger(env.config(), logger).unwrap();
     let m = s.prepare("a", "", &no_labels()).unwrap();
     let pinned = std::path::PathBuf::from(&m[0].source).join("pinned");
@@ -592,16 +585,9 @@ fn background_deletion_failures_reach_the_host_logger() {
 /// not only to `tracing`; cleanup deletes it later.
 #[test]
 fn staging_removal_failures_reach_the_host_logger() {
-    use erofs_snapshotter::{Level, Logger};
     use std::process::Command;
-    use std::sync::{Arc, Mutex};
     let env = Env::new();
-    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = seen.clone();
-    let logger = Logger::new(
-        Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
-        Level::Warn,
-    );
+    let (logger, seen) = capturing_logger();
     let s = Snapshotter::open_with_logger(env.config(), logger).unwrap();
     s.prepare("a", "", &no_labels()).unwrap();
     let snaps = env.root.join("snapshots");

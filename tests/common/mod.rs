@@ -139,3 +139,48 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .filter(|m| m.starts_with(&(dir.clone() + "/")))
         .collect()
 }
+
+/// A small tmpfs mounted under the test's directory (a disk that fills up),
+/// detached when dropped.
+pub struct SmallDisk {
+    pub path: PathBuf,
+}
+
+impl Env {
+    /// A tmpfs of `size` (`"24m"`) at `<test dir>/<name>`.
+    pub fn small_disk(&self, name: &str, size: &str) -> SmallDisk {
+        let path = self.dir.path().join(name);
+        fs::create_dir_all(&path).unwrap();
+        mount_all(
+            &[Mount {
+                kind: "tmpfs".into(),
+                source: "tmpfs".into(),
+                target: None,
+                options: vec![format!("size={size}"), "mode=0700".into()],
+            }],
+            &path,
+        )
+        .unwrap();
+        SmallDisk { path }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = unmount_all(&self.path, true);
+    }
+}
+
+/// A logger that keeps the messages of warnings and errors, for assertions.
+pub fn capturing_logger() -> (
+    erofs_snapshotter::Logger,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = seen.clone();
+    let logger = erofs_snapshotter::Logger::new(
+        std::sync::Arc::new(move |_, m: &str| sink.lock().unwrap().push(m.to_string())),
+        erofs_snapshotter::Level::Warn,
+    );
+    (logger, seen)
+}
