@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -240,24 +240,7 @@ impl Write for SocketWriter {
 
 impl SocketWriter {
     fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: a valid socket and buffer.
-            let n = unsafe {
-                libc::send(
-                    self.0.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        crate::sys::process::send_nosignal(&self.0, buf)
     }
 }
 
@@ -279,24 +262,6 @@ impl<A: Write, B: Write> Write for Tee<A, B> {
         }
         Ok(())
     }
-}
-
-fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for two descriptors.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both are new descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// The argv of the tar conversion (containerd's `ConvertTarErofs` and
@@ -352,7 +317,6 @@ pub(crate) fn convert(
                 .write(true)
                 .create_new(true)
                 .mode(0o644)
-                .custom_flags(libc::O_CLOEXEC)
                 .open(&tmp.path)
                 .map_err(|e| Error::io("create", &tmp.path, e))?;
             io::copy(&mut stream, &mut f).map_err(|e| match e.kind() {
@@ -416,7 +380,8 @@ fn convert_tar<R: Read>(
     lowers: &Lowers,
     keep_tar: Option<&TempBlob>,
 ) -> Result<(String, u64)> {
-    let (ours, theirs) = socketpair().map_err(|e| Error::internal(format!("socketpair: {e}")))?;
+    let (ours, theirs) = crate::sys::process::socketpair()
+        .map_err(|e| Error::internal(format!("socketpair: {e}")))?;
     let dir = tmp.path.parent().unwrap_or(Path::new("."));
     // mkfs.erofs's temporary files go next to the blob: the same disk.
     let mut child = subprocess::spawn(
@@ -433,7 +398,6 @@ fn convert_tar<R: Read>(
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
                 .open(&t.path)
                 .map_err(|e| Error::io("create", &t.path, e))?,
         ),
@@ -482,7 +446,6 @@ fn append(image: &Path, tar: &Path) -> Result<()> {
     let mut src = File::open(tar).map_err(|e| Error::io("open", tar, e))?;
     let mut dst = OpenOptions::new()
         .append(true)
-        .custom_flags(libc::O_CLOEXEC)
         .open(image)
         .map_err(|e| Error::io("open", image, e))?;
     io::copy(&mut src, &mut dst).map_err(|e| Error::io("append tar to", image, e))?;

@@ -2,9 +2,8 @@
 //! `layer.erofs` atomically (temporary file, then rename).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -14,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{BLOB, BLOB_TMP_PREFIX};
 use crate::logging::Logger;
 use crate::subprocess::{self, Finished};
+use crate::sys;
 
 /// Oldest erofs-utils with what the snapshotter needs (`-b`, `--tar`,
 /// `--sort=none`; 1.8.1 also stopped truncating large uncompressed files).
@@ -170,7 +170,7 @@ pub(crate) fn mkfs_failure(config: &Config, what: &str, run: &Finished, dir: &Pa
     let status = run.status;
     let kind = classify_failure(&detail);
     if kind == ErrorKind::Internal {
-        if let Some(free) = free_space(dir).filter(|f| *f < DISK_FULL) {
+        if let Some(free) = sys::fs::free_space(dir).ok().filter(|f| *f < DISK_FULL) {
             return Error::unavailable(format!(
                 "{what} failed ({status}) with {free} bytes left on the filesystem of {}: \
                  the disk is full ({detail})",
@@ -187,18 +187,6 @@ pub(crate) fn mkfs_failure(config: &Config, what: &str, run: &Finished, dir: &Pa
         String::new()
     };
     Error::new(kind, format!("{what} failed ({status}): {detail}{hint}"))
-}
-
-/// Bytes this process may still write on the filesystem of `dir` (root may
-/// use the blocks reserved for it).
-fn free_space(dir: &Path) -> Option<u64> {
-    let st = rustix::fs::statvfs(dir).ok()?;
-    let blocks = if rustix::process::geteuid().is_root() {
-        st.f_bfree
-    } else {
-        st.f_bavail
-    };
-    Some(blocks.saturating_mul(st.f_frsize))
 }
 
 fn classify_failure(detail: &str) -> ErrorKind {
@@ -271,10 +259,7 @@ impl TempBlob {
 
     /// The finished blob's length, after an fsync when `sync`.
     pub fn finish(&self, sync: bool) -> Result<u64> {
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&self.path)
+        let f = sys::fs::open_nofollow(&self.path)
             .map_err(|e| Error::io("open converted blob", &self.path, e))?;
         let len = f
             .metadata()
@@ -304,15 +289,14 @@ impl TempBlob {
     /// there (which then lies at this temporary path until dropped), so that
     /// [`TempBlob::swap_back`] can restore it.
     pub fn swap_into(&mut self, dest: &Path) -> Result<()> {
-        use rustix::fs::{renameat_with, RenameFlags, CWD};
-        let swapped = match renameat_with(CWD, &self.path, CWD, dest, RenameFlags::EXCHANGE) {
+        let swapped = match sys::fs::rename_exchange(&self.path, dest) {
             Ok(()) => true,
-            Err(rustix::io::Errno::NOENT) => {
-                renameat_with(CWD, &self.path, CWD, dest, RenameFlags::NOREPLACE)
-                    .map_err(|e| Error::io("rename blob into place", dest, e.into()))?;
+            Err(e) if sys::errno(&e) == Some(sys::Errno::NOENT) => {
+                sys::fs::rename_noreplace(&self.path, dest)
+                    .map_err(|e| Error::io("rename blob into place", dest, e))?;
                 false
             }
-            Err(e) => return Err(Error::io("swap blob into place", dest, e.into())),
+            Err(e) => return Err(Error::io("swap blob into place", dest, e)),
         };
         self.swapped = Some(swapped);
         Ok(())
@@ -320,14 +304,12 @@ impl TempBlob {
 
     /// Undoes [`TempBlob::swap_into`] (nothing if it did not happen).
     pub fn swap_back(&mut self, dest: &Path) -> Result<()> {
-        use rustix::fs::{renameat_with, RenameFlags, CWD};
-        let flags = match self.swapped.take() {
-            None => return Ok(()),
-            Some(true) => RenameFlags::EXCHANGE,
-            Some(false) => RenameFlags::NOREPLACE,
-        };
-        renameat_with(CWD, dest, CWD, &self.path, flags)
-            .map_err(|e| Error::io("restore blob", dest, e.into()))
+        match self.swapped.take() {
+            None => Ok(()),
+            Some(true) => sys::fs::rename_exchange(dest, &self.path),
+            Some(false) => sys::fs::rename_noreplace(dest, &self.path),
+        }
+        .map_err(|e| Error::io("restore blob", dest, e))
     }
 }
 

@@ -107,8 +107,9 @@ impl Error {
     /// disk or a read-only root is `unavailable` (the caller can retry after
     /// fixing the machine); anything else is `internal`.
     pub fn io(what: &str, path: &std::path::Path, err: io::Error) -> Error {
-        let kind = match err.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EROFS) => ErrorKind::Unavailable,
+        use crate::sys::Errno;
+        let kind = match crate::sys::errno(&err) {
+            Some(Errno::NOSPC) | Some(Errno::DQUOT) | Some(Errno::ROFS) => ErrorKind::Unavailable,
             _ => match err.kind() {
                 io::ErrorKind::NotFound => ErrorKind::NotFound,
                 _ => ErrorKind::Internal,
@@ -183,7 +184,7 @@ mod tests {
         let e = Error::io(
             "write",
             std::path::Path::new("/x"),
-            io::Error::from_raw_os_error(libc::ENOSPC),
+            crate::sys::error(crate::sys::Errno::NOSPC),
         );
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.message().contains("/x"), "{}", e.message());

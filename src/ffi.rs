@@ -544,29 +544,16 @@ pub extern "C" fn erofs_snapshotter_cleanup(
 /// The layer source of an apply: a descriptor the caller keeps (duplicated,
 /// so the caller's stays open and its offset is where reading starts) or a path.
 fn layer_source(fd: i32, path: *const c_char) -> Result<std::fs::File> {
-    use std::os::fd::FromRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = opt_str_arg(path, "path")?;
     match (fd >= 0, path) {
         (true, Some(_)) => Err(Error::invalid_argument("give either fd or path, not both")),
         (false, None) => Err(Error::invalid_argument("give fd (>= 0) or path")),
-        (true, None) => {
-            // SAFETY: F_DUPFD_CLOEXEC on a descriptor number; the kernel checks it.
-            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-            if dup < 0 {
-                return Err(Error::invalid_argument(format!(
-                    "fd {fd}: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
-            // SAFETY: a new descriptor we own.
-            Ok(unsafe { std::fs::File::from_raw_fd(dup) })
+        (true, None) => crate::sys::fs::dup_cloexec(fd)
+            .map(std::fs::File::from)
+            .map_err(|e| Error::invalid_argument(format!("fd {fd}: {e}"))),
+        (false, Some(p)) => {
+            std::fs::File::open(p).map_err(|e| Error::io("open layer", Path::new(p), e))
         }
-        (false, Some(p)) => std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(p)
-            .map_err(|e| Error::io("open layer", Path::new(p), e)),
     }
 }
 

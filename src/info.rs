@@ -188,6 +188,13 @@ pub fn apply_label_update(
     Ok(labels)
 }
 
+/// What a commit recorded about `layer.erofs`, checked before it is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BlobRecord {
+    pub size: u64,
+    pub verity_digest: Option<Vec<u8>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -625,7 +625,7 @@ impl<'a, W: Write> Rewriter<'a, W> {
     /// Copies `o`, found at `rel` in a lower layer, into this layer (what
     /// overlayfs does before it links to a lower file).
     fn copy_up(&mut self, rel: &[u8], o: &Object, link: &Entry) -> Result<()> {
-        use rustix::fs::FileType;
+        use crate::sys::fs::FileType;
         self.ensure_parents(rel, link)?;
         let kind = match o.file_type() {
             FileType::RegularFile => Kind::Regular,
@@ -666,8 +666,7 @@ impl<'a, W: Write> Rewriter<'a, W> {
                 self.header(&e)?;
             }
             _ => {
-                e.dev_major = rustix::fs::major(o.stat.st_rdev);
-                e.dev_minor = rustix::fs::minor(o.stat.st_rdev);
+                (e.dev_major, e.dev_minor) = crate::sys::fs::major_minor(o.stat.st_rdev);
                 self.header(&e)?;
             }
         }

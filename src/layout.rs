@@ -19,8 +19,6 @@
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +29,7 @@ use std::thread::JoinHandle;
 use crate::error::{Error, ErrorKind, Result};
 use crate::info::{Kind, Usage};
 use crate::logging::Logger;
+use crate::sys;
 
 /// Prefix of a snapshot directory that is being created.
 pub const STAGING_PREFIX: &str = "new-";
@@ -152,7 +151,6 @@ impl Layout {
                 .write(true)
                 .create_new(true)
                 .mode(0o644)
-                .custom_flags(libc::O_CLOEXEC)
                 .open(&marker)
                 .map_err(|e| Error::io("create", &marker, e))?;
         }
@@ -212,7 +210,10 @@ impl Staging {
     pub fn install(mut self, layout: &Layout, id: i64) -> Result<PathBuf> {
         let dest = layout.snapshot_dir(id);
         if let Err(e) = fs::rename(&self.path, &dest) {
-            if !matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) {
+            if !matches!(
+                sys::errno(&e),
+                Some(sys::Errno::EXIST) | Some(sys::Errno::NOTEMPTY)
+            ) {
                 return Err(Error::io("rename snapshot directory", &self.path, e));
             }
             layout.retire(&dest, &format!("orphan-{id}"))?;
@@ -256,32 +257,20 @@ pub(crate) fn open_shared_file(path: &Path) -> Result<File> {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::io("open", path, e))
 }
 
 /// Opens a directory and takes an flock on it (exclusive, blocking or not).
 pub(crate) fn lock_dir(path: &Path, block: bool) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(path)?;
-    flock(&f, libc::LOCK_EX | if block { 0 } else { libc::LOCK_NB })?;
+    let f = File::from(sys::fs::open_dir(path)?);
+    let lock = if block {
+        sys::fs::Lock::Exclusive
+    } else {
+        sys::fs::Lock::TryExclusive
+    };
+    sys::fs::flock(&f, lock)?;
     Ok(f)
-}
-
-pub(crate) fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
@@ -429,36 +418,10 @@ pub(crate) fn supports_d_type(dir: &Path) -> Result<bool> {
     let file = probe.join("f");
     let result = (|| {
         File::create(&file).map_err(|e| Error::io("create", &file, e))?;
-        dir_reports_types(&probe).map_err(|e| Error::io("read directory", &probe, e))
+        sys::fs::dir_reports_type(&probe, b"f").map_err(|e| Error::io("read directory", &probe, e))
     })();
     let _ = fs::remove_dir_all(&probe);
     result
-}
-
-fn dir_reports_types(dir: &Path) -> io::Result<bool> {
-    let cpath = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: opendir/readdir/closedir on a valid C string; entries are read
-    // before closedir.
-    unsafe {
-        let d = libc::opendir(cpath.as_ptr());
-        if d.is_null() {
-            return Err(io::Error::last_os_error());
-        }
-        let mut typed = true;
-        loop {
-            let ent = libc::readdir(d);
-            if ent.is_null() {
-                break;
-            }
-            let name = std::ffi::CStr::from_ptr((*ent).d_name.as_ptr());
-            if name.to_bytes() == b"f" && (*ent).d_type == libc::DT_UNKNOWN {
-                typed = false;
-            }
-        }
-        libc::closedir(d);
-        Ok(typed)
-    }
 }
 
 /// Disk usage of a tree, as containerd's `fs.DiskUsage`: allocated bytes and

@@ -37,9 +37,9 @@ pub mod integrity;
 /// cbindgen:ignore
 mod json;
 /// cbindgen:ignore
-mod layer_tar;
+mod layer_mounts;
 /// cbindgen:ignore
-mod layers;
+mod layer_tar;
 /// cbindgen:ignore
 mod layout;
 /// cbindgen:ignore
@@ -56,6 +56,8 @@ pub mod mounts;
 mod snapshotter;
 /// cbindgen:ignore
 mod subprocess;
+/// cbindgen:ignore
+mod sys;
 /// cbindgen:ignore
 mod tar;
 

@@ -17,48 +17,12 @@
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::mounts::sys_mount;
-
-const LOOP_SET_FD: u64 = 0x4C00;
-const LOOP_CLR_FD: u64 = 0x4C01;
-const LOOP_SET_STATUS64: u64 = 0x4C04;
-const LOOP_CONFIGURE: u64 = 0x4C0A;
-const LOOP_CTL_GET_FREE: u64 = 0x4C82;
-const LO_FLAGS_READ_ONLY: u32 = 1;
-const LO_FLAGS_AUTOCLEAR: u32 = 4;
-const LO_NAME_SIZE: usize = 64;
-
-/// `struct loop_info64` from <linux/loop.h>.
-#[repr(C)]
-struct LoopInfo64 {
-    lo_device: u64,
-    lo_inode: u64,
-    lo_rdevice: u64,
-    lo_offset: u64,
-    lo_sizelimit: u64,
-    lo_number: u32,
-    lo_encrypt_type: u32,
-    lo_encrypt_key_size: u32,
-    lo_flags: u32,
-    lo_file_name: [u8; LO_NAME_SIZE],
-    lo_crypt_name: [u8; LO_NAME_SIZE],
-    lo_encrypt_key: [u8; 32],
-    lo_init: [u64; 2],
-}
-
-/// `struct loop_config` from <linux/loop.h>.
-#[repr(C)]
-struct LoopConfig {
-    fd: u32,
-    block_size: u32,
-    info: LoopInfo64,
-    reserved: [u64; 8],
-}
+use crate::sys::ioctl::{LoopInfo64, LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY};
+use crate::sys::mount::MountFlags;
+use crate::sys::{self, Errno};
 
 /// A loop device cannot be had on this machine as it is set up (no node,
 /// none free): callers report it as `unavailable`, not as an internal error.
@@ -82,12 +46,8 @@ pub(crate) fn is_unavailable(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<Unavailable>())
 }
 
-fn open_cloexec(path: &Path, write: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
+fn open(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new().read(true).write(write).open(path)
 }
 
 /// Attaches `backing` read-only to a free loop device; returns the device,
@@ -99,9 +59,9 @@ pub(crate) fn attach(backing: &Path) -> io::Result<(File, PathBuf)> {
 
 /// [`attach`] with the device nodes looked for in `dev_dir` (a test's fake /dev).
 fn attach_in(dev_dir: &Path, backing: &Path) -> io::Result<(File, PathBuf)> {
-    let backing_file = open_cloexec(backing, false)?;
+    let backing_file = open(backing, false)?;
     let ctl_path = dev_dir.join("loop-control");
-    let ctl = open_cloexec(&ctl_path, true).map_err(|e| match e.kind() {
+    let ctl = open(&ctl_path, true).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => unavailable(format!(
             "{} does not exist; is the loop module loaded, and is {} a devtmpfs?",
             ctl_path.display(),
@@ -110,13 +70,9 @@ fn attach_in(dev_dir: &Path, backing: &Path) -> io::Result<(File, PathBuf)> {
         _ => e,
     })?;
     for _ in 0..64 {
-        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
-        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let n = sys::ioctl::loop_get_free(&ctl)?;
         let dev_path = dev_dir.join(format!("loop{n}"));
-        let dev = match open_cloexec(&dev_path, false) {
+        let dev = match open(&dev_path, false) {
             Ok(d) => d,
             // Asking again would return the same device (see the module doc).
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -129,40 +85,27 @@ fn attach_in(dev_dir: &Path, backing: &Path) -> io::Result<(File, PathBuf)> {
             }
             Err(e) => return Err(e),
         };
-        // SAFETY: zero is a valid bit pattern for these plain-data structs.
-        let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
-        cfg.fd = backing_file.as_raw_fd() as u32;
-        cfg.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
-        let name = backing.as_os_str().as_bytes();
-        let len = name.len().min(LO_NAME_SIZE - 1);
-        cfg.info.lo_file_name[..len].copy_from_slice(&name[..len]);
-        // SAFETY: the kernel reads a struct loop_config.
-        let r = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &cfg) };
-        if r == 0 {
-            return Ok((dev, dev_path));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
+        let info = LoopInfo64::new(
+            LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
+            backing.as_os_str().as_bytes(),
+        );
+        let e = match sys::ioctl::loop_configure(&dev, &backing_file, info) {
+            Ok(()) => return Ok((dev, dev_path)),
+            Err(e) => e,
+        };
+        match sys::errno(&e) {
             // Another process took this device between GET_FREE and CONFIGURE.
-            Some(libc::EBUSY) => continue,
+            Some(Errno::BUSY) => continue,
             // Kernels before 5.8: the two-step configuration.
-            Some(libc::EINVAL) | Some(libc::ENOTTY) => {
-                // SAFETY: LOOP_SET_FD takes the backing fd by value.
-                if unsafe {
-                    libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD as _, backing_file.as_raw_fd())
-                } < 0
-                {
-                    let e = io::Error::last_os_error();
-                    if e.raw_os_error() == Some(libc::EBUSY) {
+            Some(Errno::INVAL) | Some(Errno::NOTTY) => {
+                if let Err(e) = sys::ioctl::loop_set_fd(&dev, &backing_file) {
+                    if sys::errno(&e) == Some(Errno::BUSY) {
                         continue;
                     }
                     return Err(e);
                 }
-                // SAFETY: the kernel reads a struct loop_info64.
-                if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_STATUS64 as _, &cfg.info) } < 0 {
-                    let e = io::Error::last_os_error();
-                    // SAFETY: LOOP_CLR_FD takes no argument.
-                    unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD as _, 0) };
+                if let Err(e) = sys::ioctl::loop_set_status(&dev, info) {
+                    let _ = sys::ioctl::loop_clear(&dev);
                     return Err(e);
                 }
                 return Ok((dev, dev_path));
@@ -179,15 +122,15 @@ fn attach_in(dev_dir: &Path, backing: &Path) -> io::Result<(File, PathBuf)> {
 pub(crate) fn mount_via_loop(
     source: &Path,
     target: &Path,
-    flags: libc::c_ulong,
+    flags: MountFlags,
     data: Option<&str>,
 ) -> io::Result<()> {
     let (dev, dev_path) = attach(source)?;
-    let r = sys_mount(
+    let r = sys::mount::mount(
         OsStr::new(dev_path.as_os_str()),
         target,
         "erofs",
-        flags | libc::MS_RDONLY,
+        flags | MountFlags::RDONLY,
         data,
     );
     // Closing our reference lets autoclear detach the device with the mount
@@ -234,11 +177,5 @@ mod tests {
         // Other errors keep their class.
         let e = attach_in(&fake_dev, &dir.path().join("no-image")).unwrap_err();
         assert!(!is_unavailable(&e) && e.kind() == io::ErrorKind::NotFound);
-    }
-
-    #[test]
-    fn struct_layout_matches_linux() {
-        assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
-        assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
     }
 }

@@ -10,20 +10,15 @@
 //! also what overlayfs shows once this layer makes `d` a directory.
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, Stat};
-
 use crate::error::{Error, Result};
+use crate::sys::fs::{open_beneath, FileType, Open, Stat};
+use crate::sys::{self, Errno};
 use crate::tar::{quote, Time, Xattrs};
-
-/// Largest xattr value Linux stores (`XATTR_SIZE_MAX`).
-const XATTR_SIZE_MAX: usize = 64 * 1024;
 
 /// The lower layers (mounted layer roots), top-most first.
 pub(crate) struct Lowers {
@@ -43,17 +38,6 @@ pub(crate) struct Object {
     layer: PathBuf,
 }
 
-fn open_beneath(dir: &OwnedFd, name: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
-    rustix::fs::openat2(
-        dir,
-        OsStr::from_bytes(name),
-        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
-    )
-    .map_err(io::Error::from)
-}
-
 fn is_whiteout(st: &Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
 }
@@ -67,12 +51,7 @@ impl Lowers {
     pub fn open(dirs: &[PathBuf], now: Time) -> Result<Lowers> {
         let mut roots = Vec::with_capacity(dirs.len());
         for d in dirs {
-            let fd = rustix::fs::open(
-                d,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| Error::io("open lower layer", d, e.into()))?;
+            let fd = sys::fs::open_dir(d).map_err(|e| Error::io("open lower layer", d, e))?;
             roots.push((d.clone(), fd));
         }
         Ok(Lowers { roots, now })
@@ -105,7 +84,7 @@ impl Lowers {
             let Some((layer, fd)) = dirs.into_iter().next() else {
                 return Ok(None);
             };
-            let stat = rustix::fs::fstat(&fd).map_err(|e| fail(layer, e.into()))?;
+            let stat = sys::fs::fstat(&fd).map_err(|e| fail(layer, e))?;
             return Ok(Some(Object {
                 stat,
                 parent: None,
@@ -118,12 +97,12 @@ impl Lowers {
             let last = i + 1 == comps.len();
             let mut next: Vec<(&Path, OwnedFd)> = Vec::new();
             for (layer, dir) in dirs {
-                let fd = match open_beneath(&dir, comp, OFlags::PATH) {
+                let fd = match open_beneath(&dir, comp, Open::Path) {
                     Ok(fd) => fd,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(fail(layer, e)),
                 };
-                let stat = rustix::fs::fstat(&fd).map_err(|e| fail(layer, e.into()))?;
+                let stat = sys::fs::fstat(&fd).map_err(|e| fail(layer, e))?;
                 if is_whiteout(&stat) {
                     break;
                 }
@@ -139,8 +118,7 @@ impl Lowers {
                     // A non-directory ends the path, or hides what lies below.
                     break;
                 }
-                let fd = open_beneath(&dir, comp, OFlags::RDONLY | OFlags::DIRECTORY)
-                    .map_err(|e| fail(layer, e))?;
+                let fd = open_beneath(&dir, comp, Open::Dir).map_err(|e| fail(layer, e))?;
                 if last {
                     return Ok(Some(Object {
                         stat,
@@ -149,7 +127,7 @@ impl Lowers {
                         layer: layer.to_path_buf(),
                     }));
                 }
-                let opaque = read_xattr(&fd, b"trusted.overlay.opaque")
+                let opaque = sys::fs::get_xattr(&fd, b"trusted.overlay.opaque")
                     .map_err(|e| fail(layer, e))?
                     .is_some_and(|v| v == b"y");
                 next.push((layer, fd));
@@ -170,37 +148,11 @@ impl Lowers {
     pub fn root_names(&self) -> Result<BTreeSet<Vec<u8>>> {
         let mut names = BTreeSet::new();
         for (path, fd) in &self.roots {
-            let dir = rustix::fs::openat(
-                fd,
-                ".",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| Error::io("open lower layer", path, e.into()))?;
-            let d = rustix::fs::Dir::new(dir)
-                .map_err(|e| Error::io("read lower layer", path, e.into()))?;
-            for ent in d {
-                let ent = ent.map_err(|e| Error::io("read lower layer", path, e.into()))?;
-                let name = ent.file_name().to_bytes();
-                if name != b"." && name != b".." {
-                    names.insert(name.to_vec());
-                }
-            }
+            names.extend(
+                sys::fs::dir_names(fd).map_err(|e| Error::io("read lower layer", path, e))?,
+            );
         }
         Ok(names)
-    }
-}
-
-/// `fgetxattr` of one attribute on a non-`O_PATH` descriptor.
-fn read_xattr(fd: &OwnedFd, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = vec![0u8; 256];
-    match rustix::fs::fgetxattr(fd, OsStr::from_bytes(name), &mut buf[..]) {
-        Ok(n) => {
-            buf.truncate(n);
-            Ok(Some(buf))
-        }
-        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(None),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -220,66 +172,30 @@ impl Object {
         }
     }
 
-    /// A path naming the object itself without following it: through the
-    /// descriptor of its directory.
-    fn proc_path(&self) -> PathBuf {
-        match &self.parent {
-            Some((dir, name)) => {
-                let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-                p.push(OsStr::from_bytes(name));
-                p
-            }
-            None => PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd())),
-        }
-    }
-
     fn fail(&self, what: &str, e: io::Error) -> Error {
         Error::io(what, &self.layer, e)
     }
 
-    /// Its extended attributes whose names `keep` accepts.
+    /// Its extended attributes whose names `keep` accepts (read through its
+    /// directory, never following it).
     pub fn xattrs(&self, keep: impl Fn(&[u8]) -> bool) -> Result<Xattrs> {
-        let path = self.proc_path();
-        let mut names = vec![0u8; 4096];
-        let n = loop {
-            match rustix::fs::llistxattr(&path, &mut names[..]) {
-                Ok(n) => break n,
-                Err(rustix::io::Errno::RANGE) if names.len() < XATTR_SIZE_MAX => {
-                    names.resize(XATTR_SIZE_MAX, 0)
-                }
-                Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-                Err(e) => return Err(self.fail("list xattrs in lower layer", e.into())),
-            }
+        let path = match &self.parent {
+            Some((dir, name)) => sys::fs::entry_path(dir, Some(name)),
+            None => sys::fs::entry_path(&self.fd, None),
         };
-        names.truncate(n);
-        let mut out = Vec::new();
-        for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-            if !keep(name) {
-                continue;
-            }
-            let mut value = vec![0u8; XATTR_SIZE_MAX];
-            match rustix::fs::lgetxattr(&path, OsStr::from_bytes(name), &mut value[..]) {
-                Ok(len) => {
-                    value.truncate(len);
-                    out.push((name.to_vec(), value));
-                }
-                // Removed meanwhile: layers are read-only, but be lenient.
-                Err(rustix::io::Errno::NODATA) => {}
-                Err(e) => return Err(self.fail("read xattr in lower layer", e.into())),
-            }
-        }
-        Ok(out)
+        sys::fs::xattrs_nofollow(&path, keep)
+            .map_err(|e| self.fail("read xattrs in lower layer", e))
     }
 
     /// The content of a regular file.
     pub fn open_file(&self) -> Result<File> {
         let fd = match &self.parent {
-            Some((dir, name)) => open_beneath(dir, name, OFlags::RDONLY),
-            None => Err(io::Error::from_raw_os_error(libc::EISDIR)),
+            Some((dir, name)) => open_beneath(dir, name, Open::File),
+            None => Err(sys::error(Errno::ISDIR)),
         }
         .map_err(|e| self.fail("open file in lower layer", e))?;
         // The same file we looked at (layers are read-only; this is a check).
-        let st = rustix::fs::fstat(&fd).map_err(|e| self.fail("stat", e.into()))?;
+        let st = sys::fs::fstat(&fd).map_err(|e| self.fail("stat", e))?;
         if st.st_ino != self.stat.st_ino || st.st_dev != self.stat.st_dev {
             return Err(Error::internal(format!(
                 "a file in lower layer {} changed while it was read",
@@ -291,8 +207,6 @@ impl Object {
 
     /// The target of a symlink.
     pub fn read_link(&self) -> Result<Vec<u8>> {
-        let target = rustix::fs::readlinkat(self.fd.as_fd(), "", Vec::new())
-            .map_err(|e| self.fail("read symlink in lower layer", e.into()))?;
-        Ok(target.into_bytes())
+        sys::fs::read_link(&self.fd).map_err(|e| self.fail("read symlink in lower layer", e))
     }
 }

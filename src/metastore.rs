@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use crate::error::{Error, Result};
-use crate::info::{Info, Kind, Labels, Timestamp, Usage};
+use crate::info::{BlobRecord, Info, Kind, Labels, Timestamp, Usage};
 
 /// How long an operation waits for another process's write transaction.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,13 +66,6 @@ pub(crate) struct SnapshotRow {
     /// Length of `layer.erofs`: recorded by commit, or by the differ for an
     /// active snapshot whose layer it applied.
     pub blob_size: Option<u64>,
-}
-
-/// What a commit recorded about `layer.erofs`, checked before it is mounted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BlobRecord {
-    pub size: u64,
-    pub verity_digest: Option<Vec<u8>>,
 }
 
 impl SnapshotRow {
@@ -429,17 +422,11 @@ impl Cache {
 /// between the two steps leaves it odd: caching stays off (reads go to the
 /// database, correct and slower) until the next write completes.
 struct ChangeCounter {
-    map: *mut AtomicU64,
+    map: crate::sys::mm::SharedCounter,
 }
-
-// SAFETY: the mapping is only accessed through atomics and lives as long as the value.
-unsafe impl Send for ChangeCounter {}
-// SAFETY: as above.
-unsafe impl Sync for ChangeCounter {}
 
 impl ChangeCounter {
     fn open(path: &Path) -> Result<ChangeCounter> {
-        use std::os::fd::AsRawFd;
         let f = crate::layout::open_shared_file(path)?;
         let len = 4096;
         if f.metadata().map_err(|e| Error::io("stat", path, e))?.len() < len {
@@ -447,26 +434,12 @@ impl ChangeCounter {
             // only adds zeros past the end.
             f.set_len(len).map_err(|e| Error::io("size", path, e))?;
         }
-        // SAFETY: a shared mapping of a file we just sized; unmapped in Drop.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Error::io("map", path, std::io::Error::last_os_error()));
-        }
-        Ok(ChangeCounter { map: p.cast() })
+        let map = crate::sys::mm::SharedCounter::map(&f).map_err(|e| Error::io("map", path, e))?;
+        Ok(ChangeCounter { map })
     }
 
     fn counter(&self) -> &AtomicU64 {
-        // SAFETY: a live, page-aligned mapping.
-        unsafe { &*self.map }
+        self.map.get()
     }
 
     /// The counter when no write is under way (even), else None.
@@ -489,13 +462,6 @@ impl ChangeCounter {
 
     fn end_write(&self, began: u64) {
         self.counter().fetch_max(began + 1, AtomicOrdering::SeqCst);
-    }
-}
-
-impl Drop for ChangeCounter {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in open.
-        unsafe { libc::munmap(self.map.cast(), 4096) };
     }
 }
 

@@ -2,18 +2,19 @@
 //! snapshotter returns, and the system calls that perform them, so that a C
 //! program or a script without a container runtime can mount a snapshot.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
-use rustix::mount::MoveMountFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::loopdev;
+use crate::sys::fs::{fd_path, open_in_root, open_path};
+use crate::sys::mount::MountFlags;
+use crate::sys::{self, Errno};
 
 /// One mount, as containerd's `mount.Mount`; usable with a plain `mount(2)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,88 +29,27 @@ pub struct Mount {
     pub options: Vec<String>,
 }
 
-/// `statfs` magic of EROFS.
-pub const EROFS_SUPER_MAGIC: i64 = 0xE0F5_E1E2;
-
-fn cstr(p: &OsStr) -> io::Result<CString> {
-    CString::new(p.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-/// `mount(2)`.
-pub(crate) fn sys_mount(
-    source: &OsStr,
-    target: &Path,
-    fstype: &str,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> io::Result<()> {
-    let src = cstr(source)?;
-    let tgt = cstr(target.as_os_str())?;
-    let ty = cstr(OsStr::new(fstype))?;
-    let data = data.map(|d| cstr(OsStr::new(d))).transpose()?;
-    // SAFETY: every pointer is a valid NUL-terminated string or null.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            tgt.as_ptr(),
-            ty.as_ptr(),
-            flags,
-            data.as_ref()
-                .map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void),
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `umount2(2)`.
-pub(crate) fn sys_umount(target: &Path, flags: libc::c_int) -> io::Result<()> {
-    let tgt = cstr(target.as_os_str())?;
-    // SAFETY: valid C string.
-    if unsafe { libc::umount2(tgt.as_ptr(), flags) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// The filesystem magic of the filesystem `path` is on.
-pub(crate) fn fs_magic(path: &Path) -> io::Result<i64> {
-    let p = cstr(path.as_os_str())?;
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and a statfs buffer.
-    if unsafe { libc::statfs(p.as_ptr(), &mut st) } == 0 {
-        Ok(st.f_type as i64)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Unmounts everything stacked on `target` (as containerd's `UnmountAll`);
 /// `detach` unmounts lazily. Returns how many mounts were removed.
 pub fn unmount_all(target: &Path, detach: bool) -> Result<usize> {
-    let flags = if detach { libc::MNT_DETACH } else { 0 };
     let mut n = 0;
     // As containerd: a mount can be busy for a moment (e.g. a forked child
     // that has not exec'd yet still holds a descriptor in it).
     let mut busy_retries = 50;
     loop {
-        match sys_umount(target, flags) {
+        match sys::mount::unmount(target, detach) {
             Ok(()) => n += 1,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && busy_retries > 0 => {
+            Err(e) if sys::errno(&e) == Some(Errno::BUSY) && busy_retries > 0 => {
                 busy_retries -= 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             // EINVAL: not a mount point (any more). ENOENT: gone.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {
+            Err(e) if matches!(sys::errno(&e), Some(Errno::INVAL) | Some(Errno::NOENT)) => {
                 return Ok(n)
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) if sys::errno(&e) == Some(Errno::INTR) => continue,
             Err(e) => {
-                let kind = if e.raw_os_error() == Some(libc::EBUSY) {
+                let kind = if sys::errno(&e) == Some(Errno::BUSY) {
                     crate::ErrorKind::FailedPrecondition
                 } else {
                     crate::ErrorKind::Internal
@@ -124,40 +64,45 @@ pub fn unmount_all(target: &Path, detach: bool) -> Result<usize> {
 }
 
 /// Mount flags and the remaining data options, as `mount(8)` splits them.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ParsedOptions {
-    pub flags: libc::c_ulong,
+    pub flags: MountFlags,
     pub data: Vec<String>,
     pub loop_dev: bool,
 }
 
 pub(crate) fn parse_options(options: &[String]) -> ParsedOptions {
-    let mut p = ParsedOptions::default();
+    let mut p = ParsedOptions {
+        flags: MountFlags::empty(),
+        data: Vec::new(),
+        loop_dev: false,
+    };
     for o in options {
-        let (set, clear): (libc::c_ulong, libc::c_ulong) = match o.as_str() {
-            "ro" => (libc::MS_RDONLY, 0),
-            "rw" => (0, libc::MS_RDONLY),
-            "bind" => (libc::MS_BIND, 0),
-            "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
-            "nosuid" => (libc::MS_NOSUID, 0),
-            "suid" => (0, libc::MS_NOSUID),
-            "nodev" => (libc::MS_NODEV, 0),
-            "dev" => (0, libc::MS_NODEV),
-            "noexec" => (libc::MS_NOEXEC, 0),
-            "exec" => (0, libc::MS_NOEXEC),
-            "sync" => (libc::MS_SYNCHRONOUS, 0),
-            "async" => (0, libc::MS_SYNCHRONOUS),
-            "noatime" => (libc::MS_NOATIME, 0),
-            "relatime" => (libc::MS_RELATIME, 0),
-            "nodiratime" => (libc::MS_NODIRATIME, 0),
-            "defaults" => (0, 0),
+        let none = MountFlags::empty();
+        let (set, clear) = match o.as_str() {
+            "ro" => (MountFlags::RDONLY, none),
+            "rw" => (none, MountFlags::RDONLY),
+            "bind" => (MountFlags::BIND, none),
+            "rbind" => (MountFlags::BIND | MountFlags::REC, none),
+            "nosuid" => (MountFlags::NOSUID, none),
+            "suid" => (none, MountFlags::NOSUID),
+            "nodev" => (MountFlags::NODEV, none),
+            "dev" => (none, MountFlags::NODEV),
+            "noexec" => (MountFlags::NOEXEC, none),
+            "exec" => (none, MountFlags::NOEXEC),
+            "sync" => (MountFlags::SYNCHRONOUS, none),
+            "async" => (none, MountFlags::SYNCHRONOUS),
+            "noatime" => (MountFlags::NOATIME, none),
+            "relatime" => (MountFlags::RELATIME, none),
+            "nodiratime" => (MountFlags::NODIRATIME, none),
+            "defaults" => (none, none),
             "loop" => {
                 p.loop_dev = true;
-                (0, 0)
+                (none, none)
             }
             _ => {
                 p.data.push(o.clone());
-                (0, 0)
+                (none, none)
             }
         };
         p.flags = (p.flags | set) & !clear;
@@ -194,7 +139,7 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
 
 fn undo(done: &[Made]) {
     for made in done.iter().rev() {
-        let _ = sys_umount(&made.path, libc::MNT_DETACH);
+        let _ = sys::mount::unmount(&made.path, true);
     }
 }
 
@@ -221,43 +166,9 @@ struct Made {
     _fd: Option<OwnedFd>,
 }
 
-/// `/proc/self/fd/N`: what `fd` refers to, for calls that take a path.
-fn fd_path(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-}
-
-/// Opens `p` with `O_PATH`, following symlinks: the caller chose `p`.
-fn open_location(p: &Path) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open(
-        p,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
-}
-
-/// Opens `rel` below `root` with `root` as `/`: absolute symlinks and `..`
-/// stop at `root`; /proc magic links are refused.
-fn open_in_root(root: &OwnedFd, rel: &Path, extra: ResolveFlags) -> io::Result<OwnedFd> {
-    let flags = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | extra;
-    let mut tries = 16;
-    loop {
-        match rustix::fs::openat2(
-            root,
-            rel,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            flags,
-        ) {
-            // A rename or mount raced the walk of a `..`; the kernel asks to retry.
-            Err(rustix::io::Errno::AGAIN) if tries > 0 => tries -= 1,
-            r => return Ok(r?),
-        }
-    }
-}
-
 /// Resolves a mount's `sub` target inside `mount_point` and opens it.
 fn resolve_target(mount_point: &Path, sub: Option<&str>) -> Result<Dest> {
-    let root = open_location(mount_point).map_err(|e| target_error(mount_point, None, e))?;
+    let root = open_path(mount_point).map_err(|e| target_error(mount_point, None, e))?;
     let sub = match sub {
         Some(s) if !s.is_empty() => s,
         _ => {
@@ -277,7 +188,7 @@ fn resolve_target(mount_point: &Path, sub: Option<&str>) -> Result<Dest> {
             "mount target {sub:?} must stay below the mount point"
         )));
     }
-    let fd = open_in_root(&root, Path::new(sub), ResolveFlags::empty())
+    let fd = open_in_root(&root, Path::new(sub), false)
         .map_err(|e| target_error(mount_point, Some(sub), e))?;
     // The kernel's name for both (no symlinks, no `..`) gives the path below
     // the mount point that reaches the mount once it is made.
@@ -306,19 +217,19 @@ fn resolve_target(mount_point: &Path, sub: Option<&str>) -> Result<Dest> {
 }
 
 fn target_error(mount_point: &Path, sub: Option<&str>, e: io::Error) -> Error {
-    let kind = match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => crate::ErrorKind::NotFound,
+    let kind = match sys::errno(&e) {
+        Some(Errno::NOENT) | Some(Errno::NOTDIR) => crate::ErrorKind::NotFound,
         // A symlink loop, or a /proc magic link.
-        Some(libc::ELOOP) => crate::ErrorKind::InvalidArgument,
-        Some(libc::EPERM) | Some(libc::EACCES) => crate::ErrorKind::FailedPrecondition,
-        Some(libc::ENOSYS) => crate::ErrorKind::NotImplemented,
+        Some(Errno::LOOP) => crate::ErrorKind::InvalidArgument,
+        Some(Errno::PERM) | Some(Errno::ACCESS) => crate::ErrorKind::FailedPrecondition,
+        Some(Errno::NOSYS) => crate::ErrorKind::NotImplemented,
         _ => crate::ErrorKind::Internal,
     };
     let what = match sub {
         Some(sub) => format!("mount target {sub:?} in {}", mount_point.display()),
         None => format!("mount point {}", mount_point.display()),
     };
-    let hint = if e.raw_os_error() == Some(libc::ENOSYS) {
+    let hint = if sys::errno(&e) == Some(Errno::NOSYS) {
         " (resolving a mount target needs openat2, Linux 5.6)"
     } else {
         ""
@@ -337,8 +248,8 @@ impl Dest {
                 _fd: None,
             });
         }
-        let root = open_location(mount_point)?;
-        let fd = open_in_root(&root, &self.rel, ResolveFlags::NO_SYMLINKS)?;
+        let root = open_path(mount_point)?;
+        let fd = open_in_root(&root, &self.rel, true)?;
         Ok(Made {
             path: fd_path(&fd),
             _fd: Some(fd),
@@ -350,12 +261,12 @@ impl Dest {
 fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
     let p = parse_options(&m.options);
     let fail = |e: io::Error| {
-        let kind = match e.raw_os_error() {
+        let kind = match sys::errno(&e) {
             _ if loopdev::is_unavailable(&e) => crate::ErrorKind::Unavailable,
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) => crate::ErrorKind::NotFound,
-            Some(libc::EPERM) | Some(libc::EACCES) => crate::ErrorKind::FailedPrecondition,
-            Some(libc::ENODEV) => crate::ErrorKind::Unavailable,
-            Some(libc::EINVAL) => crate::ErrorKind::InvalidArgument,
+            Some(Errno::NOENT) | Some(Errno::NOTDIR) => crate::ErrorKind::NotFound,
+            Some(Errno::PERM) | Some(Errno::ACCESS) => crate::ErrorKind::FailedPrecondition,
+            Some(Errno::NODEV) => crate::ErrorKind::Unavailable,
+            Some(Errno::INVAL) => crate::ErrorKind::InvalidArgument,
             _ => crate::ErrorKind::Internal,
         };
         Error::new(
@@ -367,23 +278,26 @@ fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
         )
     };
     // A bind mount takes MS_RDONLY (and the other per-mount flags) only on remount.
-    let mut remount = 0;
+    let mut remount = MountFlags::empty();
     match m.kind.as_str() {
         "bind" | "rbind" => {
-            let mut flags = p.flags | libc::MS_BIND;
+            let mut flags = p.flags | MountFlags::BIND;
             if m.kind == "rbind" {
-                flags |= libc::MS_REC;
+                flags |= MountFlags::REC;
             }
-            sys_mount(
+            sys::mount::mount(
                 OsStr::new(&m.source),
                 &dest.path,
                 "none",
-                flags & !libc::MS_RDONLY,
+                flags - MountFlags::RDONLY,
                 None,
             )
             .map_err(fail)?;
-            remount =
-                flags & (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
+            remount = flags
+                & (MountFlags::RDONLY
+                    | MountFlags::NOSUID
+                    | MountFlags::NODEV
+                    | MountFlags::NOEXEC);
         }
         "erofs" => {
             let data = (!p.data.is_empty()).then(|| p.data.join(","));
@@ -391,7 +305,7 @@ fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
             let r = if p.loop_dev {
                 loopdev::mount_via_loop(source, &dest.path, p.flags, data.as_deref())
             } else {
-                match sys_mount(
+                match sys::mount::mount(
                     source.as_os_str(),
                     &dest.path,
                     "erofs",
@@ -399,7 +313,7 @@ fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
                     data.as_deref(),
                 ) {
                     // A kernel without file-backed EROFS wants a block device.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOTBLK) && is_regular(source) => {
+                    Err(e) if sys::errno(&e) == Some(Errno::NOTBLK) && is_regular(source) => {
                         loopdev::mount_via_loop(source, &dest.path, p.flags, data.as_deref())
                     }
                     r => r,
@@ -410,7 +324,7 @@ fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
         "overlay" => mount_overlay(&m.source, dest, &p).map_err(fail)?,
         other => {
             let data = (!p.data.is_empty()).then(|| p.data.join(","));
-            sys_mount(
+            sys::mount::mount(
                 OsStr::new(&m.source),
                 &dest.path,
                 other,
@@ -428,16 +342,9 @@ fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
             m.kind, m.source, dest.shown
         ))
     })?;
-    if remount != 0 {
-        let r = sys_mount(
-            OsStr::new("none"),
-            &new.path,
-            "none",
-            remount | libc::MS_BIND | libc::MS_REMOUNT,
-            None,
-        );
-        if let Err(e) = r {
-            let _ = sys_umount(&new.path, libc::MNT_DETACH);
+    if !remount.is_empty() {
+        if let Err(e) = sys::mount::remount_bind(&new.path, remount) {
+            let _ = sys::mount::unmount(&new.path, true);
             return Err(fail(e));
         }
     }
@@ -456,7 +363,7 @@ const MAX_MOUNT_DATA: usize = 4095;
 fn mount_overlay(source: &str, dest: &Dest, p: &ParsedOptions) -> io::Result<()> {
     let data = p.data.join(",");
     if data.len() <= MAX_MOUNT_DATA {
-        return sys_mount(
+        return sys::mount::mount(
             OsStr::new(source),
             &dest.path,
             "overlay",
@@ -467,82 +374,33 @@ fn mount_overlay(source: &str, dest: &Dest, p: &ParsedOptions) -> io::Result<()>
     mount_overlay_fsconfig(dest, p)
 }
 
-fn check(r: libc::c_long) -> io::Result<libc::c_long> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
+/// The overlay through the new mount API: one `fsconfig` per option, one
+/// `lowerdir+` per layer.
 fn mount_overlay_fsconfig(dest: &Dest, p: &ParsedOptions) -> io::Result<()> {
-    const FSOPEN_CLOEXEC: libc::c_uint = 1;
-    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-    const FSCONFIG_SET_STRING: libc::c_uint = 1;
-    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-    const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
-
-    let name = CString::new("overlay").map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: fsopen with a valid C string; the fd is owned below.
-    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })?;
-    // SAFETY: a new fd we own.
-    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
-    let fs_raw = std::os::fd::AsRawFd::as_raw_fd(&fs);
-    let set = |key: &str, value: Option<&str>| -> io::Result<()> {
-        let k = CString::new(key).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let v = value
-            .map(|v| CString::new(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
-            .transpose()?;
-        let (cmd, vp) = match &v {
-            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
-            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
-        };
-        // SAFETY: valid fd and C strings.
-        check(unsafe { libc::syscall(libc::SYS_fsconfig, fs_raw, cmd, k.as_ptr(), vp, 0) })
-            .map(drop)
-    };
+    let mut options: Vec<(String, Option<String>)> = Vec::new();
     for opt in &p.data {
         match opt.split_once('=') {
             Some(("lowerdir", list)) => {
                 for dir in split_lowerdirs(list) {
-                    set("lowerdir+", Some(&dir))?;
+                    options.push(("lowerdir+".into(), Some(dir)));
                 }
             }
-            Some((k, v)) => set(k, Some(v))?,
-            None => set(opt, None)?,
+            Some((k, v)) => options.push((k.into(), Some(v.into()))),
+            None => options.push((opt.clone(), None)),
         }
     }
-    // SAFETY: valid fd.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs_raw,
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    })?;
-    let attrs = if p.flags & libc::MS_RDONLY != 0 {
-        MOUNT_ATTR_RDONLY
-    } else {
-        0
-    };
-    // SAFETY: valid fd; the new mount fd is owned below.
-    let mnt = check(unsafe { libc::syscall(libc::SYS_fsmount, fs_raw, FSMOUNT_CLOEXEC, attrs) })?;
-    // SAFETY: a new fd we own.
-    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as i32) };
+    let options: Vec<(&str, Option<&str>)> = options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_deref()))
+        .collect();
     // Onto the destination's fd: a path would be looked up again, and
     // move_mount does not follow a /proc/self/fd link.
-    rustix::mount::move_mount(
-        &mnt,
-        "",
+    sys::mount::mount_configured(
+        "overlay",
+        &options,
+        p.flags.contains(MountFlags::RDONLY),
         &dest.fd,
-        "",
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )?;
-    Ok(())
+    )
 }
 
 /// Splits a `lowerdir=` value at unescaped colons.
@@ -654,11 +512,14 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         let p = parse_options(&opts);
-        assert_eq!(p.flags, libc::MS_RDONLY | libc::MS_BIND | libc::MS_REC);
+        assert_eq!(
+            p.flags,
+            MountFlags::RDONLY | MountFlags::BIND | MountFlags::REC
+        );
         assert!(p.loop_dev);
         assert_eq!(p.data, ["lowerdir=/a:/b", "index=off"]);
         let p = parse_options(&["ro".into(), "rw".into()]);
-        assert_eq!(p.flags, 0);
+        assert_eq!(p.flags, MountFlags::empty());
     }
 
     #[test]

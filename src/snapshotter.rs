@@ -13,16 +13,17 @@ use crate::erofs;
 use crate::error::{Error, ErrorKind, Result};
 use crate::filters::Filter;
 use crate::info::{
-    apply_label_update, validate_labels, Info, InfoUpdate, Kind, Labels, Timestamp, Usage,
+    apply_label_update, validate_labels, BlobRecord, Info, InfoUpdate, Kind, Labels, Timestamp,
+    Usage,
 };
 use crate::integrity;
-use crate::layers::Layers;
+use crate::layer_mounts::Layers;
 use crate::layout::{
     lock_dir, parse_id, DirAttrs, Layout, BLOB_TMP_PREFIX, MARKER, STAGING_PREFIX,
 };
 use crate::logging::Logger;
 use crate::lowers::Lowers;
-use crate::metastore::{BlobRecord, MetaStore, SnapshotRow};
+use crate::metastore::{MetaStore, SnapshotRow};
 use crate::mounts::{escape_overlay_path, Mount};
 
 /// An EROFS snapshotter on one root. Safe to share between threads; several
@@ -174,7 +175,7 @@ impl Snapshotter {
                     "parent {parent:?} is not a committed snapshot"
                 )));
             }
-            self.layers.ensure(&self.store, &chain(p), generation)?;
+            self.ensure_layers(&chain(p), generation)?;
             if kind == Kind::Active {
                 let root = self.layout.fs_dir(p.id);
                 let md = std::fs::metadata(&root).map_err(|e| Error::io("stat", &root, e))?;
@@ -238,6 +239,14 @@ impl Snapshotter {
         Ok(self.build_mounts(kind, id, &parent_ids))
     }
 
+    /// Mounts the layers of the committed snapshots `ids` (what their
+    /// commits recorded read only for those not known to be mounted).
+    fn ensure_layers(&self, ids: &[i64], generation: i64) -> Result<()> {
+        self.layers.ensure(ids, generation, |missing| {
+            self.store.read(|tx| tx.blobs(missing))
+        })
+    }
+
     /// The mounts of an active snapshot or a view.
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
         let op = self.log.op("mounts", key);
@@ -253,8 +262,7 @@ impl Snapshotter {
                 "snapshot {key:?} is committed; only active snapshots and views have mounts"
             )));
         }
-        self.layers
-            .ensure(&self.store, &row.parent_ids, generation)?;
+        self.ensure_layers(&row.parent_ids, generation)?;
         Ok(self.build_mounts(row.kind, row.id, &row.parent_ids))
     }
 
@@ -497,8 +505,7 @@ impl Snapshotter {
         let dir = self.layout.snapshot_dir(row.id);
         let _lock =
             lock_dir(&dir, true).map_err(|e| Error::io("lock snapshot directory", &dir, e))?;
-        self.layers
-            .ensure(&self.store, &row.parent_ids, generation)?;
+        self.ensure_layers(&row.parent_ids, generation)?;
         let dirs: Vec<std::path::PathBuf> = row
             .parent_ids
             .iter()
@@ -559,8 +566,8 @@ impl Snapshotter {
                         // Filesystems without inode flags cannot have it set either.
                         Err(e)
                             if matches!(
-                                e.raw_os_error(),
-                                Some(libc::ENOTTY) | Some(libc::EOPNOTSUPP)
+                                crate::sys::errno(&e),
+                                Some(crate::sys::Errno::NOTTY) | Some(crate::sys::Errno::OPNOTSUPP)
                             ) => {}
                         Err(e) => return Err(Error::io("clear IMMUTABLE_FL on", &blob, e)),
                     }
@@ -729,8 +736,7 @@ impl Snapshotter {
             let fs_dir = self.layout.fs_dir(id);
             if kind == Kind::Committed
                 && self.layout.work_dir(id).exists()
-                && crate::mounts::fs_magic(&fs_dir)
-                    .map_or(true, |m| m != crate::mounts::EROFS_SUPER_MAGIC)
+                && !crate::layer_mounts::is_layer_mounted(&fs_dir)
             {
                 self.layout.retire_upper(id)?;
             }
@@ -777,7 +783,10 @@ impl Snapshotter {
 impl Drop for Snapshotter {
     fn drop(&mut self) {
         self.trash.shutdown();
-        self.layers.release(&self.store, &self.log);
+        let store = &self.store;
+        self.layers.release(&self.log, || {
+            store.write(|tx| tx.bump_mount_generation()).map(drop)
+        });
     }
 }
 

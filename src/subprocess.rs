@@ -14,11 +14,12 @@
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crate::sys;
 
 /// Output kept, from the end.
 const OUTPUT_TAIL: usize = 64 * 1024;
@@ -56,9 +57,8 @@ pub(crate) fn spawn(
     stdin: Stdio,
     timeout: Duration,
 ) -> io::Result<Running> {
-    let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (out_r, out_w) = sys::process::pipe()?;
     let err_w = out_w.try_clone()?;
-    let parent = rustix::process::getpid();
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env("LC_ALL", "C")
@@ -68,25 +68,12 @@ pub(crate) fn spawn(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    // SAFETY: the closure runs in the forked child before exec and only
-    // makes raw system calls (prctl, getppid), which are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            // The parent may have died before the signal was armed.
-            if rustix::process::getppid() != Some(parent) {
-                return Err(io::Error::other("parent exited"));
-            }
-            Ok(())
-        });
-    }
+    sys::process::die_with_parent(&mut cmd);
     let child = cmd.spawn()?;
     // The Command holds the write ends until it is dropped; the reader sees
     // the end of output only when the child's copies are gone too.
     drop(cmd);
-    let pidfd = rustix::process::Pid::from_raw(child.id() as i32).and_then(|pid| {
-        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-    });
+    let pidfd = sys::process::pidfd(child.id());
     let output = std::thread::Builder::new()
         .name("erofs-child-output".into())
         .spawn(move || collect(File::from(out_r)))
@@ -104,7 +91,7 @@ pub(crate) fn spawn(
         .name("erofs-child-watchdog".into())
         .spawn(move || match rx.recv_timeout(timeout) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                kill(pidfd.as_ref(), pid);
+                sys::process::kill(pidfd.as_ref(), pid);
                 true
             }
             _ => false,
@@ -144,25 +131,10 @@ fn collect(mut pipe: File) -> Vec<u8> {
     tail
 }
 
-/// SIGKILL through the pidfd when there is one (it cannot hit a recycled
-/// pid); without pidfds (kernels before 5.3), by pid while it is unreaped.
-fn kill(pidfd: Option<&OwnedFd>, pid: u32) {
-    match pidfd {
-        Some(fd) => {
-            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
-        }
-        None => {
-            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
-    }
-}
-
 impl Running {
     /// Kills the child now (its `wait` still has to be called).
     pub fn kill(&mut self) {
-        kill(self.pidfd.as_ref(), self.child.id());
+        sys::process::kill(self.pidfd.as_ref(), self.child.id());
     }
 
     /// Waits for the child to end.

@@ -1,5 +1,6 @@
 //! Committed layers mounted on their `fs/` directories, so an overlay can use
-//! them as lower directories.
+//! them as lower directories. Mounting needs no database: what a commit
+//! recorded about a blob, and the mount generation, come from the caller.
 //!
 //! `mounts` runs on every container start, so it must not pay a system call
 //! per lower: each handle remembers which layers it has seen mounted, and the
@@ -25,11 +26,14 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::info::BlobRecord;
 use crate::integrity;
-use crate::layout::{flock, lock_dir, parse_id, Layout};
+use crate::layout::{lock_dir, parse_id, Layout};
 use crate::logging::Logger;
-use crate::metastore::{BlobRecord, MetaStore};
-use crate::mounts::{fs_magic, mount_points_under, sys_mount, unmount_all, EROFS_SUPER_MAGIC};
+use crate::mounts::{mount_points_under, unmount_all};
+use crate::sys::fs::{flock, Lock};
+use crate::sys::mount::{fs_magic, MountFlags, EROFS_SUPER_MAGIC};
+use crate::sys::{self, Errno};
 
 /// How EROFS images on the root's filesystem mount: file-backed needs a
 /// 6.12+ kernel and a backing filesystem that supports it (tmpfs does not).
@@ -57,7 +61,7 @@ impl Layers {
     pub fn open(layout: &Layout, verity: bool) -> Result<Layers> {
         let path = layout.users_lock();
         let users = crate::layout::open_shared_file(&path)?;
-        flock(&users, libc::LOCK_SH).map_err(|e| Error::io("lock", &path, e))?;
+        flock(&users, Lock::Shared).map_err(|e| Error::io("lock", &path, e))?;
         Ok(Layers {
             layout: layout.clone(),
             verity,
@@ -71,8 +75,15 @@ impl Layers {
     }
 
     /// Makes sure the layers of the committed snapshots `ids` are mounted.
-    /// `generation` must have been read in the same transaction as `ids`.
-    pub fn ensure(&self, store: &MetaStore, ids: &[i64], generation: i64) -> Result<()> {
+    /// `generation` must have been read in the same transaction as `ids`;
+    /// `records` gives what the commits of layers not known to be mounted
+    /// recorded about their blobs.
+    pub fn ensure(
+        &self,
+        ids: &[i64],
+        generation: i64,
+        records: impl FnOnce(&[i64]) -> Result<Vec<Option<BlobRecord>>>,
+    ) -> Result<()> {
         let missing: Vec<i64> = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if seen.generation != generation {
@@ -87,7 +98,7 @@ impl Layers {
         if missing.is_empty() {
             return Ok(());
         }
-        let blobs = store.read(|tx| tx.blobs(&missing))?;
+        let blobs = records(&missing)?;
         for (id, blob) in missing.iter().zip(blobs) {
             let blob = blob.ok_or_else(|| {
                 Error::failed_precondition(format!(
@@ -213,16 +224,17 @@ impl Layers {
     }
 
     /// Called at close: if this was the last handle on the root, detach the
-    /// layer mounts and bump the generation. Failures are logged.
-    pub fn release(&self, store: &MetaStore, log: &Logger) {
-        let _ = flock(&self.users, libc::LOCK_UN);
-        if flock(&self.users, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+    /// layer mounts and record it with `detached` (which bumps the mount
+    /// generation). Failures are logged.
+    pub fn release(&self, log: &Logger, detached: impl FnOnce() -> Result<()>) {
+        let _ = flock(&self.users, Lock::Unlock);
+        if flock(&self.users, Lock::TryExclusive).is_err() {
             return; // someone else still uses the root
         }
         match self.detach_all() {
             Ok(0) => {}
             Ok(n) => {
-                if let Err(e) = store.write(|tx| tx.bump_mount_generation()) {
+                if let Err(e) = detached() {
                     log.warn(format_args!(
                         "detached {n} layer mounts but could not record it: {e}"
                     ));
@@ -233,22 +245,27 @@ impl Layers {
                 self.layout.root.display()
             )),
         }
-        let _ = flock(&self.users, libc::LOCK_UN);
+        let _ = flock(&self.users, Lock::Unlock);
     }
+}
+
+/// True when an EROFS layer is mounted on `dir`.
+pub(crate) fn is_layer_mounted(dir: &Path) -> bool {
+    fs_magic(dir).is_ok_and(|m| m == EROFS_SUPER_MAGIC)
 }
 
 /// Mounts an EROFS image file read-only on `target`: file-backed where that
 /// works, through a loop device otherwise; `mode` remembers which.
 pub(crate) fn mount_erofs_file(image: &Path, target: &Path, mode: &AtomicU8) -> io::Result<()> {
-    let flags = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID;
+    let flags = MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID;
     if mode.load(Ordering::Relaxed) != MODE_LOOP {
-        match sys_mount(image.as_os_str(), target, "erofs", flags, None) {
+        match sys::mount::mount(image.as_os_str(), target, "erofs", flags, None) {
             Ok(()) => {
                 mode.store(MODE_FILE, Ordering::Relaxed);
                 return Ok(());
             }
             // No file-backed EROFS in this kernel, or not on this filesystem.
-            Err(e) if e.raw_os_error() == Some(libc::ENOTBLK) => {
+            Err(e) if sys::errno(&e) == Some(Errno::NOTBLK) => {
                 mode.store(MODE_LOOP, Ordering::Relaxed);
             }
             Err(e) => return Err(e),
@@ -260,7 +277,7 @@ pub(crate) fn mount_erofs_file(image: &Path, target: &Path, mode: &AtomicU8) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mounts::sys_umount;
+    use crate::sys::mount::unmount;
 
     fn image(dir: &Path) -> std::path::PathBuf {
         let src = dir.join("src");
@@ -289,10 +306,10 @@ mod tests {
         assert_eq!(mode.load(Ordering::Relaxed), MODE_FILE);
         assert_eq!(fs_magic(&mnt).unwrap(), EROFS_SUPER_MAGIC);
         assert_eq!(std::fs::read(mnt.join("hello")).unwrap(), b"hi");
-        sys_umount(&mnt, 0).unwrap();
+        unmount(&mnt, false).unwrap();
         // The loop path, used by kernels without file-backed EROFS.
-        crate::loopdev::mount_via_loop(&img, &mnt, libc::MS_RDONLY, None).unwrap();
+        crate::loopdev::mount_via_loop(&img, &mnt, MountFlags::RDONLY, None).unwrap();
         assert_eq!(std::fs::read(mnt.join("hello")).unwrap(), b"hi");
-        sys_umount(&mnt, 0).unwrap();
+        unmount(&mnt, false).unwrap();
     }
 }

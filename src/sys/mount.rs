@@ -1,0 +1,97 @@
+//! Mounting: `mount(2)`, `umount2(2)`, `statfs(2)`, and the new mount API
+//! (`fsopen`, `fsconfig`, `fsmount`, `move_mount`).
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub(crate) use rustix::mount::MountFlags;
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
+
+/// `statfs` magic of EROFS.
+pub(crate) const EROFS_SUPER_MAGIC: i64 = 0xE0F5_E1E2;
+
+fn cstring(s: &[u8]) -> io::Result<CString> {
+    CString::new(s).map_err(|_| super::error(super::Errno::INVAL))
+}
+
+/// `mount(source, target, fstype, flags, data)`.
+pub(crate) fn mount(
+    source: &OsStr,
+    target: &Path,
+    fstype: &str,
+    flags: MountFlags,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let data = data.map(|d| cstring(d.as_bytes())).transpose()?;
+    Ok(rustix::mount::mount(
+        source,
+        target,
+        fstype,
+        flags,
+        data.as_deref(),
+    )?)
+}
+
+/// `mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | flags, NULL)`: changes
+/// the per-mount flags of a bind mount.
+pub(crate) fn remount_bind(target: &Path, flags: MountFlags) -> io::Result<()> {
+    Ok(rustix::mount::mount_remount(
+        target,
+        flags | MountFlags::BIND,
+        "",
+    )?)
+}
+
+/// `umount2(target, detach ? MNT_DETACH : 0)`.
+pub(crate) fn unmount(target: &Path, detach: bool) -> io::Result<()> {
+    let flags = if detach {
+        UnmountFlags::DETACH
+    } else {
+        UnmountFlags::empty()
+    };
+    Ok(rustix::mount::unmount(target, flags)?)
+}
+
+/// The magic number of the filesystem `path` is on.
+pub(crate) fn fs_magic(path: &Path) -> io::Result<i64> {
+    Ok(rustix::fs::statfs(path)?.f_type as i64)
+}
+
+/// Mounts a `fstype` filesystem configured with `options` (`key=value`, or
+/// a flag without value) through the new mount API, onto the directory
+/// `dest` (an open descriptor: no path is looked up again). Options are
+/// given one call each, so there is no one-page limit on their length.
+pub(crate) fn mount_configured(
+    fstype: &str,
+    options: &[(&str, Option<&str>)],
+    read_only: bool,
+    dest: &impl AsFd,
+) -> io::Result<()> {
+    let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for (key, value) in options {
+        match value {
+            Some(v) => {
+                rustix::mount::fsconfig_set_string(&fs, *key, OsStr::from_bytes(v.as_bytes()))?
+            }
+            None => rustix::mount::fsconfig_set_flag(&fs, *key)?,
+        }
+    }
+    rustix::mount::fsconfig_create(&fs)?;
+    let attrs = if read_only {
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+    } else {
+        MountAttrFlags::empty()
+    };
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
+    rustix::mount::move_mount(
+        &mnt,
+        "",
+        dest,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?;
+    Ok(())
+}
