@@ -122,28 +122,11 @@ fn magic(head: &[u8]) -> Compression {
 /// UUID version 5 (SHA-1, URL namespace) of `erofs:blobs/<digest>`, the
 /// image UUID containerd's EROFS differ gives a layer.
 pub(crate) fn layer_uuid(digest: &str) -> String {
-    use sha1::Sha1;
-    const NAMESPACE_URL: [u8; 16] = [
-        0x6b, 0xa7, 0xb8, 0x11, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30,
-        0xc8,
-    ];
-    let mut h = Sha1::new();
-    h.update(NAMESPACE_URL);
-    h.update(format!("erofs:blobs/{digest}").as_bytes());
-    let d = h.finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    b[6] = (b[6] & 0x0f) | 0x50;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("erofs:blobs/{digest}").as_bytes(),
     )
+    .to_string()
 }
 
 /// A reader that hashes (SHA-256) and counts what passes through; the count
