@@ -84,6 +84,17 @@ fn default_mkfs_path() -> String {
     "mkfs.erofs".to_string()
 }
 
+/// The bounds an apply enforces (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Sum of the sizes of the layer's files (sparse files counted whole).
+    pub max_layer_size: u64,
+    /// Size of any one file.
+    pub max_file_size: u64,
+    /// Files written per byte of layer data read (as given: compressed).
+    pub max_expansion_ratio: u64,
+}
+
 /// Longest `convert_timeout_seconds` accepted.
 const MAX_TIMEOUT_SECONDS: u64 = 365 * 24 * 3600;
 
@@ -185,8 +196,8 @@ impl Config {
     }
 
     /// The limits an apply enforces.
-    pub(crate) fn limits(&self) -> crate::layer_tar::Limits {
-        crate::layer_tar::Limits {
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
             max_layer_size: self.max_layer_size,
             max_file_size: self.max_file_size,
             max_expansion_ratio: self.max_expansion_ratio,

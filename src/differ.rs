@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::erofs::{mkfs_failure, TempBlob};
 use crate::error::{Error, Result};
 use crate::layer_tar::Rewriter;
 use crate::lowers::Lowers;
+use crate::mkfs::{mkfs_failure, TempBlob};
 use crate::subprocess;
 
 /// Options of one apply.

@@ -30,6 +30,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::lowers::{Lowers, Object};
 use crate::tar::{self, quote, Entry, Kind, Reader, Time};
@@ -49,17 +50,6 @@ const XATTRS_MAX: usize = 24 * 1024;
 /// What any layer may expand to before the expansion ratio is enforced, so
 /// that a small layer holding one well-compressed file still applies.
 pub(crate) const EXPANSION_ALLOWANCE: u64 = 64 << 20;
-
-/// The bounds an apply enforces (0: none), from the configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limits {
-    /// Sum of the sizes of the layer's files (sparse files counted whole).
-    pub max_layer_size: u64,
-    /// Size of any one file.
-    pub max_file_size: u64,
-    /// Files written per byte of layer data read (as given: compressed).
-    pub max_expansion_ratio: u64,
-}
 
 /// What this layer has said about a path so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

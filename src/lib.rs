@@ -24,8 +24,6 @@ pub mod config;
 /// cbindgen:ignore
 pub mod differ;
 /// cbindgen:ignore
-pub mod erofs;
-/// cbindgen:ignore
 pub mod error;
 pub mod ffi;
 /// cbindgen:ignore
@@ -51,6 +49,8 @@ mod lowers;
 /// cbindgen:ignore
 mod metastore;
 /// cbindgen:ignore
+pub mod mkfs;
+/// cbindgen:ignore
 pub mod mounts;
 /// cbindgen:ignore
 mod snapshotter;
@@ -60,6 +60,8 @@ mod subprocess;
 mod sys;
 /// cbindgen:ignore
 mod tar;
+/// cbindgen:ignore
+mod trash;
 
 pub use config::Config;
 pub use differ::{Applied, ApplyOptions};
@@ -85,7 +87,7 @@ pub mod fuzzing {
     /// with our own reader, entry for entry, as canonical paths.
     pub fn layer_tar(data: &[u8]) {
         let lowers = crate::lowers::Lowers::none(Time::default());
-        let limits = crate::layer_tar::Limits {
+        let limits = crate::config::Limits {
             max_layer_size: 64 << 20,
             max_file_size: 16 << 20,
             max_expansion_ratio: 100,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::differ::{self, Applied, ApplyOptions};
-use crate::erofs;
 use crate::error::{Error, ErrorKind, Result};
 use crate::filters::Filter;
 use crate::info::{
@@ -19,11 +18,12 @@ use crate::info::{
 use crate::integrity;
 use crate::layer_mounts::Layers;
 use crate::layout::{
-    lock_dir, parse_id, DirAttrs, Layout, BLOB_TMP_PREFIX, MARKER, STAGING_PREFIX,
+    lock_dir, parse_id, Layout, RootAttrs, BLOB_TMP_PREFIX, MARKER, STAGING_PREFIX,
 };
 use crate::logging::Logger;
 use crate::lowers::Lowers;
 use crate::metastore::{MetaStore, SnapshotRow};
+use crate::mkfs;
 use crate::mounts::{escape_overlay_path, Mount};
 
 /// An EROFS snapshotter on one root. Safe to share between threads; several
@@ -33,7 +33,7 @@ pub struct Snapshotter {
     layout: Layout,
     store: MetaStore,
     layers: Layers,
-    trash: crate::layout::Trash,
+    trash: crate::trash::Trash,
     log: Logger,
     /// `index=off` for overlays, as containerd adds it where the kernel knows it.
     overlay_index_off: bool,
@@ -83,11 +83,11 @@ impl Snapshotter {
     pub fn open_with_logger(mut config: Config, log: Logger) -> Result<Snapshotter> {
         config.validate()?;
         check_kernel()?;
-        if let Some(p) = erofs::resolve_program(&config.mkfs_path) {
+        if let Some(p) = mkfs::resolve_program(&config.mkfs_path) {
             config.mkfs_path = p.to_string_lossy().into_owned();
         }
-        let version = erofs::check_mkfs(&config.mkfs_path)?;
-        if erofs::is_buggy(version) {
+        let version = mkfs::check_mkfs(&config.mkfs_path)?;
+        if mkfs::is_buggy(version) {
             log.warn(format_args!(
                 "{} is erofs-utils {version}, which has known tar/AUFS conversion bugs; use 1.8.6 or 1.8.9+",
                 config.mkfs_path
@@ -110,7 +110,7 @@ impl Snapshotter {
         }
         let store = MetaStore::open(&layout.metadata_db(), &layout.changes(), config.sync_commit)?;
         let layers = Layers::open(&layout, config.enable_fsverity)?;
-        let trash = crate::layout::Trash::new(layout.trash.clone(), log.clone());
+        let trash = crate::trash::Trash::new(layout.trash.clone(), log.clone());
         // Finish deletions an earlier process did not complete.
         if std::fs::read_dir(&layout.trash).is_ok_and(|mut d| d.next().is_some()) {
             trash.kick();
@@ -179,7 +179,7 @@ impl Snapshotter {
             if kind == Kind::Active {
                 let root = self.layout.fs_dir(p.id);
                 let md = std::fs::metadata(&root).map_err(|e| Error::io("stat", &root, e))?;
-                attrs = Some(DirAttrs {
+                attrs = Some(RootAttrs {
                     mode: md.mode() & 0o7777,
                     uid: md.uid(),
                     gid: md.gid(),
@@ -373,7 +373,7 @@ impl Snapshotter {
             }
             (None, Some(len)) => (len, false),
             (None, None) => (
-                erofs::build_blob(&self.config, &dir, &self.layout.fs_dir(row.id), &self.log)
+                mkfs::build_blob(&self.config, &dir, &self.layout.fs_dir(row.id), &self.log)
                     .map_err(|e| e.context(format!("commit {key:?}")))?,
                 true,
             ),
@@ -513,7 +513,7 @@ impl Snapshotter {
             .collect();
         let now = crate::tar::Time::from_nanos(i128::from(Timestamp::now().0)).unwrap_or_default();
         let lowers = Lowers::open(&dirs, now)?;
-        let mut tmp = erofs::TempBlob::new(&dir, &self.log);
+        let mut tmp = mkfs::TempBlob::new(&dir, &self.log);
         let applied = differ::convert(&self.config, &tmp, input, opts, &lowers)
             .map_err(|e| e.context(format!("apply to {key:?}")))?;
         let len = tmp.finish(self.config.sync_commit)?;
@@ -535,7 +535,7 @@ impl Snapshotter {
             return Err(e);
         }
         if self.config.sync_commit {
-            erofs::sync_dir(&dir)?;
+            mkfs::sync_dir(&dir)?;
         }
         // Dropping `tmp` deletes the blob it replaced, if any.
         Ok(applied)
