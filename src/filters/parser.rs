@@ -1,11 +1,11 @@
 //! The parser: a port of containerd's `pkg/filters/parser.go`.
 
+use super::filter::{Filter, Op, Selector};
 use super::quote::unquote;
 use super::scanner::{
     Scanner, TOKEN_EOF, TOKEN_FIELD, TOKEN_ILLEGAL, TOKEN_OPERATOR, TOKEN_QUOTED, TOKEN_SEPARATOR,
     TOKEN_VALUE,
 };
-use super::{Filter, Op, Selector};
 use regex::Regex;
 use std::fmt;
 
