@@ -204,6 +204,17 @@ impl Config {
         }
     }
 
+    /// How layers are written: by the built-in writer unless an option asks
+    /// for mkfs.erofs (tar-index images are mkfs.erofs's).
+    pub(crate) fn layer_plan(&self) -> crate::mkfs_options::Plan {
+        if self.enable_tar_index {
+            return crate::mkfs_options::Plan::Mkfs {
+                because: "config field \"enable_tar_index\"".into(),
+            };
+        }
+        crate::mkfs_options::plan(&self.mkfs_options)
+    }
+
     /// How long one conversion may run.
     pub(crate) fn convert_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.convert_timeout_seconds)

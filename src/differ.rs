@@ -11,15 +11,18 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::rc::Rc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::layer_out::{writer_error, ErofsOut};
 use crate::layer_tar::Rewriter;
 use crate::lowers::Lowers;
 use crate::mkfs::{mkfs_failure, TempBlob};
+use crate::mkfs_options::{Builtin, Plan};
 use crate::subprocess;
 
 /// Options of one apply.
@@ -121,12 +124,43 @@ fn magic(head: &[u8]) -> Compression {
 
 /// UUID version 5 (SHA-1, URL namespace) of `erofs:blobs/<digest>`, the
 /// image UUID containerd's EROFS differ gives a layer.
-pub(crate) fn layer_uuid(digest: &str) -> String {
+pub(crate) fn layer_uuid(digest: &str) -> uuid::Uuid {
     uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_URL,
         format!("erofs:blobs/{digest}").as_bytes(),
     )
-    .to_string()
+}
+
+/// A reader that fails once a conversion has run for longer than
+/// `convert_timeout_seconds` (the built-in writer's bound on time, as the
+/// watchdog is mkfs.erofs's).
+struct Deadline<R> {
+    inner: R,
+    until: Instant,
+    seconds: u64,
+}
+
+impl<R: Read> Deadline<R> {
+    fn new(inner: R, config: &Config) -> Deadline<R> {
+        Deadline {
+            inner,
+            until: Instant::now() + config.convert_timeout(),
+            seconds: config.convert_timeout_seconds,
+        }
+    }
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() > self.until {
+            return Err(crate::error::carry(Error::unavailable(format!(
+                "the conversion ran longer than config field \"convert_timeout_seconds\" \
+                 allows ({} s) and was stopped",
+                self.seconds
+            ))));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// A reader that hashes (SHA-256) and counts what passes through; the count
@@ -317,23 +351,30 @@ pub(crate) fn convert(
         }
         Format::Tar(compression) => {
             let uuid = opts.digest.as_deref().map(layer_uuid);
-            let keep_tar = if config.enable_tar_index {
-                Some(TempBlob::with_suffix(tmp, "tar"))
-            } else {
-                None
+            let (digest, size) = match config.layer_plan() {
+                Plan::Builtin(b) => {
+                    convert_builtin(config, &b, tmp, &mut raw, compression, uuid, lowers)?
+                }
+                Plan::Mkfs { .. } => {
+                    let keep_tar = config
+                        .enable_tar_index
+                        .then(|| TempBlob::with_suffix(tmp, "tar"));
+                    let uuid = uuid.map(|u| u.to_string());
+                    let r = convert_tar(
+                        config,
+                        tmp,
+                        &mut raw,
+                        compression,
+                        uuid.as_deref(),
+                        lowers,
+                        keep_tar.as_ref(),
+                    )?;
+                    if let Some(tar) = &keep_tar {
+                        append(&tmp.path, &tar.path)?;
+                    }
+                    r
+                }
             };
-            let (digest, size) = convert_tar(
-                config,
-                tmp,
-                &mut raw,
-                compression,
-                uuid.as_deref(),
-                lowers,
-                keep_tar.as_ref(),
-            )?;
-            if let Some(tar) = &keep_tar {
-                append(&tmp.path, &tar.path)?;
-            }
             Applied {
                 digest,
                 size,
@@ -352,6 +393,47 @@ pub(crate) fn convert(
         }
     }
     Ok(applied)
+}
+
+/// Converts with the built-in writer: every entry checked by the front end
+/// goes straight into the image, file data to its place as it is read.
+fn convert_builtin<R: Read>(
+    config: &Config,
+    b: &Builtin,
+    tmp: &TempBlob,
+    raw: &mut Hashing<R>,
+    compression: Compression,
+    uuid: Option<uuid::Uuid>,
+    lowers: &Lowers,
+) -> Result<(String, u64)> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp.path)
+        .map_err(|e| Error::io("create", &tmp.path, e))?;
+    let root = erofs_writer::Meta {
+        mode: 0o755,
+        ..Default::default()
+    };
+    let builder =
+        erofs_writer::Builder::new(file, b.writer_options(uuid.map(|u| *u.as_bytes())), root)
+            .map_err(writer_error)?;
+    let consumed = raw.count.clone();
+    let consumed = move || consumed.get();
+    let input = Deadline::new(raw, config);
+    let tar = Hashing::new(decompressor(BufReader::new(input), compression)?);
+    let mut reader = crate::tar::Reader::new(tar);
+    let out = ErofsOut::new(builder, b.overrides.clone());
+    Rewriter::new(out, lowers, config.limits(), &consumed)
+        .run(&mut reader)?
+        .finish()?;
+    // Whatever follows the end-of-archive marker still belongs to the diffID.
+    let mut tar = reader.into_inner();
+    io::copy(&mut tar, &mut io::sink()).map_err(|e| {
+        Error::invalid_argument(format!("layer data is corrupt after the archive: {e}"))
+    })?;
+    Ok(tar.digest())
 }
 
 fn convert_tar<R: Read>(
@@ -397,7 +479,10 @@ fn convert_tar<R: Read>(
         );
         let mut reader = crate::tar::Reader::new(tar);
         let out = io::BufWriter::with_capacity(256 * 1024, out);
-        let mut out = Rewriter::new(out, lowers, config.limits(), &consumed).run(&mut reader)?;
+        let out = crate::layer_out::TarOut::new(out);
+        let mut out = Rewriter::new(out, lowers, config.limits(), &consumed)
+            .run(&mut reader)?
+            .finish()?;
         out.flush()
             .map_err(|e| Error::internal(format!("write to mkfs.erofs: {e}")))?;
         // Closing the socket is mkfs.erofs's end of input.
@@ -456,7 +541,7 @@ mod tests {
         // uuid.NewSHA1(uuid.NameSpaceURL, []byte("erofs:blobs/sha256:abc")) in Go,
         // uuid.uuid5(uuid.NAMESPACE_URL, "erofs:blobs/sha256:abc") in Python.
         assert_eq!(
-            layer_uuid("sha256:abc"),
+            layer_uuid("sha256:abc").to_string(),
             "85e718ef-380a-569e-869f-1e4fa72e8846"
         );
     }

@@ -135,6 +135,23 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Our error carried through an interface that speaks `io::Error` (a
+/// `Read` implementation), to come out again with [`uncarry`].
+pub(crate) fn carry(e: Error) -> io::Error {
+    io::Error::other(e)
+}
+
+/// The error [`carry`] put in `e`, if it is one; else `e` itself.
+pub(crate) fn uncarry(e: io::Error) -> std::result::Result<Error, io::Error> {
+    if !e.get_ref().is_some_and(|i| i.is::<Error>()) {
+        return Err(e);
+    }
+    match e.into_inner().map(|i| i.downcast::<Error>()) {
+        Some(Ok(err)) => Ok(*err),
+        _ => unreachable!("checked above"),
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Error {
         use rusqlite::ffi::ErrorCode;

@@ -28,10 +28,11 @@
 //! layers past the size limits of the configuration.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
+use crate::layer_out::{FileData, LayerOut};
 use crate::lowers::{Lowers, Object};
 use crate::tar::{self, quote, Entry, Kind, Reader, Time};
 
@@ -68,9 +69,9 @@ struct DirAttrs {
     xattrs: tar::Xattrs,
 }
 
-/// The rewriter. `out` receives the canonical tar stream.
-pub(crate) struct Rewriter<'a, W: Write> {
-    out: W,
+/// The rewriter. `out` receives the checked layer.
+pub(crate) struct Rewriter<'a, O: LayerOut> {
+    out: O,
     lowers: &'a Lowers,
     limits: Limits,
     /// Bytes of layer data (as given) read so far.
@@ -79,7 +80,6 @@ pub(crate) struct Rewriter<'a, W: Write> {
     opaque_root: bool,
     /// Bytes of file data written.
     written: u64,
-    buf: Vec<u8>,
 }
 
 /// An error about entry `e` of the layer.
@@ -203,13 +203,109 @@ fn check_xattrs(e: &Entry) -> Result<()> {
     Ok(())
 }
 
-impl<'a, W: Write> Rewriter<'a, W> {
+/// A regular file's data in the tar stream.
+struct TarData<'r, R: Read> {
+    reader: &'r mut Reader<R>,
+    fragments: Option<Vec<(u64, u64)>>,
+}
+
+impl<R: Read> FileData for TarData<'_, R> {
+    fn fragments(&self) -> Option<&[(u64, u64)]> {
+        self.fragments.as_deref()
+    }
+    fn read_dense(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.reader.read_data(buf)
+    }
+    fn read_stored(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.reader.read_stored(buf)
+    }
+}
+
+/// A file of a lower layer (copied up: dense).
+struct LowerData {
+    file: std::fs::File,
+    path: Vec<u8>,
+}
+
+impl FileData for LowerData {
+    fn fragments(&self) -> Option<&[(u64, u64)]> {
+        None
+    }
+    fn read_dense(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.file.read(buf).map_err(|e| {
+            Error::internal(format!(
+                "read {} from a lower layer: {e}",
+                quote(&self.path)
+            ))
+        })
+    }
+    fn read_stored(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.read_dense(buf)
+    }
+}
+
+/// A file's data counted against the expansion limit as it is read.
+struct Metered<'m> {
+    data: &'m mut dyn FileData,
+    entry: &'m Entry,
+    written: &'m mut u64,
+    limits: Limits,
+    consumed: &'m dyn Fn() -> u64,
+    /// Sparse files were counted whole before they were read.
+    counting: bool,
+}
+
+impl Metered<'_> {
+    fn count(&mut self, n: usize) -> Result<usize> {
+        if self.counting {
+            *self.written += n as u64;
+            check_expansion(*self.written, self.limits, self.consumed, self.entry)?;
+        }
+        Ok(n)
+    }
+}
+
+impl FileData for Metered<'_> {
+    fn fragments(&self) -> Option<&[(u64, u64)]> {
+        self.data.fragments()
+    }
+    fn read_dense(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let n = self.data.read_dense(buf)?;
+        self.count(n)
+    }
+    fn read_stored(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let n = self.data.read_stored(buf)?;
+        self.count(n)
+    }
+}
+
+/// Refuses a layer whose files (`written` bytes so far) grew past the
+/// expansion limit for the layer data read (`consumed`).
+fn check_expansion(written: u64, l: Limits, consumed: &dyn Fn() -> u64, e: &Entry) -> Result<()> {
+    let ratio = l.max_expansion_ratio;
+    if ratio == 0 || written <= EXPANSION_ALLOWANCE {
+        return Ok(());
+    }
+    let consumed = consumed();
+    if written > consumed.saturating_mul(ratio) {
+        return Err(refuse(
+            e,
+            format!(
+                "the layer expands more than the limit max_expansion_ratio ({ratio}) allows: \
+                 {written} bytes of files from {consumed} bytes of layer data"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl<'a, O: LayerOut> Rewriter<'a, O> {
     pub fn new(
-        out: W,
+        out: O,
         lowers: &'a Lowers,
         limits: Limits,
         consumed: &'a dyn Fn() -> u64,
-    ) -> Rewriter<'a, W> {
+    ) -> Rewriter<'a, O> {
         Rewriter {
             out,
             lowers,
@@ -218,28 +314,18 @@ impl<'a, W: Write> Rewriter<'a, W> {
             tree: BTreeMap::new(),
             opaque_root: false,
             written: 0,
-            buf: vec![0u8; 256 * 1024],
         }
     }
 
-    /// Rewrites every entry of `reader`, ends the archive, returns the writer.
-    pub fn run<R: Read>(mut self, reader: &mut Reader<R>) -> Result<W> {
+    /// Writes every entry of `reader` to the output; returns it.
+    pub fn run<R: Read>(mut self, reader: &mut Reader<R>) -> Result<O> {
         while let Some(e) = reader.next_entry()? {
             self.entry(reader, e)?;
         }
         if self.opaque_root {
             self.hide_lower_root()?;
         }
-        self.write(&[0u8; 2 * tar::BLOCK])?;
         Ok(self.out)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).map_err(write_error)
-    }
-
-    fn header(&mut self, e: &Entry) -> Result<()> {
-        tar::write_header(&mut self.out, e).map_err(write_error)
     }
 
     fn entry<R: Read>(&mut self, reader: &mut Reader<R>, mut e: Entry) -> Result<()> {
@@ -255,7 +341,7 @@ impl<'a, W: Write> Rewriter<'a, W> {
             }
             let opaque = matches!(self.tree.get(&rel), Some(Node::Dir { opaque: true }));
             e.path = b".".to_vec();
-            self.header(&e)?;
+            self.out.entry(&e)?;
             self.tree.insert(rel, Node::Dir { opaque });
             return Ok(());
         }
@@ -290,7 +376,7 @@ impl<'a, W: Write> Rewriter<'a, W> {
                 Some(Node::Dir { .. }) => self.make_opaque(&target)?,
                 Some(_) => {}
                 None => {
-                    self.emit_plain(&rel, Kind::Regular, 0o644)?;
+                    self.out.whiteout(&target)?;
                     self.tree.insert(target, Node::Whiteout);
                 }
             }
@@ -313,7 +399,7 @@ impl<'a, W: Write> Rewriter<'a, W> {
                 e.link = target;
                 e.mode = 0;
                 e.xattrs.clear();
-                self.header(&e)?;
+                self.out.entry(&e)?;
             }
             Kind::Symlink => {
                 if e.link.is_empty() {
@@ -331,15 +417,15 @@ impl<'a, W: Write> Rewriter<'a, W> {
                         ),
                     ));
                 }
-                self.header(&e)?;
+                self.out.entry(&e)?;
             }
             Kind::Regular => {
-                e.sparse = None;
-                self.file(&e, &mut |buf| reader.read_data(buf))?;
+                let fragments = e.sparse.take();
+                self.file(&e, &mut TarData { reader, fragments })?;
             }
             Kind::Directory | Kind::Char | Kind::Block | Kind::Fifo => {
                 e.link.clear();
-                self.header(&e)?;
+                self.out.entry(&e)?;
             }
         }
         let node = match e.kind {
@@ -348,13 +434,14 @@ impl<'a, W: Write> Rewriter<'a, W> {
         };
         self.tree.insert(rel.clone(), node);
         if opaque && previous != Some(Node::Dir { opaque: true }) {
-            self.emit_marker(&rel)?;
+            self.out.opaque(&rel)?;
         }
         Ok(())
     }
 
-    /// A regular file: header, data from `read` (the entry's size), padding.
-    fn file(&mut self, e: &Entry, read: &mut dyn FnMut(&mut [u8]) -> Result<usize>) -> Result<()> {
+    /// A regular file, within the size limits; its data is counted against
+    /// the expansion limit as it is read (a sparse file whole, first).
+    fn file(&mut self, e: &Entry, data: &mut dyn FileData) -> Result<()> {
         let l = self.limits;
         if l.max_file_size > 0 && e.size > l.max_file_size {
             return Err(refuse(
@@ -375,46 +462,20 @@ impl<'a, W: Write> Rewriter<'a, W> {
                 ),
             ));
         }
-        self.header(e)?;
-        let mut left = e.size;
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = (|| {
-            while left > 0 {
-                let want = left.min(buf.len() as u64) as usize;
-                let n = read(&mut buf[..want])?;
-                if n == 0 {
-                    return Err(refuse(e, "the data ends early"));
-                }
-                self.write(&buf[..n])?;
-                left -= n as u64;
-                self.written += n as u64;
-                self.check_expansion(e)?;
-            }
-            let pad = tar::padding(e.size) as usize;
-            buf[..pad].fill(0);
-            self.write(&buf[..pad])
-        })();
-        self.buf = buf;
-        result
-    }
-
-    fn check_expansion(&self, e: &Entry) -> Result<()> {
-        let ratio = self.limits.max_expansion_ratio;
-        if ratio == 0 || self.written <= EXPANSION_ALLOWANCE {
-            return Ok(());
+        let sparse = data.fragments().is_some();
+        if sparse {
+            self.written += e.size;
+            check_expansion(self.written, l, self.consumed, e)?;
         }
-        let consumed = (self.consumed)();
-        if self.written > consumed.saturating_mul(ratio) {
-            return Err(refuse(
-                e,
-                format!(
-                    "the layer expands more than the limit max_expansion_ratio ({ratio}) allows: \
-                     {} bytes of files from {consumed} bytes of layer data",
-                    self.written
-                ),
-            ));
-        }
-        Ok(())
+        let mut metered = Metered {
+            data,
+            entry: e,
+            written: &mut self.written,
+            limits: l,
+            consumed: self.consumed,
+            counting: !sparse,
+        };
+        self.out.file(e, &mut metered)
     }
 
     /// Forgets what this layer had below `rel`, which a new entry replaces.
@@ -531,18 +592,7 @@ impl<'a, W: Write> Rewriter<'a, W> {
         e.gid = a.gid;
         e.mtime = a.mtime;
         e.xattrs = a.xattrs.clone();
-        self.header(&e)
-    }
-
-    /// An entry without data (a whiteout or an opaque marker for `--aufs`).
-    fn emit_plain(&mut self, rel: &[u8], kind: Kind, mode: u32) -> Result<()> {
-        let mut e = Entry::new(rel.to_vec(), kind);
-        e.mode = mode;
-        self.header(&e)
-    }
-
-    fn emit_marker(&mut self, dir: &[u8]) -> Result<()> {
-        self.emit_plain(&join(dir, OPAQUE), Kind::Regular, 0o644)
+        self.out.entry(&e)
     }
 
     /// Makes directory `dir` of this layer opaque (once).
@@ -550,7 +600,7 @@ impl<'a, W: Write> Rewriter<'a, W> {
         if let Some(Node::Dir { opaque }) = self.tree.get_mut(dir) {
             if !*opaque {
                 *opaque = true;
-                self.emit_marker(dir)?;
+                self.out.opaque(dir)?;
             }
         }
         Ok(())
@@ -643,21 +693,19 @@ impl<'a, W: Write> Rewriter<'a, W> {
         match kind {
             Kind::Regular => {
                 e.size = o.stat.st_size as u64;
-                let mut f = o.open_file()?;
-                let path = rel.to_vec();
-                self.file(&e, &mut |buf| {
-                    f.read(buf).map_err(|err| {
-                        Error::internal(format!("read {} from a lower layer: {err}", quote(&path)))
-                    })
-                })?;
+                let mut data = LowerData {
+                    file: o.open_file()?,
+                    path: rel.to_vec(),
+                };
+                self.file(&e, &mut data)?;
             }
             Kind::Symlink => {
                 e.link = o.read_link()?;
-                self.header(&e)?;
+                self.out.entry(&e)?;
             }
             _ => {
                 (e.dev_major, e.dev_minor) = crate::sys::fs::major_minor(o.stat.st_rdev);
-                self.header(&e)?;
+                self.out.entry(&e)?;
             }
         }
         self.tree.insert(rel.to_vec(), Node::Other(kind));
@@ -676,8 +724,7 @@ impl<'a, W: Write> Rewriter<'a, W> {
         for name in names {
             match self.tree.get(&name).copied() {
                 None => {
-                    let wh = [WHITEOUT, name.as_slice()].concat();
-                    self.emit_plain(&wh, Kind::Regular, 0o644)?;
+                    self.out.whiteout(&name)?;
                     self.tree.insert(name, Node::Whiteout);
                 }
                 Some(Node::Dir { .. }) => self.make_opaque(&name)?,
@@ -686,12 +733,6 @@ impl<'a, W: Write> Rewriter<'a, W> {
         }
         Ok(())
     }
-}
-
-/// A failed write to mkfs.erofs; the caller replaces it with mkfs's own
-/// error when mkfs exited.
-fn write_error(e: std::io::Error) -> Error {
-    Error::internal(format!("write to mkfs.erofs: {e}"))
 }
 
 #[cfg(test)]

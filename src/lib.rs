@@ -37,6 +37,8 @@ mod json;
 /// cbindgen:ignore
 mod layer_mounts;
 /// cbindgen:ignore
+mod layer_out;
+/// cbindgen:ignore
 mod layer_tar;
 /// cbindgen:ignore
 mod layout;
@@ -51,6 +53,8 @@ mod metastore;
 /// cbindgen:ignore
 pub mod mkfs;
 /// cbindgen:ignore
+mod mkfs_options;
+/// cbindgen:ignore
 pub mod mounts;
 /// cbindgen:ignore
 mod snapshotter;
@@ -62,6 +66,8 @@ mod sys;
 mod tar;
 /// cbindgen:ignore
 mod trash;
+/// cbindgen:ignore
+mod upper_dir;
 
 pub use config::Config;
 pub use differ::{Applied, ApplyOptions};
@@ -94,8 +100,10 @@ pub mod fuzzing {
         };
         let consumed = || data.len() as u64;
         let mut reader = Reader::new(data);
-        let Ok(out) = crate::layer_tar::Rewriter::new(Vec::new(), &lowers, limits, &consumed)
+        let out = crate::layer_out::TarOut::new(Vec::new());
+        let Ok(out) = crate::layer_tar::Rewriter::new(out, &lowers, limits, &consumed)
             .run(&mut reader)
+            .and_then(|o| o.finish())
         else {
             return;
         };

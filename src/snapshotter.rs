@@ -24,6 +24,7 @@ use crate::logging::Logger;
 use crate::lowers::Lowers;
 use crate::metastore::{MetaStore, SnapshotRow};
 use crate::mkfs;
+use crate::mkfs_options::Plan;
 use crate::mounts::{escape_overlay_path, Mount};
 
 /// An EROFS snapshotter on one root. Safe to share between threads; several
@@ -83,15 +84,19 @@ impl Snapshotter {
     pub fn open_with_logger(mut config: Config, log: Logger) -> Result<Snapshotter> {
         config.validate()?;
         check_kernel()?;
-        if let Some(p) = mkfs::resolve_program(&config.mkfs_path) {
-            config.mkfs_path = p.to_string_lossy().into_owned();
-        }
-        let version = mkfs::check_mkfs(&config.mkfs_path)?;
-        if mkfs::is_buggy(version) {
-            log.warn(format_args!(
-                "{} is erofs-utils {version}, which has known tar/AUFS conversion bugs; use 1.8.6 or 1.8.9+",
-                config.mkfs_path
-            ));
+        // mkfs.erofs is needed only for what the built-in writer does not do.
+        if let Plan::Mkfs { because } = config.layer_plan() {
+            if let Some(p) = mkfs::resolve_program(&config.mkfs_path) {
+                config.mkfs_path = p.to_string_lossy().into_owned();
+            }
+            let version = mkfs::check_mkfs(&config.mkfs_path)
+                .map_err(|e| e.context(format!("{because} needs mkfs.erofs")))?;
+            if mkfs::is_buggy(version) {
+                log.warn(format_args!(
+                    "{} is erofs-utils {version}, which has known tar/AUFS conversion bugs; use 1.8.6 or 1.8.9+",
+                    config.mkfs_path
+                ));
+            }
         }
         Layout::new(&config.root).create()?;
         // Mount points in /proc/self/mountinfo are canonical paths.
@@ -372,11 +377,31 @@ impl Snapshotter {
                 )))
             }
             (None, Some(len)) => (len, false),
-            (None, None) => (
-                mkfs::build_blob(&self.config, &dir, &self.layout.fs_dir(row.id), &self.log)
-                    .map_err(|e| e.context(format!("commit {key:?}")))?,
-                true,
-            ),
+            (None, None) => {
+                let upper = self.layout.fs_dir(row.id);
+                let built = match self.config.layer_plan() {
+                    Plan::Builtin(b) => {
+                        // Deterministic: the same name and tree, the same bytes.
+                        let uuid = uuid::Uuid::new_v5(
+                            &uuid::Uuid::NAMESPACE_URL,
+                            format!("erofs:snapshots/{name}").as_bytes(),
+                        );
+                        crate::upper_dir::build_blob(
+                            &self.config,
+                            &b,
+                            &dir,
+                            &upper,
+                            *uuid.as_bytes(),
+                            &self.log,
+                        )
+                    }
+                    Plan::Mkfs { .. } => mkfs::build_blob(&self.config, &dir, &upper, &self.log),
+                };
+                (
+                    built.map_err(|e| e.context(format!("commit {key:?}")))?,
+                    true,
+                )
+            }
         };
         let undo = |e: Error| {
             if ours {

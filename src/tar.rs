@@ -735,6 +735,19 @@ impl<R: Read> Reader<R> {
         Ok((fragments, used))
     }
 
+    /// Reads the current entry's stored data: a sparse file's fragments one
+    /// after the other, without the holes. Returns 0 at its end.
+    pub fn read_stored(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let n = (buf.len() as u64).min(self.stored_left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let what = format!("the data of entry {}", quote(&self.current));
+        self.read_exact(&mut buf[..n], &what)?;
+        self.stored_left -= n as u64;
+        Ok(n)
+    }
+
     /// Reads the current entry's data (a sparse file's holes as zeros).
     /// Returns 0 at its end.
     pub fn read_data(&mut self, buf: &mut [u8]) -> Result<usize> {
@@ -782,6 +795,10 @@ impl<R: Read> Reader<R> {
 }
 
 fn read_error(e: io::Error, offset: u64) -> Error {
+    let e = match crate::error::uncarry(e) {
+        Ok(ours) => return ours,
+        Err(e) => e,
+    };
     match e.kind() {
         // Decompression errors surface as these from the decoders.
         io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {

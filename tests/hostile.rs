@@ -1063,6 +1063,8 @@ fn a_hanging_mkfs_is_killed_at_the_deadline() {
     let mkfs = hanging_mkfs(env.dir.path());
     let s = env.open_with(|c| {
         c.mkfs_path = mkfs.to_string_lossy().into_owned();
+        // An option only mkfs.erofs implements sends layers through it.
+        c.mkfs_options = vec!["-x2".into()];
         c.convert_timeout_seconds = 2;
     });
     s.prepare("a", "", &no_labels()).unwrap();
@@ -1097,6 +1099,7 @@ fn mkfs_dies_with_its_caller() {
     let config = serde_json::json!({
         "root": env.root,
         "mkfs_path": mkfs,
+        "mkfs_options": ["-x2"],
     })
     .to_string();
     let ok = Command::new(CTL)
@@ -1129,6 +1132,41 @@ fn mkfs_dies_with_its_caller() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A layer source that delivers a little, then stalls.
+struct Stalling {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for Stalling {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= 1024 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let n = buf.len().min(512).min(self.data.len() - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn the_built_in_writer_has_a_deadline_too() {
+    let env = Env::new();
+    let s = env.open_with(|c| c.convert_timeout_seconds = 1);
+    s.prepare("a", "", &no_labels()).unwrap();
+    let tar = Tar::new().file("f", &vec![b'x'; 64 * 1024]).end();
+    let t = Instant::now();
+    let e = s
+        .apply("a", &mut Stalling { data: tar, pos: 0 }, &plain())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.message().contains("convert_timeout_seconds"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let dir = snapshot_dir(&s.mounts("a").unwrap());
+    assert_eq!(blobs_in(&dir), Vec::<String>::new());
 }
 
 // ---- 9: a failed re-apply leaves the earlier layer -------------------------

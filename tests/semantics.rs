@@ -401,17 +401,24 @@ fn open_rejects_bad_configuration_and_machines() {
     ));
     assert_eq!(k, ErrorKind::InvalidArgument);
     assert!(m.contains("mkfs_options"), "{m}");
-    // No mkfs.erofs.
+    // No mkfs.erofs: fine for the built-in writer...
     let mut c = env.config();
     c.mkfs_path = "/nonexistent/mkfs.erofs".into();
+    Snapshotter::open(c.clone()).unwrap();
+    // ...not for an option only mkfs.erofs implements.
+    c.mkfs_options = vec!["-x2".into()];
     let (k, m) = kind_of(Snapshotter::open(c));
     assert_eq!(k, ErrorKind::Unavailable);
-    assert!(m.contains("mkfs.erofs") && m.contains("install"), "{m}");
+    assert!(
+        m.contains("mkfs.erofs") && m.contains("install") && m.contains("\"-x2\""),
+        "{m}"
+    );
     // An mkfs.erofs that is too old.
     let fake = env.dir.path().join("old-mkfs.erofs");
     fs::write(&fake, "#!/bin/sh\necho 'mkfs.erofs (erofs-utils) 1.5'\n").unwrap();
     chmod(&fake, 0o755);
     let mut c = env.config();
+    c.mkfs_options = vec!["-x2".into()];
     c.mkfs_path = fake.to_string_lossy().into_owned();
     let (k, m) = kind_of(Snapshotter::open(c));
     assert_eq!(k, ErrorKind::Unavailable);
@@ -455,7 +462,11 @@ fn a_slow_commit_does_not_block_other_operations() {
     chmod(&slow, 0o755);
     let fast = env.open();
     layer(&env, &fast, "other", "", |p| write(p, "f", "x"));
-    let s = env.open_with(|c| c.mkfs_path = slow.to_string_lossy().into_owned());
+    let s = env.open_with(|c| {
+        c.mkfs_path = slow.to_string_lossy().into_owned();
+        // An option only mkfs.erofs implements sends the commit through it.
+        c.mkfs_options = vec!["-x2".into()];
+    });
     s.prepare("slow", "", &no_labels()).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {

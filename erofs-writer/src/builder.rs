@@ -351,6 +351,19 @@ impl Builder {
         Ok(())
     }
 
+    /// Sets extended attribute `name` of the entry at `path` (replacing a
+    /// value it had).
+    pub fn set_xattr(&mut self, path: &[u8], name: &[u8], value: &[u8]) -> Result<(), Error> {
+        let id = self
+            .lookup(path)
+            .ok_or_else(|| Error::invalid(format!("{}: does not exist", path_str(path))))?;
+        let xattrs = &mut self.nodes[id].meta.xattrs;
+        xattrs.retain(|(n, _)| n != name);
+        xattrs.push((name.to_vec(), value.to_vec()));
+        let meta = self.nodes[id].meta.clone();
+        check_meta(path, &meta)
+    }
+
     /// Removes `path` (and what lies below it) if it exists.
     pub fn remove(&mut self, path: &[u8]) -> Result<(), Error> {
         let (dir, name) = self.parent_of(path)?;

@@ -81,7 +81,7 @@ def test_no_string_leaks(root: Path, lib: _ffi.Library, monkeypatch: pytest.Monk
 def test_open_errors_do_not_leak(root: Path, lib: _ffi.Library) -> None:
     before = lib.strings_outstanding()
     for _ in range(ROUNDS):
-        for bad in ({"root": str(root), "bogus": 1}, {"root": "rel"}, {"root": str(root), "mkfs_path": "/none"}):
+        for bad in ({"root": str(root), "bogus": 1}, {"root": "rel"}, {"root": str(root), "mkfs_path": "/none", "mkfs_options": ["-x2"]}):
             with pytest.raises(es.SnapshotterError):
                 es.Snapshotter(bad)
             with pytest.raises(es.SnapshotterError):
