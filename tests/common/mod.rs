@@ -47,9 +47,53 @@ impl Env {
     }
 }
 
-/// A failed test must not leave mounts (or immutable files) behind in /tmp.
+/// Runs `fsck.erofs` (erofs-utils, an independent reader) on `image`.
+pub fn fsck(image: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("fsck.erofs")
+        .arg(image)
+        .output()
+        .map_err(|e| format!("run fsck.erofs: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "fsck.erofs {}: {}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// Every layer blob under `root` (committed or applied).
+pub fn layer_blobs(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(root.join("snapshots")).into_iter().flatten().flatten() {
+        let blob = e.path().join("layer.erofs");
+        if blob.is_file() {
+            out.push(blob);
+        }
+    }
+    out
+}
+
+/// A failed test must not leave mounts (or immutable files) behind in /tmp;
+/// a passing one checks every image it wrote with `fsck.erofs`.
 impl Drop for Env {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let bad: Vec<String> = layer_blobs(&self.root)
+                .iter()
+                .filter_map(|b| fsck(b).err())
+                .collect();
+            if !bad.is_empty() {
+                let mut left = mounts_under(self.dir.path());
+                left.sort_by_key(|m| std::cmp::Reverse(m.len()));
+                for m in left {
+                    let _ = unmount_all(Path::new(&m), true);
+                }
+                panic!("images that fail fsck.erofs:\n{}", bad.join("\n"));
+            }
+        }
         let mut left = mounts_under(self.dir.path());
         left.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in left {
