@@ -250,7 +250,10 @@ impl LayerOut for ErofsOut {
     }
 
     fn whiteout(&mut self, rel: &[u8]) -> Result<()> {
-        self.builder.add_whiteout(rel).map_err(writer_error)
+        // As mkfs.erofs --aufs makes them: no permission bits, time 0.
+        self.builder
+            .add_whiteout(rel, erofs_writer::Meta::default())
+            .map_err(writer_error)
     }
 
     fn opaque(&mut self, dir: &[u8]) -> Result<()> {

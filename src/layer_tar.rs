@@ -69,6 +69,20 @@ struct DirAttrs {
     xattrs: tar::Xattrs,
 }
 
+/// The attributes of a directory that entry `e` implies and no layer
+/// describes: containerd's defaults (0755, root), and `e`'s mtime where
+/// containerd takes the time of the apply, so that the same layer gives the
+/// same image.
+fn default_attrs(e: &Entry) -> DirAttrs {
+    DirAttrs {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: e.mtime,
+        xattrs: Vec::new(),
+    }
+}
+
 /// The rewriter. `out` receives the checked layer.
 pub(crate) struct Rewriter<'a, O: LayerOut> {
     out: O,
@@ -532,16 +546,16 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
                 }
                 // Whited out, then made again: the lower one stays hidden.
                 Some(Node::Whiteout) => {
-                    let attrs = self.default_attrs();
+                    let attrs = default_attrs(e);
                     self.emit_dir(dir, &attrs)?;
                     self.tree.insert(dir.to_vec(), Node::Dir { opaque: false });
                     self.make_opaque(dir)?;
                 }
                 None => {
                     let attrs = if self.hidden(dir) {
-                        self.default_attrs()
+                        default_attrs(e)
                     } else {
-                        self.lower_attrs(dir)?
+                        self.lower_attrs(dir, e)?
                     };
                     self.emit_dir(dir, &attrs)?;
                     self.tree.insert(dir.to_vec(), Node::Dir { opaque: false });
@@ -551,19 +565,9 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
         Ok(())
     }
 
-    fn default_attrs(&self) -> DirAttrs {
-        DirAttrs {
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: self.lowers.now,
-            xattrs: Vec::new(),
-        }
-    }
-
     /// The attributes directory `rel` has in the lower layers (containerd's
     /// `mkparent`: defaults when it is missing or not a directory there).
-    fn lower_attrs(&self, rel: &[u8]) -> Result<DirAttrs> {
+    fn lower_attrs(&self, rel: &[u8], e: &Entry) -> Result<DirAttrs> {
         match self.lowers.lookup(rel)? {
             Some(o) if o.is_dir() => Ok(DirAttrs {
                 mode: o.stat.st_mode & 0o7777,
@@ -574,7 +578,7 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
                 // own, and privileged).
                 xattrs: o.xattrs(|n| !n.starts_with(b"trusted."))?,
             }),
-            _ => Ok(self.default_attrs()),
+            _ => Ok(default_attrs(e)),
         }
     }
 

@@ -86,13 +86,13 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod fuzzing {
     use crate::info::{InfoUpdate, Labels};
     use crate::json::decode;
-    use crate::tar::{Reader, Time};
+    use crate::tar::Reader;
 
     /// Reads `data` as an uncompressed layer tar over no lower layers and
     /// writes the stream mkfs.erofs would get; that stream must read back
     /// with our own reader, entry for entry, as canonical paths.
     pub fn layer_tar(data: &[u8]) {
-        let lowers = crate::lowers::Lowers::none(Time::default());
+        let lowers = crate::lowers::Lowers::none();
         let limits = crate::config::Limits {
             max_layer_size: 64 << 20,
             max_file_size: 16 << 20,

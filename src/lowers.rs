@@ -23,8 +23,6 @@ use crate::tar::{quote, Time, Xattrs};
 /// The lower layers (mounted layer roots), top-most first.
 pub(crate) struct Lowers {
     roots: Vec<(PathBuf, OwnedFd)>,
-    /// The time given to directories no layer describes.
-    pub now: Time,
 }
 
 /// An object found in a lower layer.
@@ -48,21 +46,18 @@ fn is_dir(st: &Stat) -> bool {
 
 impl Lowers {
     /// Opens the layer roots `dirs` (top-most first).
-    pub fn open(dirs: &[PathBuf], now: Time) -> Result<Lowers> {
+    pub fn open(dirs: &[PathBuf]) -> Result<Lowers> {
         let mut roots = Vec::with_capacity(dirs.len());
         for d in dirs {
             let fd = sys::fs::open_dir(d).map_err(|e| Error::io("open lower layer", d, e))?;
             roots.push((d.clone(), fd));
         }
-        Ok(Lowers { roots, now })
+        Ok(Lowers { roots })
     }
 
     /// No lower layers (a layer without parent).
-    pub fn none(now: Time) -> Lowers {
-        Lowers {
-            roots: Vec::new(),
-            now,
-        }
+    pub fn none() -> Lowers {
+        Lowers { roots: Vec::new() }
     }
 
     pub fn is_empty(&self) -> bool {

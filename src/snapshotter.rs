@@ -536,8 +536,7 @@ impl Snapshotter {
             .iter()
             .map(|id| self.layout.fs_dir(*id))
             .collect();
-        let now = crate::tar::Time::from_nanos(i128::from(Timestamp::now().0)).unwrap_or_default();
-        let lowers = Lowers::open(&dirs, now)?;
+        let lowers = Lowers::open(&dirs)?;
         let mut tmp = mkfs::TempBlob::new(&dir, &self.log);
         let applied = differ::convert(&self.config, &tmp, input, opts, &lowers)
             .map_err(|e| e.context(format!("apply to {key:?}")))?;

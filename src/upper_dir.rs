@@ -137,10 +137,10 @@ impl Walk<'_> {
             )));
         }
         let ft = md.file_type();
-        if ft.is_char_device() && md.rdev() == 0 {
-            return self.builder.add_whiteout(rel).map_err(writer_error);
-        }
         let meta = meta_of(self.b, path, &md)?;
+        if ft.is_char_device() && md.rdev() == 0 {
+            return self.builder.add_whiteout(rel, meta).map_err(writer_error);
+        }
         let w = &mut self.builder;
         let r = if ft.is_dir() {
             w.add_dir(rel, meta).map_err(writer_error)?;

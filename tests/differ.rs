@@ -930,3 +930,278 @@ fn sparse_files_in_every_gnu_encoding() {
         });
     }
 }
+
+/// Everything a layer holds, for comparing two writers: every entry's type,
+/// mode, owner, mtime (ns), size, content, link target, device number, every
+/// xattr (overlayfs's too), and which names share an inode.
+fn full_tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut names: Vec<PathBuf> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for p in names {
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let ft = md.file_type();
+            let mut desc = format!(
+                "mode {:o} owner {}:{} mtime {}.{:09}",
+                md.mode(),
+                md.uid(),
+                md.gid(),
+                md.mtime(),
+                md.mtime_nsec()
+            );
+            if ft.is_dir() {
+                stack.push(p.clone());
+            } else if ft.is_file() {
+                let data = fs::read(&p).unwrap();
+                desc += &format!(" size {} sha {}", data.len(), &sha256(&data)[7..19]);
+                if md.nlink() > 1 {
+                    let first = inodes
+                        .entry((md.dev(), md.ino()))
+                        .or_insert_with(|| rel.clone());
+                    desc += &format!(" links {} with {first}", md.nlink());
+                }
+            } else if ft.is_symlink() {
+                desc += &format!(" -> {}", fs::read_link(&p).unwrap().display());
+            } else if ft.is_char_device() || ft.is_block_device() {
+                desc += &format!(" rdev {:x}", md.rdev());
+            }
+            let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+            let mut names = vec![0u8; 65536];
+            // SAFETY: buffer and length match.
+            let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+            names.truncate(n.max(0) as usize);
+            let mut xs: Vec<String> = Vec::new();
+            for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+                let cn = CString::new(name).unwrap();
+                let mut v = vec![0u8; 65536];
+                // SAFETY: buffer and length match.
+                let len = unsafe {
+                    libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len())
+                };
+                v.truncate(len.max(0) as usize);
+                xs.push(format!("{}={:?}", String::from_utf8_lossy(name), v));
+            }
+            xs.sort();
+            desc += &format!(" xattrs {xs:?}");
+            out.insert(rel, desc);
+        }
+    }
+    out
+}
+
+fn assert_same_full_tree(what: &str, got: &Path, want: &Path) {
+    let (g, w) = (full_tree(got), full_tree(want));
+    let mut diffs = Vec::new();
+    for k in g
+        .keys()
+        .chain(w.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (g.get(k), w.get(k)) {
+            (Some(a), Some(b)) if a == b => {}
+            (a, b) => diffs.push(format!("{k}:\n   built-in {a:?}\n   mkfs     {b:?}")),
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{what}: trees differ:\n{}",
+        diffs.join("\n")
+    );
+}
+
+/// The built-in writer and mkfs.erofs give the same layers: each image on
+/// its own (whiteouts, opaque directories and all) and the stack through
+/// overlayfs; for applied layers and for committed upper dirs. The built-in
+/// writer also gives the same bytes for the same layer.
+#[test]
+fn the_built_in_writer_equals_mkfs() {
+    let builtin = Env::new();
+    let mkfs = Env::new();
+    let b = builtin.open();
+    // An option only mkfs.erofs implements sends every layer through it.
+    let m = mkfs.open_with(|c| c.mkfs_options = vec!["-x2".into()]);
+    let layers = layers(builtin.dir.path());
+    let media = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let tops = [
+        apply_stack(&b, "diff", &layers, media, gzip),
+        apply_stack(&m, "diff", &layers, media, gzip),
+    ];
+    // Commit: one upper dir, copied as it is (cp -a keeps times, owners,
+    // xattrs, devices and hard links) into a snapshot of each.
+    let upper = builtin.dir.path().join("upper-src");
+    build_upper(&upper, builtin.dir.path());
+    for (s, key) in [(&b, "up"), (&m, "up")] {
+        let mounts = s.prepare(key, "diff-2", &no_labels()).unwrap();
+        let dir = PathBuf::from(
+            mounts[0]
+                .options
+                .iter()
+                .find_map(|o| o.strip_prefix("upperdir="))
+                .unwrap(),
+        );
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(upper.join("."))
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        s.commit("up-c", key, &no_labels()).unwrap();
+    }
+    for (kind, names) in [
+        ("applied", &["diff-0", "diff-1", "diff-2"][..]),
+        ("committed", &["up-c"]),
+    ] {
+        for name in names {
+            let images: Vec<PathBuf> = [(&builtin, &b), (&mkfs, &m)]
+                .iter()
+                .map(|(env, s)| {
+                    let blob = env
+                        .root
+                        .join("snapshots")
+                        .join(id_of(env, s, name))
+                        .join("layer.erofs");
+                    let target = env.target(&format!("{name}-img"));
+                    erofs_snapshotter::mount_all(
+                        &[erofs_snapshotter::Mount {
+                            kind: "erofs".into(),
+                            source: blob.to_string_lossy().into_owned(),
+                            target: None,
+                            options: vec!["ro".into()],
+                        }],
+                        &target,
+                    )
+                    .unwrap();
+                    target
+                })
+                .collect();
+            assert_same_full_tree(&format!("{kind} layer {name}"), &images[0], &images[1]);
+            for i in &images {
+                erofs_snapshotter::unmount_all(i, false).unwrap();
+            }
+        }
+    }
+    let tops = [tops[0].clone(), tops[1].clone()];
+    for (what, names) in [
+        ("applied stack", &tops),
+        ("committed stack", &["up-c".to_string(), "up-c".to_string()]),
+    ] {
+        let vb = b.view("top-b", &names[0], &no_labels()).unwrap();
+        let vm = m.view("top-m", &names[1], &no_labels()).unwrap();
+        with_mounted(&builtin, "top-b", &vb, |x| {
+            with_mounted(&mkfs, "top-m", &vm, |y| assert_same_full_tree(what, x, y));
+        });
+        b.remove("top-b").unwrap();
+        m.remove("top-m").unwrap();
+    }
+    // The same layer twice: the same bytes.
+    let blob = |key: &str| {
+        let dir = differ_blob_dir(&b, key);
+        fs::read(dir.join("layer.erofs")).unwrap()
+    };
+    for key in ["again-1", "again-2"] {
+        b.prepare(key, "diff-0", &no_labels()).unwrap();
+        b.apply(key, &mut Cursor::new(&layers[1]), &ApplyOptions::default())
+            .unwrap();
+    }
+    assert!(
+        blob("again-1") == blob("again-2"),
+        "the same layer gave different images"
+    );
+}
+
+/// The metadata id (directory name) of snapshot `name`: the layer its view
+/// of one layer mounts.
+fn id_of(env: &Env, s: &Snapshotter, name: &str) -> String {
+    let v = s.view("id-probe", name, &no_labels()).unwrap();
+    s.remove("id-probe").unwrap();
+    // A view's top lower layer is `name`'s: its image, or its fs/ dir.
+    let top = match v[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("lowerdir="))
+    {
+        Some(list) => PathBuf::from(list.split(':').next().unwrap()),
+        None => PathBuf::from(&v[0].source),
+    };
+    let id = top
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(env.root.join("snapshots").join(&id).is_dir());
+    id
+}
+
+/// An upper dir as overlayfs leaves it: every kind of entry, a whiteout,
+/// an opaque directory, a redirect, hard links, xattrs, nanosecond times.
+fn build_upper(upper: &Path, scratch: &Path) {
+    let _ = scratch;
+    fs::create_dir_all(upper.join("dir/sub")).unwrap();
+    fs::create_dir_all(upper.join("opaque")).unwrap();
+    fs::create_dir_all(upper.join("moved")).unwrap();
+    fs::write(upper.join("dir/file"), b"content").unwrap();
+    fs::write(upper.join("dir/sub/big"), vec![9u8; 300_000]).unwrap();
+    fs::hard_link(upper.join("dir/file"), upper.join("hard")).unwrap();
+    std::os::unix::fs::symlink("dir/file", upper.join("link")).unwrap();
+    let mk = |p: &Path, mode: u32, dev: u64| {
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mknod(c.as_ptr(), mode, dev) }, 0);
+    };
+    mk(&upper.join("whiteout"), libc::S_IFCHR, 0);
+    mk(
+        &upper.join("dir/null"),
+        libc::S_IFCHR | 0o666,
+        libc::makedev(1, 3),
+    );
+    mk(&upper.join("fifo"), libc::S_IFIFO | 0o600, 0);
+    let set = |p: &Path, name: &str, value: &[u8]| {
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        let n = CString::new(name).unwrap();
+        // SAFETY: valid strings and buffer.
+        let r = unsafe {
+            libc::lsetxattr(
+                c.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        assert_eq!(r, 0, "setxattr {name}");
+    };
+    set(&upper.join("opaque"), "trusted.overlay.opaque", b"y");
+    set(
+        &upper.join("moved"),
+        "trusted.overlay.redirect",
+        b"/dir/sub",
+    );
+    set(&upper.join("dir/file"), "user.k", b"v");
+    set(&upper.join("dir"), "security.test", b"label");
+    let f = fs::File::open(upper.join("dir/file")).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5))
+        .unwrap();
+}
+
+/// The snapshot directory of active snapshot `key`.
+fn differ_blob_dir(s: &Snapshotter, key: &str) -> PathBuf {
+    let m = s.mounts(key).unwrap();
+    let upper = m[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(&m[0].source));
+    upper.parent().unwrap().to_path_buf()
+}

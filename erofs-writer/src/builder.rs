@@ -310,18 +310,12 @@ impl Builder {
         Ok(())
     }
 
-    /// An overlayfs whiteout (a 0/0 character device) at `path`; its
-    /// directory is marked so overlayfs never shows it as a device.
-    pub fn add_whiteout(&mut self, path: &[u8]) -> Result<(), Error> {
+    /// An overlayfs whiteout (a 0/0 character device) at `path` with
+    /// attributes `meta`; its directory is marked so overlayfs never shows
+    /// it as a device.
+    pub fn add_whiteout(&mut self, path: &[u8], meta: Meta) -> Result<(), Error> {
         let (dir, _) = self.parent_of(path)?;
-        self.add_special(
-            path,
-            Meta {
-                mode: 0,
-                ..Meta::default()
-            },
-            Special::Char { major: 0, minor: 0 },
-        )?;
+        self.add_special(path, meta, Special::Char { major: 0, minor: 0 })?;
         if let Body::Dir { whiteouts, .. } = &mut self.nodes[dir].body {
             *whiteouts = true;
         }

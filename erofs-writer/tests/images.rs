@@ -155,7 +155,7 @@ fn every_kind_of_entry_round_trips() {
         &mut Cursor::new(b"headmiddle"),
     )
     .unwrap();
-    b.add_whiteout(b"etc/gone").unwrap();
+    b.add_whiteout(b"etc/gone", Meta::default()).unwrap();
     let len = b.finish().unwrap();
     assert_eq!(fs::metadata(&image).unwrap().len(), len);
     fsck(&image);

@@ -67,7 +67,11 @@ pub fn fsck(image: &Path) -> Result<(), String> {
 /// Every layer blob under `root` (committed or applied).
 pub fn layer_blobs(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for e in fs::read_dir(root.join("snapshots")).into_iter().flatten().flatten() {
+    for e in fs::read_dir(root.join("snapshots"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let blob = e.path().join("layer.erofs");
         if blob.is_file() {
             out.push(blob);
