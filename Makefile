@@ -4,6 +4,11 @@
 #   make test   set up, build, and run every test (as root)
 #
 # Both install what is missing first (scripts/deps.sh, Debian-based machines).
+# Without root, with Rust, Go and Python 3 (pytest) installed:
+#
+#   make build              the library (cdylib, staticlib) and the ctl tool
+#   make lint               rustfmt, clippy, gofmt
+#   make header             regenerate include/erofs_snapshotter.h (commit it)
 
 CARGO   ?= cargo
 CC      ?= gcc
@@ -28,7 +33,7 @@ deps:
 	./scripts/deps.sh
 
 # The library (cdylib, staticlib) and the ctl tool. Writes only under target/.
-build: deps
+build:
 	$(CARGO) build --release --locked
 
 $(BUILD):
@@ -44,8 +49,8 @@ $(BUILD)/example-asan: examples/c/example.c $(HEADER) | $(BUILD)
 	$(CC) $(CSTRICT) $(SAN) $< $(CLINK) -o $@
 
 # The main job: the C example on a fresh temporary root.
-run: build
-	$(MAKE) --no-print-directory $(BUILD)/example
+run: deps
+	$(MAKE) --no-print-directory build $(BUILD)/example
 	./$(BUILD)/example
 
 test: deps lint build header-check test-rust test-c test-python test-go test-e2e test-fuzz
@@ -111,11 +116,11 @@ test-fuzz: deps
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # The container-launch benchmark (a table in bench/README.md; not part of test).
-bench-launch: build
+bench-launch: deps build
 	bench/launch.sh
 
 # Benchmarks (tables, not tests): the Rust operations, and the Go binding side
 # by side with containerd's EROFS and overlayfs snapshotters.
-bench: build
+bench: deps build
 	$(CARGO) bench --locked --bench ops
 	cd bindings/go && go test -run '^$$' -bench . -benchtime 1x -timeout 30m .
