@@ -1,7 +1,7 @@
 # erofs-snapshotter: the single entry point.
 #
 #   make run    set up, build the library, run the C example end to end (as root)
-#   make test   set up, build, and run every test (as root)
+#   make test   set up, then every test in two stages, and a summary (as root)
 #
 # Both install what is missing first (scripts/deps.sh, Debian-based machines).
 # Without root, with Rust, Go and Python 3 (pytest) installed:
@@ -9,6 +9,7 @@
 #   make build              the library (cdylib, staticlib) and the ctl tool
 #   make lint               rustfmt, clippy, gofmt
 #   make header             regenerate include/erofs_snapshotter.h (commit it)
+#   make test-unprivileged  every check that needs no root
 
 CARGO   ?= cargo
 CC      ?= gcc
@@ -25,7 +26,17 @@ SAN     := -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 GEN_HEADER := $(CARGO) run --quiet --locked --manifest-path tools/gen-header/Cargo.toml \
 	--target-dir $(CURDIR)/target/gen-header --
 
-.PHONY: all deps build run test lint header header-check test-rust test-c test-python test-go test-e2e test-fuzz bench bench-launch
+# The stages of `make test`: set-up (root), then what needs no root, then
+# what does. Each target reports PASS/FAIL and its time in the summary.
+SETUP_STEPS        := deps
+UNPRIVILEGED_STEPS := lint build header-check test-rust-unit go-vet test-python-ffi
+ROOT_STEPS         := test-rust-integration test-c test-python-root \
+                      test-go-root test-e2e test-fuzz
+
+.PHONY: all deps build run test test-unprivileged test-root lint header header-check \
+	test-rust test-rust-unit test-rust-integration test-c \
+	test-python test-python-ffi test-python-root test-go go-vet test-go-root \
+	test-e2e test-fuzz bench bench-launch
 
 all: build
 
@@ -53,7 +64,15 @@ run: deps
 	$(MAKE) --no-print-directory build $(BUILD)/example
 	./$(BUILD)/example
 
-test: deps lint build header-check test-rust test-c test-python test-go test-e2e test-fuzz
+test:
+	@MAKE='$(MAKE)' scripts/stages.sh 'setup: $(SETUP_STEPS)' \
+		'unprivileged: $(UNPRIVILEGED_STEPS)' 'root: $(ROOT_STEPS)'
+
+test-unprivileged:
+	@MAKE='$(MAKE)' scripts/stages.sh 'unprivileged: $(UNPRIVILEGED_STEPS)'
+
+test-root:
+	@MAKE='$(MAKE)' scripts/stages.sh 'setup: $(SETUP_STEPS)' 'root: $(ROOT_STEPS)'
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -82,24 +101,46 @@ header-check:
 	$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c $(HEADER)
 	$(CXX) -std=c++11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ $(HEADER)
 
-test-rust: build
-	$(CARGO) test --locked
+# The Rust tests: the library's unit tests need no root; the integration tests
+# (real mkfs.erofs, real kernel mounts), the ctl tool's tests and the doc tests
+# run as root.
+test-rust: test-rust-unit test-rust-integration
+
+test-rust-unit:
+	$(CARGO) test --locked --lib
+
+test-rust-integration: build
+	$(CARGO) test --locked --bins --test '*'
+	$(CARGO) test --locked --doc
 
 # The C example and the C error-path test, both under ASan/UBSan with leak checks.
 test-c: build $(BUILD)/example $(BUILD)/error_paths $(BUILD)/example-asan
 	ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/example-asan
 	d=$$(mktemp -d) && ASAN_OPTIONS=detect_leaks=1 ./$(BUILD)/error_paths $$d/root; rc=$$?; rm -rf $$d; exit $$rc
 
-test-python: build
-	python3 -m pytest -q bindings/python/tests
+# The Python binding: the ctypes declarations against the header need no root;
+# the rest mounts.
+test-python: test-python-ffi test-python-root
+
+test-python-ffi: build
+	python3 -m pytest -q bindings/python/tests/test_ffi.py
+
+test-python-root: build
+	python3 -m pytest -q bindings/python/tests --ignore=bindings/python/tests/test_ffi.py
 
 # The Go binding (static link against target/release), containerd's snapshotter
 # suite three times, the differ and the daemon; with cgocheck and a small GOGC
-# so pointer and finalizer mistakes surface.
-test-go: build
-	cd bindings/go && go vet ./... && GODEBUG=cgocheck=1 GOGC=1 go test -count=1 ./...
-	cd examples/go && go vet ./... && GODEBUG=cgocheck=1 GOGC=1 go test -count=1 ./...
+# so pointer and finalizer mistakes surface. go vet needs no root.
+test-go: go-vet test-go-root
+
+go-vet:
+	cd bindings/go && go vet ./...
+	cd examples/go && go vet ./...
 	cd tests/e2e/fakeproxy && go vet ./...
+
+test-go-root: build
+	cd bindings/go && GODEBUG=cgocheck=1 GOGC=1 go test -count=1 ./...
+	cd examples/go && GODEBUG=cgocheck=1 GOGC=1 go test -count=1 ./...
 
 # A real containerd 2.4.2 (built once with go install) and runc: an image
 # imported onto this project's gRPC daemon, with containerd's walking differ
