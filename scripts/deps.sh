@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing erofs-snapshotter needs on a Debian-based
-# machine, as root. Idempotent: each step is skipped when its tool is present.
+# machine, as root. Idempotent: each step is skipped when its tool is present
+# (with everything present, any user can run it as a check).
 #
 # erofs-utils must be at least 1.8.2 (`--tar`, `-b`, `--sort=none`); Debian 12 ships 1.5. Then
 # Debian's own source package of a newer release is built and installed under
@@ -14,13 +15,16 @@ export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '[deps] %s\n' "$*"; }
 
-if [ "$(id -u)" != 0 ]; then
-    echo "deps.sh: run as root (it installs packages)" >&2
-    exit 1
-fi
+need_root() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps.sh: run as root to install $* (it installs packages)" >&2
+        exit 1
+    fi
+}
 
 apt_updated=0
 apt_install() {
+    need_root "$@"
     if [ "$apt_updated" = 0 ]; then
         apt-get update -q >/dev/null
         apt_updated=1
@@ -31,7 +35,7 @@ apt_install() {
 
 # Build tools and the C toolchain the C example and tests use.
 need=()
-for p in gcc:gcc make:make pkg-config:pkg-config git:git valgrind:valgrind; do
+for p in gcc:gcc g++:g++ make:make pkg-config:pkg-config git:git valgrind:valgrind; do
     command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
 done
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
