@@ -33,12 +33,12 @@ GEN_HEADER := $(CARGO) run --quiet --locked --manifest-path tools/gen-header/Car
 SETUP_STEPS        := deps
 UNPRIVILEGED_STEPS := lint build header-check test-rust-unit go-vet test-python-ffi
 ROOT_STEPS         := test-rust-root test-c test-valgrind test-python-root \
-                      test-go-root test-e2e test-fuzz
+                      test-go-root test-no-erofs-utils test-e2e test-fuzz
 
 .PHONY: all deps build run test test-unprivileged test-root lint header header-check \
 	test-rust test-rust-unit test-rust-root test-c test-valgrind \
 	test-python test-python-ffi test-python-root test-go go-vet test-go-root \
-	test-e2e test-fuzz bench bench-launch
+	test-no-erofs-utils test-e2e test-fuzz bench bench-launch
 
 all: build
 
@@ -83,7 +83,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	cd fuzz && $(CARGO) fmt --all -- --check
 	cd tools/gen-header && $(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --locked --manifest-path tools/gen-header/Cargo.toml \
 		--target-dir $(CURDIR)/target/gen-header -- -D warnings
 	@bad=$$(gofmt -l bindings/go examples/go tests/e2e/fakeproxy); [ -z "$$bad" ] || { echo "gofmt would change: $$bad" >&2; exit 1; }
@@ -111,18 +111,18 @@ header-check:
 # test-rust-root: every unit test again (a second or so), the integration tests
 # (real mkfs.erofs, real kernel mounts), the ctl tool's tests, the doc tests.
 ROOT_UNIT_TESTS := integrity::tests::immutable_flag_round_trip \
-                   layers::tests::file_backed_and_loop_mounts \
+                   layer_mounts::tests::file_backed_and_loop_mounts \
                    loopdev::tests::a_missing_node_in_a_fake_dev_dir_is_reported_at_once
 
 test-rust:
-	$(CARGO) test --locked
+	$(CARGO) test --locked --workspace
 
 test-rust-unit:
-	$(CARGO) test --locked --lib -- $(foreach t,$(ROOT_UNIT_TESTS),--skip $(t))
+	$(CARGO) test --locked --workspace --lib -- $(foreach t,$(ROOT_UNIT_TESTS),--skip $(t))
 
 test-rust-root: build
-	$(CARGO) test --locked --lib --bins --test '*'
-	$(CARGO) test --locked --doc
+	$(CARGO) test --locked --workspace --lib --bins --test '*'
+	$(CARGO) test --locked --workspace --doc
 
 # The C example and the C error-path test, both under ASan/UBSan with leak checks.
 test-c: build $(BUILD)/example $(BUILD)/error_paths $(BUILD)/example-asan
@@ -161,6 +161,11 @@ go-vet:
 test-go-root: build
 	cd bindings/go && GODEBUG=cgocheck=1 GOGC=1 go test -count=1 ./...
 	cd examples/go && GODEBUG=cgocheck=1 GOGC=1 go test -count=1 ./...
+
+# The C, Python and Go examples with no mkfs.erofs on PATH: the default path
+# needs no erofs-utils at run time.
+test-no-erofs-utils: build $(BUILD)/example
+	tests/no-erofs-utils.sh
 
 # A real containerd 2.4.2 (built once with go install) and runc: an image
 # imported onto this project's gRPC daemon, with containerd's walking differ
