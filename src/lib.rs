@@ -134,6 +134,26 @@ pub mod fuzzing {
             }
             assert_eq!(n, e.size, "data of {:?}", String::from_utf8_lossy(&e.path));
         }
+        // The same layer through the built-in EROFS writer: an error or an
+        // image, never a panic; the same entries are accepted either way.
+        let Ok(file) = crate::sys::fs::memfd("fuzz-image") else {
+            return;
+        };
+        let root = erofs_writer::Meta {
+            mode: 0o755,
+            ..Default::default()
+        };
+        let builder = erofs_writer::Builder::new(file, erofs_writer::Options::default(), root)
+            .expect("default options");
+        let out = crate::layer_out::ErofsOut::new(builder, Default::default());
+        let mut reader = Reader::new(data);
+        let written = crate::layer_tar::Rewriter::new(out, &lowers, limits, &consumed)
+            .run(&mut reader)
+            .and_then(|o| o.finish());
+        assert!(
+            written.is_ok(),
+            "the tar output took the layer, the EROFS writer refused it: {written:?}"
+        );
     }
 
     /// Decodes `data` as every JSON document the library takes; errors are

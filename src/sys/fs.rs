@@ -254,3 +254,12 @@ pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     Ok(rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?)
 }
+
+/// An anonymous file in memory (the fuzz targets write images there).
+pub(crate) fn memfd(name: &str) -> io::Result<File> {
+    use rustix::fs::MemfdFlags;
+    Ok(File::from(rustix::fs::memfd_create(
+        name,
+        MemfdFlags::CLOEXEC,
+    )?))
+}
