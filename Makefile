@@ -159,8 +159,8 @@ go-vet:
 	cd tests/e2e/fakeproxy && go vet ./...
 
 test-go-root: build
-	cd bindings/go && GODEBUG=cgocheck=1 GOGC=1 go test -count=1 ./...
-	cd examples/go && GODEBUG=cgocheck=1 GOGC=1 go test -count=1 ./...
+	cd bindings/go && GODEBUG=cgocheck=1 GOGC=1 ../../scripts/go-with-lib test -count=1 ./...
+	cd examples/go && GODEBUG=cgocheck=1 GOGC=1 ../../scripts/go-with-lib test -count=1 ./...
 
 # The C, Python and Go examples with no mkfs.erofs on PATH: the default path
 # needs no erofs-utils at run time.
@@ -189,4 +189,4 @@ bench-launch: deps build
 # by side with containerd's EROFS and overlayfs snapshotters.
 bench: deps build
 	$(CARGO) bench --locked --bench ops
-	cd bindings/go && go test -run '^$$' -bench . -benchtime 1x -timeout 30m .
+	cd bindings/go && ../../scripts/go-with-lib test -run '^$$' -bench . -benchtime 1x -timeout 30m .

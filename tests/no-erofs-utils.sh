@@ -18,5 +18,5 @@ fi
 echo "PATH without mkfs.erofs: $path"
 PATH="$path" ./target/c/example
 PATH="$path" python3 examples/python/full_cycle.py
-(cd examples/go && PATH="$path" go test -count=1 ./...)
+(cd examples/go && PATH="$path" ../../scripts/go-with-lib test -count=1 ./...)
 echo "no-erofs-utils: the C, Python and Go examples ran without mkfs.erofs"

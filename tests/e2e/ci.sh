@@ -39,11 +39,21 @@ say "cargo build --release; go build the daemon"
 DAEMON=$REPO/target/e2e/erofs-snapshotter-grpc
 if ! (cd "$REPO" && cargo build --release --quiet) ||
 	! mkdir -p "$(dirname "$DAEMON")" ||
-	! (cd "$REPO/bindings/go" && GOFLAGS=-buildvcs=false go build -o "$DAEMON" ./cmd/erofs-snapshotter-grpc); then
+	! (cd "$REPO/bindings/go" && GOFLAGS=-buildvcs=false "$REPO/scripts/go-with-lib" build -o "$DAEMON" ./cmd/erofs-snapshotter-grpc); then
 	echo "e2e: 0 passed, 1 failed"
 	exit 1
 fi
 "$DAEMON" --version | sed 's/^/  /'
+# The same daemon with no mkfs.erofs on its PATH: the default path needs no
+# erofs-utils (layers are written in process).
+NO_MKFS=$REPO/target/e2e/erofs-snapshotter-grpc-no-mkfs
+nomkfs_path=""
+IFS=: read -ra path_dirs <<<"$PATH"
+for d in "${path_dirs[@]}"; do
+	[ -n "$d" ] && [ ! -e "$d/mkfs.erofs" ] && nomkfs_path="${nomkfs_path:+$nomkfs_path:}$d"
+done
+printf '#!/bin/sh\nPATH=%s exec %s "$@"\n' "$nomkfs_path" "$DAEMON" >"$NO_MKFS"
+chmod +x "$NO_MKFS"
 
 PASSED=0
 FAILED=0
@@ -57,7 +67,7 @@ e2e() {
 	shift
 	t0=$(date +%s)
 	say "run.sh $* ($name)"
-	out=$(env "${envs[@]}" E2E_DAEMON_BIN="$DAEMON" "$HERE/run.sh" "$@" 2>&1)
+	out=$(env E2E_DAEMON_BIN="$DAEMON" "${envs[@]}" "$HERE/run.sh" "$@" 2>&1)
 	rc=$?
 	sed 's/^/  | /' <<<"$out"
 	counts=$(grep -E '^e2e-[a-z]+: [0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -1)
@@ -74,7 +84,8 @@ e2e() {
 
 [ $overlayfs = 0 ] || e2e "overlayfs (harness check)" -- overlayfs
 e2e "daemon + walking differ" E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=walking -- proxy
-e2e "daemon + its own differ" E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
+e2e "daemon + its own differ, no mkfs.erofs on its PATH" E2E_DAEMON_BIN="$NO_MKFS" \
+	E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
 
 echo
 echo "== tests/e2e/ci.sh: summary =="

@@ -249,7 +249,7 @@ daemon_bin() {
 		(cd "$repo" && cargo build --release) >&2 || die "cargo build --release failed"
 	fi
 	mkdir -p "$(dirname "$bin")"
-	(cd "$repo/bindings/go" && GOFLAGS=-buildvcs=false go build -o "$bin" ./cmd/erofs-snapshotter-grpc) >&2 ||
+	(cd "$repo/bindings/go" && GOFLAGS=-buildvcs=false "$repo/scripts/go-with-lib" build -o "$bin" ./cmd/erofs-snapshotter-grpc) >&2 ||
 		die "building bindings/go/cmd/erofs-snapshotter-grpc failed"
 	echo "$bin"
 }
