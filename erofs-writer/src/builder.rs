@@ -1,6 +1,11 @@
 //! The image builder: entries are added by path, file data is written to
 //! its final place in the image as it is added, and [`Builder::finish`]
 //! lays out and writes the metadata, then the superblock.
+//!
+//! Memory is a few dozen bytes per entry: a 48-byte [`Node`], its name in
+//! the [`Tree`], and (while finishing) a few integers; extended attributes,
+//! symlink targets and chunk maps only for the entries that have them. The
+//! metadata is written as it is laid out, never held whole.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -8,50 +13,50 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
 use crate::format::{self, Inode as DiskInode, SuperBlock};
+use crate::tree::{Id, Listing, Tree, ROOT};
 use crate::{Error, Meta, Options, Special};
-
-type NodeId = usize;
 
 /// An xattr as EROFS stores it: prefix index, the rest of the name, value.
 type Xattr = (u8, Vec<u8>, Vec<u8>);
 
-/// What a node holds.
-enum Body {
-    Dir {
-        entries: BTreeMap<Vec<u8>, NodeId>,
-        /// It holds whiteouts: marked for overlayfs (see `finish`).
-        whiteouts: bool,
-    },
-    File {
-        size: u64,
-        data: FileData,
-    },
-    Symlink(Vec<u8>),
-    Device {
-        mode_type: u32,
-        rdev: u32,
-    },
-}
+/// `Node::flags`: a directory that holds whiteouts (see `finish`).
+const WHITEOUTS: u8 = 1;
+/// `Node::flags`: a regular file stored in chunks (`data` indexes `chunk_maps`).
+const CHUNKED: u8 = 2;
 
-enum FileData {
-    /// No data blocks (an empty file).
-    None,
-    /// `blocks` contiguous blocks from `start`.
-    Plain { start: u32 },
-    /// Chunks of `block << bits` bytes; `NULL_ADDR` for a hole.
-    Chunked { bits: u8, chunks: Vec<u32> },
-}
-
+/// What the image holds of one entry.
 struct Node {
-    meta: Meta,
-    body: Body,
+    mtime: i64,
+    /// Regular files: the size; symlinks: the target's length.
+    size: u64,
+    /// Regular files: the first block of their data (plain, `size` > 0) or
+    /// their index in `chunk_maps` (chunked); devices: the encoded device
+    /// number; symlinks: where the target starts in `targets`.
+    data: u64,
+    uid: u32,
+    gid: u32,
+    mtime_nsec: u32,
+    /// File type and permission bits.
+    mode: u32,
+    /// 1 + the index of its xattrs in `xattrs`; 0: none.
+    xattrs: u32,
+    flags: u8,
 }
 
-/// Buffered writes into the image file at increasing offsets, with random
-/// access writes for the metadata.
+impl Node {
+    fn is_dir(&self) -> bool {
+        self.mode & format::S_IFMT == format::S_IFDIR
+    }
+}
+
+/// Buffered writes into the image file at increasing offsets: a gap of
+/// less than a buffer is written as zeros (block padding, inode slots), a
+/// larger one or a step back flushes and moves on.
 struct Output {
     file: File,
-    buf: Vec<u8>,
+    buf: Box<[u8]>,
+    /// Bytes of `buf` in use.
+    len: usize,
     /// Image offset of `buf[0]`.
     buf_at: u64,
 }
@@ -59,30 +64,62 @@ struct Output {
 const OUT_BUF: usize = 1 << 20;
 
 impl Output {
+    fn new(file: File, at: u64) -> Output {
+        Output {
+            file,
+            buf: vec![0u8; OUT_BUF].into_boxed_slice(),
+            len: 0,
+            buf_at: at,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.buf_at + self.len as u64
+    }
+
     fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all_at(&self.buf, self.buf_at)?;
-            self.buf_at += self.buf.len() as u64;
-            self.buf.clear();
+        if self.len > 0 {
+            self.file.write_all_at(&self.buf[..self.len], self.buf_at)?;
+            self.buf_at += self.len as u64;
+            self.len = 0;
         }
         Ok(())
     }
 
-    /// Writes `data` at image offset `at`.
-    fn write_at(&mut self, data: &[u8], at: u64) -> io::Result<()> {
-        if at != self.buf_at + self.buf.len() as u64 {
-            self.flush()?;
-            self.buf_at = at;
-        }
-        if data.len() >= OUT_BUF {
-            self.flush()?;
-            self.file.write_all_at(data, at)?;
-            self.buf_at = at + data.len() as u64;
+    /// Makes `at` the offset the next byte of the buffer goes to.
+    fn seek(&mut self, at: u64) -> io::Result<()> {
+        let end = self.end();
+        if at == end {
             return Ok(());
         }
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= OUT_BUF {
+        if at > end && at - end <= (OUT_BUF - self.len) as u64 {
+            let gap = (at - end) as usize;
+            self.buf[self.len..self.len + gap].fill(0);
+            self.len += gap;
+            return Ok(());
+        }
+        self.flush()?;
+        self.buf_at = at;
+        Ok(())
+    }
+
+    /// Room in the buffer for at least one byte.
+    fn room(&mut self) -> io::Result<&mut [u8]> {
+        if self.len == OUT_BUF {
             self.flush()?;
+        }
+        Ok(&mut self.buf[self.len..])
+    }
+
+    /// Writes `data` at image offset `at`.
+    fn write_at(&mut self, mut data: &[u8], at: u64) -> io::Result<()> {
+        self.seek(at)?;
+        while !data.is_empty() {
+            let room = self.room()?;
+            let n = room.len().min(data.len());
+            room[..n].copy_from_slice(&data[..n]);
+            self.len += n;
+            data = &data[n..];
         }
         Ok(())
     }
@@ -93,10 +130,22 @@ pub struct Builder {
     out: Output,
     opts: Options,
     block: u64,
-    nodes: Vec<Node>,
+    e: Entries,
     /// Image offset where the next file's data goes (block aligned).
     data_end: u64,
-    scratch: Vec<u8>,
+}
+
+/// What the image holds, apart from file data.
+struct Entries {
+    block: u64,
+    /// Entry `id` is `nodes[id]`; the root is [`ROOT`]. Entries a later one
+    /// replaced stay here, unreachable.
+    nodes: Vec<Node>,
+    tree: Tree,
+    xattrs: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    targets: Vec<u8>,
+    /// Chunk size bits and block addresses of the chunked files.
+    chunk_maps: Vec<(u8, Vec<u32>)>,
 }
 
 /// Most chunks a sparse file's map may have (4 bytes each): past that the
@@ -154,6 +203,52 @@ fn check_meta(path: &[u8], meta: &Meta) -> Result<(), Error> {
     Ok(())
 }
 
+fn too_large(_: crate::tree::TooLarge) -> Error {
+    Error::invalid("the image holds more entries or names than 2^32".to_string())
+}
+
+/// The names of directory `dir` as EROFS lists them: sorted bytewise, with
+/// `.` and `..` (naming `parent`) in their places.
+fn dir_entries<'l>(
+    listing: &'l Listing<'_>,
+    dir: Id,
+    parent: Id,
+) -> impl Iterator<Item = (&'l [u8], Id)> + 'l {
+    let mut dots = [(&b"."[..], dir), (&b".."[..], parent)]
+        .into_iter()
+        .peekable();
+    let mut children = listing.children(dir).peekable();
+    std::iter::from_fn(move || match (dots.peek(), children.peek()) {
+        (Some(d), Some(c)) if d.0 < c.0 => dots.next(),
+        (Some(_), None) => dots.next(),
+        _ => children.next(),
+    })
+}
+
+/// Packs directory entries into blocks of `bs` bytes: calls `block` with
+/// the entries of each block, in order; returns the directory's size.
+fn pack_dir<'a>(
+    entries: impl Iterator<Item = (&'a [u8], Id)>,
+    bs: usize,
+    mut block: impl FnMut(&[(&'a [u8], Id)], bool),
+) -> u64 {
+    let mut cur: Vec<(&[u8], Id)> = Vec::new();
+    let (mut used, mut full) = (0usize, 0u64);
+    for (name, id) in entries {
+        let need = format::DIRENT_SIZE + name.len();
+        if used + need > bs {
+            block(&cur, false);
+            cur.clear();
+            full += 1;
+            used = 0;
+        }
+        used += need;
+        cur.push((name, id));
+    }
+    block(&cur, true);
+    full * bs as u64 + used as u64
+}
+
 impl Builder {
     /// Starts an image in `file` (which should be empty), with a root
     /// directory of the given attributes.
@@ -166,82 +261,74 @@ impl Builder {
         }
         check_meta(b"/", &root)?;
         let block = 1u64 << opts.block_size_bits;
-        Ok(Builder {
-            out: Output {
-                file,
-                buf: Vec::with_capacity(OUT_BUF),
-                buf_at: block,
-            },
+        let mut b = Builder {
+            // Block 0 holds the superblock.
+            out: Output::new(file, block),
             opts,
             block,
-            nodes: vec![Node {
-                meta: root,
-                body: Body::Dir {
-                    entries: BTreeMap::new(),
-                    whiteouts: false,
-                },
-            }],
-            // Block 0 holds the superblock.
+            e: Entries {
+                block,
+                nodes: Vec::new(),
+                tree: Tree::new(),
+                xattrs: Vec::new(),
+                targets: Vec::new(),
+                chunk_maps: Vec::new(),
+            },
             data_end: block,
-            scratch: vec![0u8; 256 * 1024],
-        })
-    }
-
-    /// The node at `path` (components separated by `/`; empty: the root).
-    fn lookup(&self, path: &[u8]) -> Option<NodeId> {
-        let mut id = 0;
-        for comp in path
-            .split(|b| *b == b'/')
-            .filter(|c| !c.is_empty() && *c != b".")
-        {
-            match &self.nodes[id].body {
-                Body::Dir { entries, .. } => id = *entries.get(comp)?,
-                _ => return None,
-            }
-        }
-        Some(id)
+        };
+        b.e.push(root, format::S_IFDIR, 0, 0, 0)?;
+        Ok(b)
     }
 
     /// The directory that holds `path`, and its last component.
-    fn parent_of<'p>(&self, path: &'p [u8]) -> Result<(NodeId, &'p [u8]), Error> {
+    fn parent_of<'p>(&self, path: &'p [u8]) -> Result<(Id, &'p [u8]), Error> {
         let path = path.strip_suffix(b"/").unwrap_or(path);
         let (dir, name) = match path.iter().rposition(|b| *b == b'/') {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&path[..0], path),
         };
         check_name(path, name)?;
-        let id = self.lookup(dir).ok_or_else(|| {
+        let id = self.e.lookup(dir).ok_or_else(|| {
             Error::invalid(format!("{}: its directory does not exist", path_str(path)))
         })?;
-        match self.nodes[id].body {
-            Body::Dir { .. } => Ok((id, name)),
-            _ => Err(Error::invalid(format!(
+        if self.e.node(id).is_dir() {
+            Ok((id, name))
+        } else {
+            Err(Error::invalid(format!(
                 "{}: {} is not a directory",
                 path_str(path),
                 path_str(dir)
-            ))),
+            )))
         }
     }
 
-    /// Puts `node` at `name` in `dir`, replacing what was there (a directory
-    /// over a directory keeps the old one's entries).
-    fn insert(&mut self, dir: NodeId, name: &[u8], node: Node) -> NodeId {
-        let existing = match &self.nodes[dir].body {
-            Body::Dir { entries, .. } => entries.get(name).copied(),
-            _ => unreachable!("checked by parent_of"),
-        };
-        if let Some(old) = existing {
-            if let (Body::Dir { .. }, Body::Dir { .. }) = (&self.nodes[old].body, &node.body) {
-                self.nodes[old].meta = node.meta;
-                return old;
+    /// Puts a new node at `name` in `dir`, replacing what was there (a
+    /// directory over a directory keeps the old one's entries).
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        dir: Id,
+        name: &[u8],
+        meta: Meta,
+        kind: u32,
+        size: u64,
+        data: u64,
+        flags: u8,
+    ) -> Result<Id, Error> {
+        if let Some(old) = self.e.tree.get(dir, name) {
+            if kind == format::S_IFDIR && self.e.node(old).is_dir() {
+                let xattrs = self.e.store_xattrs(meta.xattrs)?;
+                let n = &mut self.e.nodes[old as usize];
+                n.mode = format::S_IFDIR | (meta.mode & 0o7777);
+                (n.uid, n.gid) = (meta.uid, meta.gid);
+                (n.mtime, n.mtime_nsec) = (meta.mtime, meta.mtime_nsec);
+                n.xattrs = xattrs;
+                return Ok(old);
             }
         }
-        let id = self.nodes.len();
-        self.nodes.push(node);
-        if let Body::Dir { entries, .. } = &mut self.nodes[dir].body {
-            entries.insert(name.to_vec(), id);
-        }
-        id
+        let id = self.e.push(meta, kind, size, data, flags)?;
+        self.e.tree.set(dir, name, id).map_err(too_large)?;
+        Ok(id)
     }
 
     /// A directory at `path` (its parent must exist). An existing directory
@@ -249,21 +336,16 @@ impl Builder {
     pub fn add_dir(&mut self, path: &[u8], meta: Meta) -> Result<(), Error> {
         check_meta(path, &meta)?;
         if is_root(path) {
-            self.nodes[0].meta = meta;
+            let xattrs = self.e.store_xattrs(meta.xattrs)?;
+            let n = &mut self.e.nodes[ROOT as usize];
+            n.mode = format::S_IFDIR | (meta.mode & 0o7777);
+            (n.uid, n.gid) = (meta.uid, meta.gid);
+            (n.mtime, n.mtime_nsec) = (meta.mtime, meta.mtime_nsec);
+            n.xattrs = xattrs;
             return Ok(());
         }
         let (dir, name) = self.parent_of(path)?;
-        self.insert(
-            dir,
-            name,
-            Node {
-                meta,
-                body: Body::Dir {
-                    entries: BTreeMap::new(),
-                    whiteouts: false,
-                },
-            },
-        );
+        self.insert(dir, name, meta, format::S_IFDIR, 0, 0, 0)?;
         Ok(())
     }
 
@@ -278,35 +360,23 @@ impl Builder {
             )));
         }
         let (dir, name) = self.parent_of(path)?;
-        self.insert(
-            dir,
-            name,
-            Node {
-                meta,
-                body: Body::Symlink(target.to_vec()),
-            },
-        );
+        let at = self.e.targets.len() as u64;
+        self.insert(dir, name, meta, format::S_IFLNK, target.len() as u64, at, 0)?;
+        self.e.targets.extend_from_slice(target);
         Ok(())
     }
 
     /// A device, fifo or socket at `path`.
     pub fn add_special(&mut self, path: &[u8], meta: Meta, special: Special) -> Result<(), Error> {
         check_meta(path, &meta)?;
-        let (mode_type, rdev) = match special {
+        let (kind, rdev) = match special {
             Special::Char { major, minor } => (format::S_IFCHR, format::encode_dev(major, minor)),
             Special::Block { major, minor } => (format::S_IFBLK, format::encode_dev(major, minor)),
             Special::Fifo => (format::S_IFIFO, 0),
             Special::Socket => (format::S_IFSOCK, 0),
         };
         let (dir, name) = self.parent_of(path)?;
-        self.insert(
-            dir,
-            name,
-            Node {
-                meta,
-                body: Body::Device { mode_type, rdev },
-            },
-        );
+        self.insert(dir, name, meta, kind, 0, u64::from(rdev), 0)?;
         Ok(())
     }
 
@@ -316,22 +386,20 @@ impl Builder {
     pub fn add_whiteout(&mut self, path: &[u8], meta: Meta) -> Result<(), Error> {
         let (dir, _) = self.parent_of(path)?;
         self.add_special(path, meta, Special::Char { major: 0, minor: 0 })?;
-        if let Body::Dir { whiteouts, .. } = &mut self.nodes[dir].body {
-            *whiteouts = true;
-        }
+        self.e.nodes[dir as usize].flags |= WHITEOUTS;
         Ok(())
     }
 
     /// A hard link at `path` to the non-directory already at `target`.
     pub fn add_hard_link(&mut self, path: &[u8], target: &[u8]) -> Result<(), Error> {
-        let id = self.lookup(target).ok_or_else(|| {
+        let id = self.e.lookup(target).ok_or_else(|| {
             Error::invalid(format!(
                 "{}: hard link to {}, which does not exist",
                 path_str(path),
                 path_str(target)
             ))
         })?;
-        if let Body::Dir { .. } = self.nodes[id].body {
+        if self.e.node(id).is_dir() {
             return Err(Error::invalid(format!(
                 "{}: hard link to the directory {}",
                 path_str(path),
@@ -339,9 +407,7 @@ impl Builder {
             )));
         }
         let (dir, name) = self.parent_of(path)?;
-        if let Body::Dir { entries, .. } = &mut self.nodes[dir].body {
-            entries.insert(name.to_vec(), id);
-        }
+        self.e.tree.set(dir, name, id).map_err(too_large)?;
         Ok(())
     }
 
@@ -349,21 +415,31 @@ impl Builder {
     /// value it had).
     pub fn set_xattr(&mut self, path: &[u8], name: &[u8], value: &[u8]) -> Result<(), Error> {
         let id = self
+            .e
             .lookup(path)
             .ok_or_else(|| Error::invalid(format!("{}: does not exist", path_str(path))))?;
-        let xattrs = &mut self.nodes[id].meta.xattrs;
+        let mut xattrs = match self.e.node(id).xattrs {
+            0 => Vec::new(),
+            i => self.e.xattrs[i as usize - 1].clone(),
+        };
         xattrs.retain(|(n, _)| n != name);
         xattrs.push((name.to_vec(), value.to_vec()));
-        let meta = self.nodes[id].meta.clone();
-        check_meta(path, &meta)
+        let meta = Meta {
+            xattrs,
+            ..Meta::default()
+        };
+        check_meta(path, &meta)?;
+        match self.e.node(id).xattrs {
+            0 => self.e.nodes[id as usize].xattrs = self.e.store_xattrs(meta.xattrs)?,
+            i => self.e.xattrs[i as usize - 1] = meta.xattrs,
+        }
+        Ok(())
     }
 
     /// Removes `path` (and what lies below it) if it exists.
     pub fn remove(&mut self, path: &[u8]) -> Result<(), Error> {
         let (dir, name) = self.parent_of(path)?;
-        if let Body::Dir { entries, .. } = &mut self.nodes[dir].body {
-            entries.remove(name);
-        }
+        self.e.tree.remove(dir, name);
         Ok(())
     }
 
@@ -377,7 +453,8 @@ impl Builder {
             .map_err(|_| Error::invalid("the image grows past 2^32 blocks".to_string()))
     }
 
-    /// Copies `size` bytes of `data` into the image at `at`.
+    /// Copies `size` bytes of `data` into the image at `at`, read straight
+    /// into the output buffer.
     fn stream(
         &mut self,
         path: &[u8],
@@ -385,31 +462,26 @@ impl Builder {
         size: u64,
         at: u64,
     ) -> Result<(), Error> {
+        self.out.seek(at).map_err(Error::write)?;
         let mut left = size;
-        let mut pos = at;
-        let mut buf = std::mem::take(&mut self.scratch);
-        let result = (|| {
-            while left > 0 {
-                let want = left.min(buf.len() as u64) as usize;
-                let n = match data.read(&mut buf[..want]) {
-                    Ok(0) => {
-                        return Err(Error::invalid(format!(
-                            "{}: the data ends {left} bytes early",
-                            path_str(path)
-                        )))
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::read(e)),
-                };
-                self.out.write_at(&buf[..n], pos).map_err(Error::write)?;
-                pos += n as u64;
-                left -= n as u64;
-            }
-            Ok(())
-        })();
-        self.scratch = buf;
-        result
+        while left > 0 {
+            let room = self.out.room().map_err(Error::write)?;
+            let want = left.min(room.len() as u64) as usize;
+            let n = match data.read(&mut room[..want]) {
+                Ok(0) => {
+                    return Err(Error::invalid(format!(
+                        "{}: the data ends {left} bytes early",
+                        path_str(path)
+                    )))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::read(e)),
+            };
+            self.out.len += n;
+            left -= n as u64;
+        }
+        Ok(())
     }
 
     /// A regular file at `path` of `size` bytes read from `data`, written
@@ -423,27 +495,15 @@ impl Builder {
     ) -> Result<(), Error> {
         check_meta(path, &meta)?;
         let (dir, name) = self.parent_of(path)?;
-        let file_data = if size == 0 {
-            FileData::None
-        } else {
+        let mut start = 0;
+        if size > 0 {
             let at = self.align_data();
-            let start = self.block_of(at)?;
+            start = self.block_of(at)?;
             self.block_of(at + size - 1)?;
             self.stream(path, data, size, at)?;
             self.data_end = at + size;
-            FileData::Plain { start }
-        };
-        self.insert(
-            dir,
-            name,
-            Node {
-                meta,
-                body: Body::File {
-                    size,
-                    data: file_data,
-                },
-            },
-        );
+        }
+        self.insert(dir, name, meta, format::S_IFREG, size, u64::from(start), 0)?;
         Ok(())
     }
 
@@ -459,11 +519,10 @@ impl Builder {
     ) -> Result<(), Error> {
         check_meta(path, &meta)?;
         let (dir, name) = self.parent_of(path)?;
-        let file_data = if size == 0 {
-            FileData::None
-        } else {
+        let mut start = 0;
+        if size > 0 {
             let at = self.align_data();
-            let start = self.block_of(at)?;
+            start = self.block_of(at)?;
             self.block_of(at + size - 1)?;
             self.out.flush().map_err(Error::write)?;
             let copied = copy_range(src, &self.out.file, size, at)?;
@@ -478,19 +537,8 @@ impl Builder {
             }
             self.out.buf_at = at + size;
             self.data_end = at + size;
-            FileData::Plain { start }
-        };
-        self.insert(
-            dir,
-            name,
-            Node {
-                meta,
-                body: Body::File {
-                    size,
-                    data: file_data,
-                },
-            },
-        );
+        }
+        self.insert(dir, name, meta, format::S_IFREG, size, u64::from(start), 0)?;
         Ok(())
     }
 
@@ -525,7 +573,6 @@ impl Builder {
         let chunk = self.block << bits;
         let nchunks = size.div_ceil(chunk);
         let mut chunks = vec![format::NULL_ADDR; nchunks as usize];
-        let zeros = vec![0u8; 64 * 1024];
         let frags: Vec<(u64, u64)> = fragments.iter().copied().filter(|f| f.1 > 0).collect();
         // Fragment `fi` has `done` of its bytes written.
         let (mut fi, mut done) = (0usize, 0u64);
@@ -545,7 +592,7 @@ impl Builder {
                 if cur >= chunk_end {
                     break;
                 }
-                self.write_zeros(&zeros, at + (pos - chunk_start), cur - pos)?;
+                self.write_zeros(at + (pos - chunk_start), cur - pos)?;
                 let take = (off + len).min(chunk_end) - cur;
                 self.stream(path, data, take, at + (cur - chunk_start))?;
                 pos = cur + take;
@@ -557,27 +604,20 @@ impl Builder {
                 fi += 1;
                 done = 0;
             }
-            self.write_zeros(&zeros, at + (pos - chunk_start), chunk_end - pos)?;
+            self.write_zeros(at + (pos - chunk_start), chunk_end - pos)?;
             self.data_end = at + (chunk_end - chunk_start);
         }
-        self.insert(
-            dir,
-            name,
-            Node {
-                meta,
-                body: Body::File {
-                    size,
-                    data: FileData::Chunked { bits, chunks },
-                },
-            },
-        );
+        let map = self.e.chunk_maps.len() as u64;
+        self.e.chunk_maps.push((bits, chunks));
+        self.insert(dir, name, meta, format::S_IFREG, size, map, CHUNKED)?;
         Ok(())
     }
 
-    fn write_zeros(&mut self, zeros: &[u8], mut at: u64, mut n: u64) -> Result<(), Error> {
+    fn write_zeros(&mut self, mut at: u64, mut n: u64) -> Result<(), Error> {
+        const ZEROS: [u8; 4096] = [0u8; 4096];
         while n > 0 {
-            let k = n.min(zeros.len() as u64) as usize;
-            self.out.write_at(&zeros[..k], at).map_err(Error::write)?;
+            let k = n.min(ZEROS.len() as u64) as usize;
+            self.out.write_at(&ZEROS[..k], at).map_err(Error::write)?;
             at += k as u64;
             n -= k as u64;
         }
@@ -585,380 +625,441 @@ impl Builder {
     }
 
     /// Writes the metadata and the superblock; returns the image's size.
-    pub fn finish(mut self) -> Result<u64, Error> {
-        let block = self.block;
+    pub fn finish(self) -> Result<u64, Error> {
+        let Builder {
+            mut out,
+            opts,
+            block,
+            e,
+            data_end,
+        } = self;
         let bs = block as usize;
+        let block_of = |offset: u64| -> Result<u32, Error> {
+            u32::try_from(offset / block)
+                .map_err(|_| Error::invalid("the image grows past 2^32 blocks".to_string()))
+        };
+        let listing = e.tree.listing();
+        let count = e.nodes.len();
 
         // Reachable nodes, depth first by name: the root first, so its nid
-        // fits the superblock's 16 bits.
-        let mut order: Vec<NodeId> = Vec::new();
-        let mut index: HashMap<NodeId, usize> = HashMap::new();
-        let mut parent: HashMap<NodeId, NodeId> = HashMap::new();
-        let mut links: HashMap<NodeId, u32> = HashMap::new();
-        let mut stack = vec![(0usize, 0usize)];
+        // fits the superblock's 16 bits. `links[id]` counts the names that
+        // reach node `id` (0: unreachable).
+        let mut order: Vec<Id> = Vec::new();
+        let mut parent: Vec<Id> = vec![ROOT; count];
+        let mut links: Vec<u32> = vec![0; count];
+        let mut stack: Vec<(Id, Id)> = vec![(ROOT, ROOT)];
+        let mut kids: Vec<Id> = Vec::new();
         while let Some((id, from)) = stack.pop() {
-            *links.entry(id).or_default() += 1;
-            if index.contains_key(&id) {
+            links[id as usize] += 1;
+            if links[id as usize] > 1 {
                 continue;
             }
-            index.insert(id, order.len());
             order.push(id);
-            parent.insert(id, from);
-            if let Body::Dir { entries, .. } = &self.nodes[id].body {
-                for child in entries.values().rev() {
-                    stack.push((*child, id));
-                }
+            parent[id as usize] = from;
+            if e.node(id).is_dir() {
+                kids.clear();
+                kids.extend(listing.children(id).map(|(_, c)| c));
+                stack.extend(kids.iter().rev().map(|&c| (c, id)));
             }
         }
-
-        // Directory contents: sorted names, packed into blocks.
-        struct DirLayout {
-            blocks: Vec<Vec<(Vec<u8>, NodeId)>>,
-            size: u64,
-        }
-        let mut dirs: HashMap<NodeId, DirLayout> = HashMap::new();
-        for &id in &order {
-            let Body::Dir { entries, .. } = &self.nodes[id].body else {
-                continue;
-            };
-            let mut all: Vec<(Vec<u8>, NodeId)> =
-                entries.iter().map(|(n, c)| (n.clone(), *c)).collect();
-            all.push((b".".to_vec(), id));
-            all.push((b"..".to_vec(), parent[&id]));
-            all.sort();
-            let mut blocks: Vec<Vec<(Vec<u8>, NodeId)>> = vec![Vec::new()];
-            let mut used = 0usize;
-            for (name, child) in all {
-                let need = format::DIRENT_SIZE + name.len();
-                if used + need > bs {
-                    blocks.push(Vec::new());
-                    used = 0;
-                }
-                used += need;
-                blocks
-                    .last_mut()
-                    .expect("one block at least")
-                    .push((name, child));
+        let dir_entries = |id: Id| dir_entries(&listing, id, parent[id as usize]);
+        let nlink = |id: Id| -> u32 {
+            if e.node(id).is_dir() {
+                2 + listing
+                    .children(id)
+                    .filter(|(_, c)| e.node(*c).is_dir())
+                    .count() as u32
+            } else {
+                links[id as usize]
             }
-            let size = (blocks.len() as u64 - 1) * block + used as u64;
-            dirs.insert(id, DirLayout { blocks, size });
-        }
+        };
 
         // Extended attributes: what two inodes or more carry is shared.
-        let xattrs_of = |id: NodeId| -> Vec<Xattr> {
-            let node = &self.nodes[id];
-            let mut v: Vec<Xattr> = node
-                .meta
-                .xattrs
-                .iter()
-                .filter_map(|(n, val)| {
-                    format::xattr_index(n).map(|(i, s)| (i, s.to_vec(), val.clone()))
-                })
-                .collect();
-            if let Body::Dir {
-                whiteouts: true, ..
-            } = node.body
-            {
-                // Kernel commit b79e05aaa166: overlayfs never iterates a
-                // directory with an origin xattr directly, so it filters
-                // the whiteouts in it. The value is irrelevant here.
-                if !v
-                    .iter()
-                    .any(|(i, s, _)| *i == format::XATTR_INDEX_TRUSTED && s == b"overlay.origin")
-                {
-                    v.push((
-                        format::XATTR_INDEX_TRUSTED,
-                        b"overlay.origin".to_vec(),
-                        Vec::new(),
-                    ));
+        let mut counts: BTreeMap<Xattr, u32> = BTreeMap::new();
+        for &id in &order {
+            let n = e.node(id);
+            if n.xattrs != 0 || n.flags & WHITEOUTS != 0 {
+                for x in e.xattrs_of(id) {
+                    *counts.entry(x).or_default() += 1;
                 }
-            }
-            v.sort();
-            v.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-            v
-        };
-        let node_xattrs: Vec<Vec<Xattr>> = order.iter().map(|&id| xattrs_of(id)).collect();
-        let mut counts: BTreeMap<&Xattr, u32> = BTreeMap::new();
-        for xs in &node_xattrs {
-            for x in xs {
-                *counts.entry(x).or_default() += 1;
             }
         }
         let mut shared_area: Vec<u8> = Vec::new();
         let mut shared_id: BTreeMap<Xattr, u32> = BTreeMap::new();
-        for (x, n) in &counts {
-            if *n >= 2 {
-                shared_id.insert((*x).clone(), (shared_area.len() / 4) as u32);
+        for (x, n) in counts {
+            if n >= 2 {
+                shared_id.insert(x.clone(), (shared_area.len() / 4) as u32);
                 format::encode_xattr_entry(&mut shared_area, x.0, &x.1, &x.2);
             }
         }
-        // Each inode's xattr body: header, shared ids, inline entries.
-        let ibodies: Vec<Vec<u8>> = node_xattrs
-            .iter()
-            .map(|xs| {
-                if xs.is_empty() {
-                    return Vec::new();
-                }
-                let mut shared: Vec<u32> = Vec::new();
-                let mut inline: Vec<u8> = Vec::new();
-                for x in xs {
-                    match shared_id.get(x) {
-                        Some(id) if shared.len() < 255 => shared.push(*id),
-                        _ => format::encode_xattr_entry(&mut inline, x.0, &x.1, &x.2),
-                    }
-                }
-                let mut body = vec![0u8; format::XATTR_IBODY_HEADER_SIZE];
-                body[4] = shared.len() as u8;
-                for id in shared {
-                    body.extend_from_slice(&id.to_le_bytes());
-                }
-                body.extend_from_slice(&inline);
-                body
-            })
-            .collect();
 
-        // The build time compact inodes take: the most common mtime.
-        let (build_time, build_nsec) = self.opts.build_time.unwrap_or_else(|| {
-            let mut freq: BTreeMap<(i64, u32), u32> = BTreeMap::new();
-            for &id in &order {
-                let m = &self.nodes[id].meta;
-                *freq.entry((m.mtime, m.mtime_nsec)).or_default() += 1;
-            }
-            let best = freq
+        // The build time compact inodes take: the most common mtime (the
+        // earliest of the most common).
+        let build = opts.build_time.unwrap_or_else(|| {
+            let mut times: Vec<(i64, u32)> = order
                 .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-                .map(|(t, _)| *t)
-                .unwrap_or((0, 0));
-            (best.0.max(0) as u64, best.1)
+                .map(|&id| (e.node(id).mtime, e.node(id).mtime_nsec))
+                .collect();
+            times.sort_unstable();
+            let mut best = ((0, 0), 0usize);
+            for run in times.chunk_by(|a, b| a == b) {
+                if run.len() > best.1 || (run.len() == best.1 && run[0] < best.0) {
+                    best = (run[0], run.len());
+                }
+            }
+            (best.0 .0.max(0) as u64, best.0 .1)
         });
 
         // The data area ends here; shared xattrs, then the inodes, then the
         // blocks of directories and symlinks too large to inline.
-        let xattr_start = self.data_end.next_multiple_of(block);
+        let xattr_start = data_end.next_multiple_of(block);
         let meta_start = (xattr_start + shared_area.len() as u64).next_multiple_of(block);
         let xattr_blkaddr = if shared_area.is_empty() {
             0
         } else {
-            self.block_of(xattr_start)?
+            block_of(xattr_start)?
         };
-        let meta_blkaddr = self.block_of(meta_start)?;
+        let meta_blkaddr = block_of(meta_start)?;
 
-        struct Placed {
-            inode: DiskInode,
-            at: u64,
-            /// Bytes after the inode and its xattrs: inline data or a chunk map.
-            tail: Vec<u8>,
-            /// Blocks of directory or symlink data to place after the inodes.
-            blocks: Option<Vec<u8>>,
-        }
-        let mut placed: Vec<Placed> = Vec::with_capacity(order.len());
+        // Where each inode goes (`nid[id]`, in 32-byte slots from
+        // `meta_start`), and which nodes keep their data in blocks after
+        // the inodes (with its length in bytes).
+        let mut nid: Vec<u64> = vec![0; count];
+        let mut outside: HashMap<Id, u64> = HashMap::new();
         let mut cursor = 0u64;
-        let mut feature_incompat = 0u32;
-        for (i, &id) in order.iter().enumerate() {
-            let node = &self.nodes[id];
-            let m = &node.meta;
-            let nlink = match &node.body {
-                Body::Dir { entries, .. } => {
-                    2 + entries
-                        .values()
-                        .filter(|c| matches!(self.nodes[**c].body, Body::Dir { .. }))
-                        .count() as u32
-                }
-                _ => links[&id],
+        for &id in &order {
+            let dir_size = if e.node(id).is_dir() {
+                pack_dir(dir_entries(id), bs, |_, _| {})
+            } else {
+                0
             };
-            let mut inode = DiskInode {
-                extended: false,
-                layout: format::LAYOUT_FLAT_PLAIN,
-                xattr_icount: 0,
-                mode: m.mode & 0o7777,
-                nlink,
-                size: 0,
-                i_u: format::NULL_ADDR,
-                ino: i as u32 + 1,
-                uid: m.uid,
-                gid: m.gid,
-                mtime: m.mtime.max(0) as u64,
-                mtime_nsec: m.mtime_nsec,
-            };
-            let mut tail = Vec::new();
-            let mut blocks = None;
-            match &node.body {
-                Body::Dir { .. } => {
-                    inode.mode |= format::S_IFDIR;
-                    let d = &dirs[&id];
-                    inode.size = d.size;
-                    // Encoded once the nids are known; the size decides
-                    // where it goes.
-                    if d.size < block {
-                        inode.layout = format::LAYOUT_FLAT_INLINE;
-                        tail = vec![0u8; d.size as usize];
-                    } else {
-                        blocks = Some(vec![0u8; d.blocks.len() * bs]);
-                    }
+            let (inode, tail) = e.disk_inode(id, nlink(id), dir_size, build);
+            let head = inode.encoded_size() + e.ibody(id, &shared_id).len();
+            let mut whole = head as u64;
+            if inode.layout != format::LAYOUT_FLAT_INLINE {
+                whole += tail as u64;
+                if e.node(id).is_dir() {
+                    outside.insert(id, dir_size);
                 }
-                Body::File { size, data } => {
-                    inode.mode |= format::S_IFREG;
-                    inode.size = *size;
-                    match data {
-                        FileData::None => {}
-                        FileData::Plain { start } => inode.i_u = *start,
-                        FileData::Chunked { bits, chunks } => {
-                            inode.layout = format::LAYOUT_CHUNK_BASED;
-                            inode.i_u = u32::from(*bits);
-                            for c in chunks {
-                                tail.extend_from_slice(&c.to_le_bytes());
-                            }
-                            feature_incompat |= format::FEATURE_INCOMPAT_CHUNKED_FILE;
-                        }
-                    }
-                }
-                Body::Symlink(target) => {
-                    inode.mode |= format::S_IFLNK;
-                    inode.size = target.len() as u64;
-                    inode.layout = format::LAYOUT_FLAT_INLINE;
-                    tail = target.clone();
-                }
-                Body::Device { mode_type, rdev } => {
-                    inode.mode |= mode_type;
-                    inode.i_u = *rdev;
-                }
-            }
-            inode.extended = inode.uid > u32::from(u16::MAX)
-                || inode.gid > u32::from(u16::MAX)
-                || inode.nlink > u32::from(u16::MAX)
-                || inode.size > u64::from(u32::MAX)
-                || (inode.mtime, inode.mtime_nsec) != (build_time, build_nsec);
-            let ibody = &ibodies[i];
-            if !ibody.is_empty() {
-                inode.xattr_icount =
-                    ((ibody.len() - format::XATTR_IBODY_HEADER_SIZE) / 4 + 1) as u16;
-            }
-            let head = inode.encoded_size() + ibody.len();
-            // Inline data must not cross a block boundary; too big to fit
-            // in one block with its inode, it goes to blocks of its own.
-            if inode.layout == format::LAYOUT_FLAT_INLINE && head + tail.len() > bs {
-                inode.layout = format::LAYOUT_FLAT_PLAIN;
-                let mut b = std::mem::take(&mut tail);
-                b.resize(b.len().next_multiple_of(bs), 0);
-                blocks = Some(b);
+            } else if head + tail > bs {
+                // Inline data must not cross a block boundary; too big to
+                // fit in one block with its inode, it goes to blocks of
+                // its own.
+                outside.insert(id, tail as u64);
+            } else {
+                whole += tail as u64;
             }
             cursor = cursor.next_multiple_of(format::INODE_SLOT);
-            let whole = (head + tail.len()) as u64;
             if whole <= block && cursor % block + whole > block {
                 cursor = cursor.next_multiple_of(block);
             }
-            placed.push(Placed {
-                inode,
-                at: cursor,
-                tail,
-                blocks,
-            });
+            nid[id as usize] = cursor / format::INODE_SLOT;
             cursor += whole;
         }
-        if placed[0].at / format::INODE_SLOT > u64::from(u16::MAX) {
+        if nid[ROOT as usize] > u64::from(u16::MAX) {
             return Err(Error::invalid("the root inode is out of reach".to_string()));
         }
-        let nids: Vec<u64> = placed.iter().map(|p| p.at / format::INODE_SLOT).collect();
-        let nid_of = |id: NodeId| nids[index[&id]];
-
-        // Blocks of large directories and symlinks, after the inodes.
-        let mut next_block = (meta_start + cursor).next_multiple_of(block);
-        for p in placed.iter_mut() {
-            if let Some(b) = &p.blocks {
-                p.inode.i_u = self.block_of(next_block)?;
-                next_block += b.len() as u64;
+        // Blocks of large directories and symlinks, after the inodes, in
+        // the order of their inodes.
+        let blocks_start = (meta_start + cursor).next_multiple_of(block);
+        let mut block_at: HashMap<Id, u32> = HashMap::with_capacity(outside.len());
+        let mut next = blocks_start;
+        for &id in &order {
+            if let Some(len) = outside.get(&id) {
+                block_at.insert(id, block_of(next)?);
+                next += len.next_multiple_of(block);
             }
         }
-        // Directory entries, now that every nid is known.
-        for (i, &id) in order.iter().enumerate() {
-            let Some(d) = dirs.get(&id) else { continue };
-            let mut content = Vec::with_capacity(d.size as usize);
-            for (bi, entries) in d.blocks.iter().enumerate() {
+        let image_len = next.max(meta_start + cursor).next_multiple_of(block);
+        let image_blocks = block_of(image_len)?;
+
+        // A directory's content, now that every nid is known.
+        let file_type = |id: Id| match e.node(id).mode & format::S_IFMT {
+            format::S_IFDIR => format::FT_DIR,
+            format::S_IFREG => format::FT_REG_FILE,
+            format::S_IFLNK => format::FT_SYMLINK,
+            format::S_IFCHR => format::FT_CHRDEV,
+            format::S_IFBLK => format::FT_BLKDEV,
+            format::S_IFIFO => format::FT_FIFO,
+            _ => format::FT_SOCK,
+        };
+        let dir_content = |id: Id, content: &mut Vec<u8>| {
+            pack_dir(dir_entries(id), bs, |entries, last| {
                 let start = content.len();
                 let mut nameoff = entries.len() * format::DIRENT_SIZE;
                 for (name, child) in entries {
-                    content.extend_from_slice(&nid_of(*child).to_le_bytes());
+                    content.extend_from_slice(&nid[*child as usize].to_le_bytes());
                     content.extend_from_slice(&(nameoff as u16).to_le_bytes());
-                    content.push(self.file_type(*child));
+                    content.push(file_type(*child));
                     content.push(0);
                     nameoff += name.len();
                 }
                 for (name, _) in entries {
                     content.extend_from_slice(name);
                 }
-                if bi + 1 < d.blocks.len() {
+                if !last {
                     content.resize(start + bs, 0);
                 }
-            }
-            let p = &mut placed[i];
-            match &mut p.blocks {
-                Some(b) => b[..content.len()].copy_from_slice(&content),
-                None => p.tail.copy_from_slice(&content),
-            }
-        }
+            });
+        };
 
-        // Write it all: shared xattrs, inodes, blocks, then the superblock.
-        let mut meta = vec![0u8; cursor as usize];
-        let mut enc = Vec::with_capacity(64);
-        for (i, p) in placed.iter().enumerate() {
-            enc.clear();
-            p.inode.encode(&mut enc);
-            enc.extend_from_slice(&ibodies[i]);
-            enc.extend_from_slice(&p.tail);
-            meta[p.at as usize..p.at as usize + enc.len()].copy_from_slice(&enc);
-        }
+        // Write it all, in order: shared xattrs, inodes, blocks, then the
+        // superblock.
         if !shared_area.is_empty() {
-            self.out
-                .write_at(&shared_area, xattr_start)
+            out.write_at(&shared_area, xattr_start)
                 .map_err(Error::write)?;
         }
-        self.out.write_at(&meta, meta_start).map_err(Error::write)?;
-        let mut at = (meta_start + cursor).next_multiple_of(block);
-        for p in &placed {
-            if let Some(b) = &p.blocks {
-                self.out.write_at(b, at).map_err(Error::write)?;
-                at += b.len() as u64;
+        let mut enc: Vec<u8> = Vec::with_capacity(256);
+        let mut data: Vec<u8> = Vec::new();
+        for (i, &id) in order.iter().enumerate() {
+            let node = e.node(id);
+            data.clear();
+            let mut dir_size = 0;
+            match node.mode & format::S_IFMT {
+                format::S_IFDIR if outside.contains_key(&id) => dir_size = outside[&id],
+                format::S_IFDIR => {
+                    dir_content(id, &mut data);
+                    dir_size = data.len() as u64;
+                }
+                format::S_IFLNK => data.extend_from_slice(
+                    &e.targets[node.data as usize..(node.data + node.size) as usize],
+                ),
+                format::S_IFREG if node.flags & CHUNKED != 0 => {
+                    for c in &e.chunk_maps[node.data as usize].1 {
+                        data.extend_from_slice(&c.to_le_bytes());
+                    }
+                }
+                _ => {}
             }
+            let (mut inode, _) = e.disk_inode(id, nlink(id), dir_size, build);
+            let ibody = e.ibody(id, &shared_id);
+            inode.ino = i as u32 + 1;
+            if !ibody.is_empty() {
+                inode.xattr_icount =
+                    ((ibody.len() - format::XATTR_IBODY_HEADER_SIZE) / 4 + 1) as u16;
+            }
+            if let Some(b) = block_at.get(&id) {
+                inode.layout = format::LAYOUT_FLAT_PLAIN;
+                inode.i_u = *b;
+            }
+            enc.clear();
+            inode.encode(&mut enc);
+            enc.extend_from_slice(&ibody);
+            if !block_at.contains_key(&id) {
+                enc.extend_from_slice(&data);
+            }
+            out.write_at(&enc, meta_start + nid[id as usize] * format::INODE_SLOT)
+                .map_err(Error::write)?;
         }
-        self.out.flush().map_err(Error::write)?;
-        let image_len = at.max(meta_start + cursor).next_multiple_of(block);
+        for &id in &order {
+            let Some(b) = block_at.get(&id) else { continue };
+            let node = e.node(id);
+            data.clear();
+            if node.is_dir() {
+                dir_content(id, &mut data);
+            } else {
+                data.extend_from_slice(
+                    &e.targets[node.data as usize..(node.data + node.size) as usize],
+                );
+            }
+            out.write_at(&data, u64::from(*b) * block)
+                .map_err(Error::write)?;
+        }
+        out.flush().map_err(Error::write)?;
         let sb = SuperBlock {
-            blkszbits: self.opts.block_size_bits,
-            root_nid: (placed[0].at / format::INODE_SLOT) as u16,
+            blkszbits: opts.block_size_bits,
+            root_nid: nid[ROOT as usize] as u16,
             inos: order.len() as u64,
-            build_time,
-            build_time_nsec: build_nsec,
-            blocks: self.block_of(image_len)?,
+            build_time: build.0,
+            build_time_nsec: build.1,
+            blocks: image_blocks,
             meta_blkaddr,
             xattr_blkaddr,
-            uuid: self.opts.uuid,
+            uuid: opts.uuid,
             volume_name: [0; 16],
             feature_compat: format::FEATURE_COMPAT_SB_CHKSUM | format::FEATURE_COMPAT_MTIME,
-            feature_incompat,
+            feature_incompat: if order.iter().any(|&id| e.node(id).flags & CHUNKED != 0) {
+                format::FEATURE_INCOMPAT_CHUNKED_FILE
+            } else {
+                0
+            },
         };
         let mut first = vec![0u8; bs - format::SUPER_OFFSET as usize];
         first[..format::SUPER_SIZE].copy_from_slice(&sb.encode());
         let crc = format::super_checksum(&first);
         first[4..8].copy_from_slice(&crc.to_le_bytes());
-        let file = &self.out.file;
-        file.write_all_at(&first, format::SUPER_OFFSET)
+        out.file
+            .write_all_at(&first, format::SUPER_OFFSET)
             .map_err(Error::write)?;
-        file.set_len(image_len).map_err(Error::write)?;
+        out.file.set_len(image_len).map_err(Error::write)?;
         Ok(image_len)
     }
+}
 
-    fn file_type(&self, id: NodeId) -> u8 {
-        match &self.nodes[id].body {
-            Body::Dir { .. } => format::FT_DIR,
-            Body::File { .. } => format::FT_REG_FILE,
-            Body::Symlink(_) => format::FT_SYMLINK,
-            Body::Device { mode_type, .. } => match *mode_type {
-                format::S_IFCHR => format::FT_CHRDEV,
-                format::S_IFBLK => format::FT_BLKDEV,
-                format::S_IFIFO => format::FT_FIFO,
-                _ => format::FT_SOCK,
-            },
+impl Entries {
+    /// A new node; returns its id.
+    fn push(
+        &mut self,
+        meta: Meta,
+        kind: u32,
+        size: u64,
+        data: u64,
+        flags: u8,
+    ) -> Result<Id, Error> {
+        let id = Id::try_from(self.nodes.len())
+            .ok()
+            .filter(|id| *id < Id::MAX)
+            .ok_or_else(|| too_large(crate::tree::TooLarge))?;
+        let xattrs = self.store_xattrs(meta.xattrs)?;
+        self.nodes.push(Node {
+            mtime: meta.mtime,
+            size,
+            data,
+            uid: meta.uid,
+            gid: meta.gid,
+            mtime_nsec: meta.mtime_nsec,
+            mode: kind | (meta.mode & 0o7777),
+            xattrs,
+            flags,
+        });
+        Ok(id)
+    }
+
+    fn store_xattrs(&mut self, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u32, Error> {
+        if xattrs.is_empty() {
+            return Ok(0);
         }
+        self.xattrs.push(xattrs);
+        u32::try_from(self.xattrs.len()).map_err(|_| too_large(crate::tree::TooLarge))
+    }
+
+    fn node(&self, id: Id) -> &Node {
+        &self.nodes[id as usize]
+    }
+
+    /// The node at `path` (components separated by `/`; empty: the root).
+    fn lookup(&self, path: &[u8]) -> Option<Id> {
+        self.tree.lookup(path, |id| self.node(id).is_dir())
+    }
+
+    /// The xattrs of node `id` as EROFS stores them, sorted.
+    fn xattrs_of(&self, id: Id) -> Vec<Xattr> {
+        let node = self.node(id);
+        let mut v: Vec<Xattr> = match node.xattrs {
+            0 => Vec::new(),
+            i => self.xattrs[i as usize - 1]
+                .iter()
+                .filter_map(|(n, val)| {
+                    format::xattr_index(n).map(|(i, s)| (i, s.to_vec(), val.clone()))
+                })
+                .collect(),
+        };
+        if node.is_dir() && node.flags & WHITEOUTS != 0 {
+            // Kernel commit b79e05aaa166: overlayfs never iterates a
+            // directory with an origin xattr directly, so it filters the
+            // whiteouts in it. The value is irrelevant here.
+            if !v
+                .iter()
+                .any(|(i, s, _)| *i == format::XATTR_INDEX_TRUSTED && s == b"overlay.origin")
+            {
+                v.push((
+                    format::XATTR_INDEX_TRUSTED,
+                    b"overlay.origin".to_vec(),
+                    Vec::new(),
+                ));
+            }
+        }
+        v.sort();
+        v.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        v
+    }
+
+    /// Node `id`'s xattr body: header, shared ids, inline entries (empty
+    /// without xattrs).
+    fn ibody(&self, id: Id, shared_id: &BTreeMap<Xattr, u32>) -> Vec<u8> {
+        let node = self.node(id);
+        if node.xattrs == 0 && node.flags & WHITEOUTS == 0 {
+            return Vec::new();
+        }
+        let xs = self.xattrs_of(id);
+        if xs.is_empty() {
+            return Vec::new();
+        }
+        let mut shared: Vec<u32> = Vec::new();
+        let mut inline: Vec<u8> = Vec::new();
+        for x in &xs {
+            match shared_id.get(x) {
+                Some(id) if shared.len() < 255 => shared.push(*id),
+                _ => format::encode_xattr_entry(&mut inline, x.0, &x.1, &x.2),
+            }
+        }
+        let mut body = vec![0u8; format::XATTR_IBODY_HEADER_SIZE];
+        body[4] = shared.len() as u8;
+        for id in shared {
+            body.extend_from_slice(&id.to_le_bytes());
+        }
+        body.extend_from_slice(&inline);
+        body
+    }
+
+    /// Node `id`'s inode, but for its number, its xattr count and the block
+    /// address of data stored after the inodes; and the length of what
+    /// follows its xattrs (inline data or a chunk map).
+    fn disk_inode(
+        &self,
+        id: Id,
+        nlink: u32,
+        dir_size: u64,
+        build: (u64, u32),
+    ) -> (DiskInode, usize) {
+        let n = self.node(id);
+        let mut inode = DiskInode {
+            extended: false,
+            layout: format::LAYOUT_FLAT_PLAIN,
+            xattr_icount: 0,
+            mode: n.mode,
+            nlink,
+            size: 0,
+            i_u: format::NULL_ADDR,
+            ino: 0,
+            uid: n.uid,
+            gid: n.gid,
+            mtime: n.mtime.max(0) as u64,
+            mtime_nsec: n.mtime_nsec,
+        };
+        let mut tail = 0;
+        match n.mode & format::S_IFMT {
+            format::S_IFDIR => {
+                inode.size = dir_size;
+                if dir_size < self.block {
+                    inode.layout = format::LAYOUT_FLAT_INLINE;
+                    tail = dir_size as usize;
+                }
+            }
+            format::S_IFREG => {
+                inode.size = n.size;
+                if n.flags & CHUNKED != 0 {
+                    let (bits, chunks) = &self.chunk_maps[n.data as usize];
+                    inode.layout = format::LAYOUT_CHUNK_BASED;
+                    inode.i_u = u32::from(*bits);
+                    tail = chunks.len() * 4;
+                } else if n.size > 0 {
+                    inode.i_u = n.data as u32;
+                }
+            }
+            format::S_IFLNK => {
+                inode.size = n.size;
+                inode.layout = format::LAYOUT_FLAT_INLINE;
+                tail = n.size as usize;
+            }
+            _ => inode.i_u = n.data as u32,
+        }
+        inode.extended = inode.uid > u32::from(u16::MAX)
+            || inode.gid > u32::from(u16::MAX)
+            || inode.nlink > u32::from(u16::MAX)
+            || inode.size > u64::from(u32::MAX)
+            || (inode.mtime, inode.mtime_nsec) != build;
+        (inode, tail)
     }
 }
 

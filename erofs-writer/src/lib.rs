@@ -28,6 +28,7 @@
 
 mod builder;
 pub mod format;
+pub mod tree;
 
 pub use builder::Builder;
 
