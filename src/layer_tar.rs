@@ -27,8 +27,9 @@
 //! links to nowhere, whiteouts of `.` or `..`, xattrs Linux cannot hold, and
 //! layers past the size limits of the configuration.
 
-use std::collections::BTreeMap;
 use std::io::Read;
+
+use erofs_writer::tree::{Id, Tree, ROOT};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
@@ -90,7 +91,13 @@ pub(crate) struct Rewriter<'a, O: LayerOut> {
     limits: Limits,
     /// Bytes of layer data (as given) read so far.
     consumed: &'a dyn Fn() -> u64,
-    tree: BTreeMap<Vec<u8>, Node>,
+    /// What this layer said about each path: `nodes[id]` for the entry
+    /// `names` gives `id` (the root is `ROOT`; a replaced entry gets a new
+    /// id, and what it held is forgotten with it).
+    names: Tree,
+    nodes: Vec<Node>,
+    /// The layer described its root, or it was emitted.
+    root_seen: bool,
     opaque_root: bool,
     /// Bytes of file data written.
     written: u64,
@@ -325,7 +332,9 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
             lowers,
             limits,
             consumed,
-            tree: BTreeMap::new(),
+            names: Tree::new(),
+            nodes: vec![Node::Dir { opaque: false }],
+            root_seen: false,
             opaque_root: false,
             written: 0,
         }
@@ -353,18 +362,17 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
                     format!("the layer root cannot be a {}", e.kind.name()),
                 ));
             }
-            let opaque = matches!(self.tree.get(&rel), Some(Node::Dir { opaque: true }));
             e.path = b".".to_vec();
             self.out.entry(&e)?;
-            self.tree.insert(rel, Node::Dir { opaque });
+            self.root_seen = true;
             return Ok(());
         }
         if name == OPAQUE {
-            self.ensure_parents(&rel, &e)?;
+            let dir = self.ensure_parents(&rel, &e)?;
             if parent.is_empty() {
                 self.opaque_root = true;
             } else {
-                self.make_opaque(parent)?;
+                self.make_opaque(dir, parent)?;
             }
             return Ok(());
         }
@@ -382,30 +390,31 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
                     ),
                 ));
             }
-            self.ensure_parents(&rel, &e)?;
-            let target = join(parent, target);
-            match self.tree.get(&target) {
+            let dir = self.ensure_parents(&rel, &e)?;
+            let path = join(parent, target);
+            match self.child(dir, target) {
                 // The whiteout hides the lower layers only: what this layer
                 // made stays, and a directory of it stops merging with theirs.
-                Some(Node::Dir { .. }) => self.make_opaque(&target)?,
+                Some((id, Node::Dir { .. })) => self.make_opaque(id, &path)?,
                 Some(_) => {}
                 None => {
-                    self.out.whiteout(&target)?;
-                    self.tree.insert(target, Node::Whiteout);
+                    self.out.whiteout(&path)?;
+                    self.add(dir, target, Node::Whiteout, &e)?;
                 }
             }
             return Ok(());
         }
-        self.ensure_parents(&rel, &e)?;
-        let previous = self.tree.get(&rel).copied();
-        let mut opaque = false;
-        match (previous, e.kind) {
-            (Some(Node::Dir { opaque: o }), Kind::Directory) => opaque = o,
+        let dir = self.ensure_parents(&rel, &e)?;
+        let previous = self.child(dir, name);
+        // A directory over a directory (or over this layer's whiteout) is
+        // the same node; anything else replaces the old one, and forgets
+        // what this layer put below it.
+        let (keep, opaque) = match (previous, e.kind) {
+            (Some((id, Node::Dir { opaque })), Kind::Directory) => (Some(id), opaque),
             // The whiteout in this layer still hides the lower directory.
-            (Some(Node::Whiteout), Kind::Directory) => opaque = true,
-            (Some(_), _) => self.forget_below(&rel),
-            (None, _) => {}
-        }
+            (Some((id, Node::Whiteout)), Kind::Directory) => (Some(id), true),
+            _ => (None, false),
+        };
         e.path = rel.clone();
         match e.kind {
             Kind::HardLink => {
@@ -446,11 +455,55 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
             Kind::Directory => Node::Dir { opaque },
             k => Node::Other(k),
         };
-        self.tree.insert(rel.clone(), node);
-        if opaque && previous != Some(Node::Dir { opaque: true }) {
+        match keep {
+            Some(id) => self.nodes[id as usize] = node,
+            None => {
+                self.add(dir, name, node, &e)?;
+            }
+        }
+        if opaque && previous.map(|p| p.1) != Some(Node::Dir { opaque: true }) {
             self.out.opaque(&rel)?;
         }
         Ok(())
+    }
+
+    /// What this layer said about `name` in directory `dir`.
+    fn child(&self, dir: Id, name: &[u8]) -> Option<(Id, Node)> {
+        self.names
+            .get(dir, name)
+            .map(|id| (id, self.nodes[id as usize]))
+    }
+
+    /// Records `node` as `name` in directory `dir`, replacing what was there.
+    fn add(&mut self, dir: Id, name: &[u8], node: Node, e: &Entry) -> Result<Id> {
+        let too_many = || refuse(e, "the layer has more entries or names than 2^32");
+        let id = Id::try_from(self.nodes.len())
+            .ok()
+            .filter(|id| *id < Id::MAX)
+            .ok_or_else(too_many)?;
+        self.names.set(dir, name, id).map_err(|_| too_many())?;
+        self.nodes.push(node);
+        Ok(id)
+    }
+
+    /// What this layer said about `rel`, and whether what it said about an
+    /// ancestor hides a lower layer's `rel` (an opaque directory, a
+    /// replacement).
+    fn find(&self, rel: &[u8]) -> (Option<(Id, Node)>, bool) {
+        let (mut id, mut hidden) = (ROOT, false);
+        for comp in rel.split(|b| *b == b'/') {
+            if id != ROOT {
+                match self.nodes[id as usize] {
+                    Node::Dir { opaque } => hidden |= opaque,
+                    _ => return (None, true),
+                }
+            }
+            match self.names.get(id, comp) {
+                Some(c) => id = c,
+                None => return (None, hidden),
+            }
+        }
+        (Some((id, self.nodes[id as usize])), hidden)
     }
 
     /// A regular file, within the size limits; its data is counted against
@@ -492,77 +545,58 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
         self.out.file(e, &mut metered)
     }
 
-    /// Forgets what this layer had below `rel`, which a new entry replaces.
-    fn forget_below(&mut self, rel: &[u8]) {
-        let prefix = [rel, b"/"].concat();
-        let below: Vec<Vec<u8>> = self
-            .tree
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in below {
-            self.tree.remove(&k);
-        }
-    }
-
-    /// True when a lower layer's `rel` is hidden by what this layer says
-    /// about one of its ancestors (an opaque directory, a replacement).
-    fn hidden(&self, rel: &[u8]) -> bool {
-        let mut d = rel;
-        while !d.is_empty() {
-            d = split(d).0;
-            match self.tree.get(d) {
-                Some(Node::Dir { opaque: true }) => return true,
-                Some(Node::Dir { opaque: false }) | None => {}
-                Some(_) => return true,
-            }
-        }
-        false
-    }
-
     /// Emits entries for the root and every ancestor of `rel` this layer
-    /// has not described yet.
-    fn ensure_parents(&mut self, rel: &[u8], e: &Entry) -> Result<()> {
-        let mut dirs: Vec<&[u8]> = vec![b""];
-        dirs.extend(
-            rel.iter()
-                .enumerate()
-                .filter(|(_, b)| **b == b'/')
-                .map(|(i, _)| &rel[..i]),
-        );
-        for dir in dirs {
-            match self.tree.get(dir).copied() {
-                Some(Node::Dir { .. }) => continue,
-                Some(Node::Other(kind)) => {
+    /// has not described yet; returns the directory that holds `rel`.
+    fn ensure_parents(&mut self, rel: &[u8], e: &Entry) -> Result<Id> {
+        if !self.root_seen {
+            let attrs = self.lower_attrs(b"", e)?;
+            self.emit_dir(b"", &attrs)?;
+            self.root_seen = true;
+        }
+        let parent = split(rel).0;
+        let (mut dir, mut hidden) = (ROOT, false);
+        if parent.is_empty() {
+            return Ok(dir);
+        }
+        let mut end = 0;
+        for comp in parent.split(|b| *b == b'/') {
+            end += comp.len();
+            let path = &rel[..end];
+            end += 1;
+            if let Node::Dir { opaque: true } = self.nodes[dir as usize] {
+                hidden |= dir != ROOT;
+            }
+            dir = match self.child(dir, comp) {
+                Some((id, Node::Dir { .. })) => id,
+                Some((_, Node::Other(kind))) => {
                     return Err(refuse(
                         e,
                         format!(
                             "it lies under {}, which this layer made a {}",
-                            quote(dir),
+                            quote(path),
                             kind.name()
                         ),
                     ))
                 }
                 // Whited out, then made again: the lower one stays hidden.
-                Some(Node::Whiteout) => {
-                    let attrs = default_attrs(e);
-                    self.emit_dir(dir, &attrs)?;
-                    self.tree.insert(dir.to_vec(), Node::Dir { opaque: false });
-                    self.make_opaque(dir)?;
+                Some((id, Node::Whiteout)) => {
+                    self.emit_dir(path, &default_attrs(e))?;
+                    self.nodes[id as usize] = Node::Dir { opaque: false };
+                    self.make_opaque(id, path)?;
+                    id
                 }
                 None => {
-                    let attrs = if self.hidden(dir) {
+                    let attrs = if hidden {
                         default_attrs(e)
                     } else {
-                        self.lower_attrs(dir, e)?
+                        self.lower_attrs(path, e)?
                     };
-                    self.emit_dir(dir, &attrs)?;
-                    self.tree.insert(dir.to_vec(), Node::Dir { opaque: false });
+                    self.emit_dir(path, &attrs)?;
+                    self.add(dir, comp, Node::Dir { opaque: false }, e)?
                 }
-            }
+            };
         }
-        Ok(())
+        Ok(dir)
     }
 
     /// The attributes directory `rel` has in the lower layers (containerd's
@@ -599,12 +633,12 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
         self.out.entry(&e)
     }
 
-    /// Makes directory `dir` of this layer opaque (once).
-    fn make_opaque(&mut self, dir: &[u8]) -> Result<()> {
-        if let Some(Node::Dir { opaque }) = self.tree.get_mut(dir) {
+    /// Makes directory `id` of this layer, at `path`, opaque (once).
+    fn make_opaque(&mut self, id: Id, path: &[u8]) -> Result<()> {
+        if let Node::Dir { opaque } = &mut self.nodes[id as usize] {
             if !*opaque {
                 *opaque = true;
-                self.out.opaque(dir)?;
+                self.out.opaque(path)?;
             }
         }
         Ok(())
@@ -637,14 +671,15 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
                 ),
             )
         };
-        match self.tree.get(&target) {
+        let (found, hidden) = self.find(&target);
+        match found.map(|f| f.1) {
             Some(Node::Dir { .. }) => Err(refuse(
                 e,
                 format!("a hard link to the directory {}", quote(&target)),
             )),
             Some(Node::Whiteout) => Err(missing()),
             Some(Node::Other(_)) => Ok(target),
-            None if self.hidden(&target)
+            None if hidden
                 || target
                     .rsplit(|b| *b == b'/')
                     .next()
@@ -670,7 +705,7 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
     /// overlayfs does before it links to a lower file).
     fn copy_up(&mut self, rel: &[u8], o: &Object, link: &Entry) -> Result<()> {
         use crate::sys::fs::FileType;
-        self.ensure_parents(rel, link)?;
+        let dir = self.ensure_parents(rel, link)?;
         let kind = match o.file_type() {
             FileType::RegularFile => Kind::Regular,
             FileType::Symlink => Kind::Symlink,
@@ -712,7 +747,7 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
                 self.out.entry(&e)?;
             }
         }
-        self.tree.insert(rel.to_vec(), Node::Other(kind));
+        self.add(dir, split(rel).1, Node::Other(kind), link)?;
         Ok(())
     }
 
@@ -726,12 +761,13 @@ impl<'a, O: LayerOut> Rewriter<'a, O> {
             self.lowers.root_names()?
         };
         for name in names {
-            match self.tree.get(&name).copied() {
+            match self.child(ROOT, &name) {
                 None => {
                     self.out.whiteout(&name)?;
-                    self.tree.insert(name, Node::Whiteout);
+                    let e = Entry::new(name.clone(), Kind::Char);
+                    self.add(ROOT, &name, Node::Whiteout, &e)?;
                 }
-                Some(Node::Dir { .. }) => self.make_opaque(&name)?,
+                Some((id, Node::Dir { .. })) => self.make_opaque(id, &name)?,
                 Some(_) => {}
             }
         }
