@@ -1,7 +1,13 @@
 //! The EROFS differ: an OCI layer (tar, gzip or zstd; or a native EROFS
-//! blob) goes straight into `layer.erofs` of an active snapshot, converted by
-//! `mkfs.erofs --tar`, instead of being unpacked into the upper dir and
+//! blob) goes straight into `layer.erofs` of an active snapshot, written by
+//! the built-in EROFS writer (or `mkfs.erofs --tar` for the `mkfs_options`
+//! only it implements), instead of being unpacked into the upper dir and
 //! converted again at commit.
+//!
+//! An apply runs on two threads: one reads the layer, decompresses it and
+//! hashes it (the diffID, and the data as given when a compressed layer's
+//! digest is to be verified), a few buffers ahead of the other, the
+//! caller's, which checks the entries and writes the image.
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
@@ -11,6 +17,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -131,101 +140,80 @@ pub(crate) fn layer_uuid(digest: &str) -> uuid::Uuid {
     )
 }
 
-/// A reader that fails once a conversion has run for longer than
-/// `convert_timeout_seconds` (the built-in writer's bound on time, as the
-/// watchdog is mkfs.erofs's).
-struct Deadline<R> {
-    inner: R,
-    until: Instant,
-    seconds: u64,
+/// The error of a conversion that ran past `convert_timeout_seconds`.
+fn timed_out(seconds: u64) -> io::Error {
+    crate::error::carry(Error::unavailable(format!(
+        "the conversion ran longer than config field \"convert_timeout_seconds\" allows \
+         ({seconds} s) and was stopped"
+    )))
 }
 
-impl<R: Read> Deadline<R> {
-    fn new(inner: R, config: &Config) -> Deadline<R> {
-        Deadline {
-            inner,
-            until: Instant::now() + config.convert_timeout(),
-            seconds: config.convert_timeout_seconds,
-        }
-    }
-}
-
-impl<R: Read> Read for Deadline<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if Instant::now() > self.until {
-            return Err(crate::error::carry(Error::unavailable(format!(
-                "the conversion ran longer than config field \"convert_timeout_seconds\" \
-                 allows ({} s) and was stopped",
-                self.seconds
-            ))));
-        }
-        self.inner.read(buf)
-    }
-}
-
-/// A reader that hashes (SHA-256) and counts what passes through; the count
-/// can be read from elsewhere while the reader is lent out.
+/// A reader that hashes (SHA-256, when asked to) and counts what passes
+/// through; the count can be read from another thread.
 struct Hashing<R> {
     inner: R,
-    hash: Sha256,
-    count: Rc<Cell<u64>>,
+    hash: Option<Sha256>,
+    count: Arc<AtomicU64>,
 }
 
 impl<R: Read> Hashing<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, hash: bool) -> Self {
         Hashing {
             inner,
-            hash: Sha256::new(),
-            count: Rc::new(Cell::new(0)),
+            hash: hash.then(Sha256::new),
+            count: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    fn digest(self) -> (String, u64) {
-        let d = self.hash.finalize();
-        (
-            format!("sha256:{}", crate::integrity::hex(&d)),
-            self.count.get(),
-        )
+    /// The digest (when hashed) and the count.
+    fn digest(self) -> (Option<String>, u64) {
+        let d = self
+            .hash
+            .map(|h| format!("sha256:{}", crate::integrity::hex(&h.finalize())));
+        (d, self.count.load(Ordering::Relaxed))
     }
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.count.set(self.count.get() + n as u64);
+        if let Some(h) = &mut self.hash {
+            h.update(&buf[..n]);
+        }
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
 
-/// Decompresses `r` as declared; a mismatch between declared and actual
-/// compression is a clear error rather than a corrupt-tar one.
-fn decompressor<'a, R: BufRead + 'a>(
-    mut r: R,
-    declared: Compression,
-) -> Result<Box<dyn Read + 'a>> {
+/// The compression to decode `r` with, from the declared one and the first
+/// bytes; a mismatch between declared and actual compression is a clear
+/// error rather than a corrupt-tar one.
+fn compression_of<R: BufRead>(r: &mut R, declared: Compression) -> Result<Compression> {
     let head = r
         .fill_buf()
         .map_err(|e| Error::internal(format!("read layer: {e}")))?;
     let actual = magic(head);
-    let empty = head.is_empty();
-    let chosen = match declared {
-        Compression::Detect => actual,
-        d if empty => d,
-        d if d == actual => d,
+    match declared {
+        Compression::Detect => Ok(actual),
+        d if head.is_empty() => Ok(d),
+        d if d == actual => Ok(d),
         d => {
             let name = |c: Compression| match c {
                 Compression::Gzip => "gzip-compressed",
                 Compression::Zstd => "zstd-compressed",
                 _ => "uncompressed",
             };
-            return Err(Error::invalid_argument(format!(
+            Err(Error::invalid_argument(format!(
                 "the media type says the layer is {} but the data is {}",
                 name(d),
                 name(actual)
-            )));
+            )))
         }
-    };
+    }
+}
+
+/// `r` decompressed (as [`compression_of`] chose).
+fn decompressor<'a, R: BufRead + 'a>(r: R, chosen: Compression) -> Result<Box<dyn Read + 'a>> {
     Ok(match chosen {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
         Compression::Zstd => Box::new(
@@ -233,6 +221,181 @@ fn decompressor<'a, R: BufRead + 'a>(
                 .map_err(|e| Error::internal(format!("start zstd decoder: {e}")))?,
         ),
         _ => Box::new(r),
+    })
+}
+
+/// Bytes of the layer's tar stream the reading thread hands over at once.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the threads: memory is `CHUNK` times about
+/// twice this.
+const IN_FLIGHT: usize = 4;
+
+/// A chunk of the tar stream (its first `.1` bytes), or why there is none.
+type Chunk = io::Result<(Vec<u8>, usize)>;
+
+/// What the reading thread found, once the layer is read to its end.
+struct Digests {
+    /// SHA-256 and size of the uncompressed layer.
+    diff_id: String,
+    size: u64,
+    /// SHA-256 of the data as given, where it differs from the diffID and
+    /// a digest is to be verified.
+    raw: Option<String>,
+}
+
+/// The reading thread: `input` read, decompressed and hashed, in chunks
+/// sent to the converting thread, which sends them back to be filled again.
+/// An error is sent as the next chunk. `None` when it stopped early (an
+/// error, or the converting thread gone).
+fn produce(
+    input: &mut (dyn Read + Send),
+    declared: Compression,
+    verify: bool,
+    consumed: &AtomicU64,
+    tx: SyncSender<Chunk>,
+    free: Receiver<Vec<u8>>,
+) -> Option<Digests> {
+    let result = (|| -> io::Result<Option<Digests>> {
+        let counted = Counted {
+            inner: input,
+            count: consumed,
+        };
+        let mut buffered = BufReader::with_capacity(CHUNK, counted);
+        let chosen = compression_of(&mut buffered, declared).map_err(crate::error::carry)?;
+        // Uncompressed, the data as given is the tar stream: one hash.
+        let mut raw = Hashing::new(buffered, verify && chosen != Compression::None);
+        let mut stream = Hashing::new(
+            decompressor(BufReader::with_capacity(64 * 1024, &mut raw), chosen)
+                .map_err(crate::error::carry)?,
+            true,
+        );
+        loop {
+            let mut buf = free.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+            let n = match stream.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                break;
+            }
+            if tx.send(Ok((buf, n))).is_err() {
+                return Ok(None);
+            }
+        }
+        let (diff_id, size) = stream.digest();
+        // Whatever follows the compressed stream still counts for the digest.
+        io::copy(&mut raw, &mut io::sink())?;
+        Ok(Some(Digests {
+            diff_id: diff_id.expect("hashed"),
+            size,
+            raw: raw.digest().0,
+        }))
+    })();
+    match result {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            None
+        }
+    }
+}
+
+/// A reader that counts what passes through into a shared counter.
+struct Counted<'c, R> {
+    inner: R,
+    count: &'c AtomicU64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The converting thread's end: the tar stream as the reading thread
+/// sends it, until `convert_timeout_seconds` after the conversion began
+/// (also while the reading thread waits for its input).
+struct Source {
+    rx: Receiver<Chunk>,
+    free: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    end: usize,
+    until: Instant,
+    seconds: u64,
+}
+
+impl Read for Source {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        while self.pos == self.end {
+            if !self.cur.is_empty() {
+                let _ = self.free.try_send(std::mem::take(&mut self.cur));
+            }
+            let left = self.until.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Ok((buf, n))) => (self.cur, self.pos, self.end) = (buf, 0, n),
+                Ok(Err(e)) => return Err(e),
+                Err(RecvTimeoutError::Disconnected) => return Ok(0),
+                Err(RecvTimeoutError::Timeout) => return Err(timed_out(self.seconds)),
+            }
+        }
+        let n = out.len().min(self.end - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Runs `convert` on the caller's thread with the layer's tar stream, read
+/// from `input` on a thread of its own; returns what `convert` returned and
+/// the digests. `convert` gets the stream and how many bytes of the layer
+/// (as given) were read so far, and must read the stream to its end.
+fn pipelined<T>(
+    config: &Config,
+    input: &mut (dyn Read + Send),
+    declared: Compression,
+    verify: bool,
+    convert: impl FnOnce(Source, &dyn Fn() -> u64) -> Result<T>,
+) -> Result<(T, Digests)> {
+    let consumed = AtomicU64::new(0);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(IN_FLIGHT);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
+    let source = Source {
+        rx,
+        free: free_tx,
+        cur: Vec::new(),
+        pos: 0,
+        end: 0,
+        until: Instant::now() + config.convert_timeout(),
+        seconds: config.convert_timeout_seconds,
+    };
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("layer-reader".into())
+            .spawn_scoped(scope, || {
+                produce(input, declared, verify, &consumed, tx, free_rx)
+            })
+            .map_err(|e| Error::internal(format!("start the layer reading thread: {e}")))?;
+        let result = convert(source, &|| consumed.load(Ordering::Relaxed));
+        // `source` is gone: a reading thread still at work stops at its
+        // next chunk.
+        let digests = match reader.join() {
+            Ok(d) => d,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        match (result, digests) {
+            (Ok(v), Some(d)) => Ok((v, d)),
+            (Err(e), _) => Err(e),
+            (Ok(_), None) => Err(Error::internal(
+                "the layer reading thread stopped before the end of the layer".to_string(),
+            )),
+        }
     })
 }
 
@@ -318,74 +481,57 @@ pub(crate) fn tar_args(
 pub(crate) fn convert(
     config: &Config,
     tmp: &TempBlob,
-    input: &mut dyn Read,
+    input: &mut (dyn Read + Send),
     opts: &ApplyOptions,
     lowers: &Lowers,
 ) -> Result<Applied> {
-    let format = format_of(&opts.media_type)?;
-    let mut raw = Hashing::new(BufReader::with_capacity(256 * 1024, input));
-    let applied = match format {
+    let verify = opts.digest.is_some();
+    // What was converted, and the digest of the data as given.
+    let (applied, got) = match format_of(&opts.media_type)? {
         Format::Erofs {
             media_type,
             compression,
-        } => {
-            let mut stream = Hashing::new(decompressor(BufReader::new(&mut raw), compression)?);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&tmp.path)
-                .map_err(|e| Error::io("create", &tmp.path, e))?;
-            io::copy(&mut stream, &mut f).map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
-                    Error::invalid_argument(format!("layer data is corrupt: {e}"))
-                }
-                _ => Error::io("write", &tmp.path, e),
-            })?;
-            let (digest, size) = stream.digest();
-            Applied {
-                digest,
-                size,
-                media_type,
-            }
-        }
+        } => copy_erofs(tmp, input, compression, media_type)?,
         Format::Tar(compression) => {
             let uuid = opts.digest.as_deref().map(layer_uuid);
-            let (digest, size) = match config.layer_plan() {
+            let ((), d) = match config.layer_plan() {
                 Plan::Builtin(b) => {
-                    convert_builtin(config, &b, tmp, &mut raw, compression, uuid, lowers)?
+                    pipelined(config, input, compression, verify, |tar, consumed| {
+                        convert_builtin(config, &b, tmp, tar, consumed, uuid, lowers)
+                    })?
                 }
                 Plan::Mkfs { .. } => {
                     let keep_tar = config
                         .enable_tar_index
                         .then(|| TempBlob::with_suffix(tmp, "tar"));
                     let uuid = uuid.map(|u| u.to_string());
-                    let r = convert_tar(
-                        config,
-                        tmp,
-                        &mut raw,
-                        compression,
-                        uuid.as_deref(),
-                        lowers,
-                        keep_tar.as_ref(),
-                    )?;
+                    let r = pipelined(config, input, compression, verify, |tar, consumed| {
+                        convert_tar(
+                            config,
+                            tmp,
+                            tar,
+                            consumed,
+                            uuid.as_deref(),
+                            lowers,
+                            keep_tar.as_ref(),
+                        )
+                    })?;
                     if let Some(tar) = &keep_tar {
                         append(&tmp.path, &tar.path)?;
                     }
                     r
                 }
             };
-            Applied {
-                digest,
-                size,
+            let got = d.raw.unwrap_or_else(|| d.diff_id.clone());
+            let applied = Applied {
+                digest: d.diff_id,
+                size: d.size,
                 media_type: MEDIA_TYPE_TAR.to_string(),
-            }
+            };
+            (applied, got)
         }
     };
-    // The rest of the input (padding after the archive) still counts for the digest.
-    io::copy(&mut raw, &mut io::sink()).map_err(|e| Error::internal(format!("read layer: {e}")))?;
     if let Some(want) = &opts.digest {
-        let (got, _) = raw.digest();
         if &got != want {
             return Err(Error::invalid_argument(format!(
                 "layer digest mismatch: the descriptor says {want}, the data is {got}"
@@ -395,17 +541,50 @@ pub(crate) fn convert(
     Ok(applied)
 }
 
+/// A native EROFS blob, decompressed into `tmp.path` as it is; returns it
+/// and the digest of the data as given.
+fn copy_erofs(
+    tmp: &TempBlob,
+    input: &mut dyn Read,
+    compression: Compression,
+    media_type: String,
+) -> Result<(Applied, String)> {
+    let mut raw = Hashing::new(BufReader::with_capacity(CHUNK, input), true);
+    let mut stream = Hashing::new(decompressor(BufReader::new(&mut raw), compression)?, true);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp.path)
+        .map_err(|e| Error::io("create", &tmp.path, e))?;
+    io::copy(&mut stream, &mut f).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+            Error::invalid_argument(format!("layer data is corrupt: {e}"))
+        }
+        _ => Error::io("write", &tmp.path, e),
+    })?;
+    let (digest, size) = stream.digest();
+    // The rest of the input (padding after the blob) still counts for the digest.
+    io::copy(&mut raw, &mut io::sink()).map_err(|e| Error::internal(format!("read layer: {e}")))?;
+    let applied = Applied {
+        digest: digest.expect("hashed"),
+        size,
+        media_type,
+    };
+    Ok((applied, raw.digest().0.expect("hashed")))
+}
+
 /// Converts with the built-in writer: every entry checked by the front end
 /// goes straight into the image, file data to its place as it is read.
-fn convert_builtin<R: Read>(
+fn convert_builtin(
     config: &Config,
     b: &Builtin,
     tmp: &TempBlob,
-    raw: &mut Hashing<R>,
-    compression: Compression,
+    tar: Source,
+    consumed: &dyn Fn() -> u64,
     uuid: Option<uuid::Uuid>,
     lowers: &Lowers,
-) -> Result<(String, u64)> {
+) -> Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -419,32 +598,33 @@ fn convert_builtin<R: Read>(
     let builder =
         erofs_writer::Builder::new(file, b.writer_options(uuid.map(|u| *u.as_bytes())), root)
             .map_err(writer_error)?;
-    let consumed = raw.count.clone();
-    let consumed = move || consumed.get();
-    let input = Deadline::new(raw, config);
-    let tar = Hashing::new(decompressor(BufReader::new(input), compression)?);
     let mut reader = crate::tar::Reader::new(tar);
     let out = ErofsOut::new(builder, b.overrides.clone());
-    Rewriter::new(out, lowers, config.limits(), &consumed)
+    Rewriter::new(out, lowers, config.limits(), consumed)
         .run(&mut reader)?
         .finish()?;
-    // Whatever follows the end-of-archive marker still belongs to the diffID.
-    let mut tar = reader.into_inner();
-    io::copy(&mut tar, &mut io::sink()).map_err(|e| {
-        Error::invalid_argument(format!("layer data is corrupt after the archive: {e}"))
-    })?;
-    Ok(tar.digest())
+    drain(reader.into_inner())
 }
 
-fn convert_tar<R: Read>(
+/// Reads what follows the end-of-archive marker: it still belongs to the
+/// diffID.
+fn drain(mut tar: Source) -> Result<()> {
+    io::copy(&mut tar, &mut io::sink()).map_err(|e| match crate::error::uncarry(e) {
+        Ok(ours) => ours,
+        Err(e) => Error::invalid_argument(format!("layer data is corrupt after the archive: {e}")),
+    })?;
+    Ok(())
+}
+
+fn convert_tar(
     config: &Config,
     tmp: &TempBlob,
-    raw: &mut Hashing<R>,
-    compression: Compression,
+    tar: Source,
+    consumed: &dyn Fn() -> u64,
     uuid: Option<&str>,
     lowers: &Lowers,
     keep_tar: Option<&TempBlob>,
-) -> Result<(String, u64)> {
+) -> Result<()> {
     let (ours, theirs) = crate::sys::process::socketpair()
         .map_err(|e| Error::internal(format!("socketpair: {e}")))?;
     let dir = tmp.path.parent().unwrap_or(Path::new("."));
@@ -468,11 +648,8 @@ fn convert_tar<R: Read>(
         ),
         None => None,
     };
-    let consumed = raw.count.clone();
-    let consumed = move || consumed.get();
     let mkfs_gone = Rc::new(Cell::new(false));
-    let result = (|| -> Result<(String, u64)> {
-        let tar = Hashing::new(decompressor(BufReader::new(raw), compression)?);
+    let result = (|| -> Result<()> {
         let out = Tee(
             SocketWriter(ours, mkfs_gone.clone()),
             tar_file.map(io::BufWriter::new),
@@ -480,19 +657,14 @@ fn convert_tar<R: Read>(
         let mut reader = crate::tar::Reader::new(tar);
         let out = io::BufWriter::with_capacity(256 * 1024, out);
         let out = crate::layer_out::TarOut::new(out);
-        let mut out = Rewriter::new(out, lowers, config.limits(), &consumed)
+        let mut out = Rewriter::new(out, lowers, config.limits(), consumed)
             .run(&mut reader)?
             .finish()?;
         out.flush()
             .map_err(|e| Error::internal(format!("write to mkfs.erofs: {e}")))?;
         // Closing the socket is mkfs.erofs's end of input.
         drop(out);
-        // Whatever follows the end-of-archive marker still belongs to the diffID.
-        let mut tar = reader.into_inner();
-        io::copy(&mut tar, &mut io::sink()).map_err(|e| {
-            Error::invalid_argument(format!("layer data is corrupt after the archive: {e}"))
-        })?;
-        Ok(tar.digest())
+        drain(reader.into_inner())
     })();
     // Our own error is the cause unless mkfs.erofs stopped reading first.
     if result.is_err() && !mkfs_gone.get() {
@@ -503,7 +675,7 @@ fn convert_tar<R: Read>(
         .map_err(|e| Error::internal(format!("wait for mkfs.erofs: {e}")))?;
     match result {
         Err(e) if !mkfs_gone.get() => Err(e),
-        Ok(v) if finished.success() => Ok(v),
+        Ok(()) if finished.success() => Ok(()),
         _ => Err(mkfs_failure(config, "mkfs.erofs --tar", &finished, dir)),
     }
 }

@@ -461,9 +461,16 @@ impl Snapshotter {
     }
 
     /// Applies an OCI layer read from `input` to active snapshot `key`: the
-    /// layer is converted straight into its `layer.erofs` (mkfs.erofs --tar),
-    /// which the following commit uses. On failure the snapshot is as it was.
-    pub fn apply(&self, key: &str, input: &mut dyn Read, opts: &ApplyOptions) -> Result<Applied> {
+    /// layer is converted straight into its `layer.erofs` (by the built-in
+    /// writer; by mkfs.erofs --tar for the `mkfs_options` only it
+    /// implements), which the following commit uses. `input` is read on a
+    /// thread of its own. On failure the snapshot is as it was.
+    pub fn apply(
+        &self,
+        key: &str,
+        input: &mut (dyn Read + Send),
+        opts: &ApplyOptions,
+    ) -> Result<Applied> {
         let op = self.log.op("apply", key);
         op.finish((|| {
             check_key("key", key)?;
@@ -479,7 +486,7 @@ impl Snapshotter {
     pub fn apply_mounts(
         &self,
         mounts: &[Mount],
-        input: &mut dyn Read,
+        input: &mut (dyn Read + Send),
         opts: &ApplyOptions,
     ) -> Result<Applied> {
         let op = self.log.op("apply", "(mounts)");
@@ -517,7 +524,7 @@ impl Snapshotter {
         &self,
         row: SnapshotRow,
         generation: i64,
-        input: &mut dyn Read,
+        input: &mut (dyn Read + Send),
         opts: &ApplyOptions,
     ) -> Result<Applied> {
         let key = row.key.clone();

@@ -99,7 +99,7 @@ fn apply_memory_is_bounded_by_one_entrys_headers() {
     let env = Env::new();
     let s = env.open();
     let limit = 24 << 20;
-    let apply = |key: &str, input: &mut dyn Read| {
+    let apply = |key: &str, input: &mut (dyn Read + Send)| {
         s.prepare(key, "", &no_labels()).unwrap();
         peak_during(|| s.apply(key, input, &ApplyOptions::default()))
     };

@@ -130,8 +130,8 @@ fn run(args: &[String]) -> Result<String, Error> {
         "usage" => json(&s.usage(arg(0, "KEY")?)?),
         "apply" => {
             let file = arg(1, "FILE")?;
-            let mut input: Box<dyn std::io::Read> = if file == "-" {
-                Box::new(std::io::stdin().lock())
+            let mut input: Box<dyn std::io::Read + Send> = if file == "-" {
+                Box::new(std::io::stdin())
             } else {
                 Box::new(
                     std::fs::File::open(file)
