@@ -15,7 +15,7 @@ CSTRICT := -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude
 CLINK   := -L$(LIBDIR) -lerofs_snapshotter -Wl,-rpath,$(LIBDIR)
 SAN     := -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all deps build run test lint header-check test-rust test-c test-python test-go test-e2e test-fuzz bench bench-launch
+.PHONY: all deps build run test lint header-check test-rust test-c test-python test-go test-e2e test-fuzz bench bench-launch bench-writer
 
 all: build
 
@@ -95,6 +95,13 @@ test-fuzz: deps
 # The container-launch benchmark (a table in bench/README.md; not part of test).
 bench-launch: build
 	bench/launch.sh
+
+# The writer benchmark (a table in bench/README.md; not part of test): the
+# built-in EROFS writer against mkfs.erofs and the floors (cat, gunzip +
+# SHA-256), on the launch benchmark's layers and a synthetic 200,000-entry
+# layer. Needs the image bench-launch builds and caches.
+bench-writer: build
+	bench/writer.sh
 
 # Benchmarks (tables, not tests): the Rust operations, and the Go binding side
 # by side with containerd's EROFS and overlayfs snapshotters.
