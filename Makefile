@@ -38,7 +38,7 @@ ROOT_STEPS         := test-rust-root test-c test-valgrind test-python-root \
 .PHONY: all deps build run test test-unprivileged test-root lint header header-check \
 	test-rust test-rust-unit test-rust-root test-c test-valgrind \
 	test-python test-python-ffi test-python-root test-go go-vet test-go-root \
-	test-no-erofs-utils test-e2e test-fuzz bench bench-launch
+	test-no-erofs-utils test-e2e test-fuzz bench bench-launch bench-writer
 
 all: build
 
@@ -184,6 +184,13 @@ test-fuzz: deps
 # The container-launch benchmark (a table in bench/README.md; not part of test).
 bench-launch: deps build
 	bench/launch.sh
+
+# The writer benchmark (a table in bench/README.md; not part of test): the
+# built-in EROFS writer against mkfs.erofs and the floors (cat, gunzip +
+# SHA-256), on the launch benchmark's layers and a synthetic 200,000-entry
+# layer. Needs the image bench-launch builds and caches.
+bench-writer: deps build
+	bench/writer.sh
 
 # Benchmarks (tables, not tests): the Rust operations, and the Go binding side
 # by side with containerd's EROFS and overlayfs snapshotters.

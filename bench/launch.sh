@@ -13,21 +13,28 @@
 # container and every snapshot are removed (and the backend directories are
 # waited for), so each run unpacks again.
 #
-# Modes (BENCH_MODES, default "overlayfs erofs erofs-immutable proxy-walking proxy proxy-immutable"):
+# Modes (BENCH_MODES, default "overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable"):
 #   overlayfs         containerd's overlayfs snapshotter (walking differ)
 #   erofs             containerd's EROFS snapshotter + EROFS differ
 #   erofs-immutable   the same with set_immutable = true
 #   proxy-walking     our daemon (BENCH_PROXY_CMD) as snapshotter, containerd's walking differ
-#   proxy             our daemon as snapshotter and differ (diff proxy plugin), set_immutable off
+#   proxy             our daemon as snapshotter and differ (diff proxy plugin), set_immutable off;
+#                     layers written by the library's built-in EROFS writer
+#   proxy-mkfs        the same with --mkfs-option -x2 (BENCH_PROXY_MKFS_CMD), an option only
+#                     mkfs.erofs implements: layers through mkfs.erofs --tar=f, the path before
+#                     the built-in writer
 #   proxy-immutable   the same with set_immutable on (BENCH_PROXY_IMMUTABLE_CMD)
 # The daemon commands are templates with {socket}, {root} and {containerd};
 # 'ours [ARGS]' (the default: BENCH_PROXY_CMD=ours,
+# BENCH_PROXY_MKFS_CMD='ours --mkfs-option -x2',
 # BENCH_PROXY_IMMUTABLE_CMD='ours --set-immutable') builds
 # bindings/go/cmd/erofs-snapshotter-grpc and runs it with --socket, --root and
 # --containerd-address set; 'fake [ARGS]' runs tests/e2e/fakeproxy,
 # containerd's EROFS snapshotter behind the proxy API (then pair it with
 # BENCH_PROXY_DIFFER=erofs: it has no differ of its own). BENCH_PROXY_DIFFER
-# (default proxy) is the differ of the proxy and proxy-immutable modes.
+# (default proxy) is the differ of the proxy, proxy-mkfs and proxy-immutable
+# modes. With the daemon's differ, the report also gives the time the daemon
+# spent applying the 4 layers (its "layer applied" log lines) per run.
 #
 # Other knobs: BENCH_RUNS (5), BENCH_CACHE (/var/cache/erofs-snapshotter-bench:
 # rootfs and image, built once), BENCH_PACKAGES, BENCH_SUITE (bookworm),
@@ -47,8 +54,9 @@ E2E_INSTALL_ARGS=(--bench)
 E2E_NS=bench
 
 BENCH_RUNS=${BENCH_RUNS:-5}
-BENCH_MODES=${BENCH_MODES:-overlayfs erofs erofs-immutable proxy-walking proxy proxy-immutable}
+BENCH_MODES=${BENCH_MODES:-overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable}
 BENCH_PROXY_CMD=${BENCH_PROXY_CMD:-ours}
+BENCH_PROXY_MKFS_CMD=${BENCH_PROXY_MKFS_CMD:-ours --mkfs-option -x2}
 BENCH_PROXY_IMMUTABLE_CMD=${BENCH_PROXY_IMMUTABLE_CMD:-ours --set-immutable}
 BENCH_PROXY_DIFFER=${BENCH_PROXY_DIFFER:-proxy}
 BENCH_CACHE=${BENCH_CACHE:-/var/cache/erofs-snapshotter-bench}
@@ -59,6 +67,7 @@ BENCH_OUT=${BENCH_OUT:-/tmp/erofs-bench-$(date +%Y%m%d-%H%M%S).txt}
 IMAGE_NAME=localhost/erofs-bench/debian:1
 
 T_BENCH=$(now)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg) # the machine may be shared
 PROC_MOUNT=   # /proc of the rootfs being built, unmounted on exit
 trap '[ -z "$PROC_MOUNT" ] || umount "$PROC_MOUNT"; e2e_cleanup' EXIT
 trap 'exit 130' INT TERM
@@ -240,7 +249,16 @@ one_run() {
 	echo "$t_start $t_ctr"
 }
 
-declare -A RESULT_MEDIAN RESULT_ALL RESULT_NOTE
+declare -A RESULT_MEDIAN RESULT_ALL RESULT_NOTE RESULT_APPLY
+
+# apply_seconds: per run, the seconds the daemon's differ spent on the run's 4
+# layers (the "d" field of its "layer applied" lines, 4 lines a run).
+apply_seconds() {
+	grep 'layer applied' "$E2E_TMP/proxy.log" | sed -n 's/.* d=\([^ ]*\).*/\1/p' | awk '
+		/ns$/ { v = $0 + 0; v /= 1e9 } /(µs|us)$/ { v = $0 + 0; v /= 1e6 }
+		/ms$/ { v = $0 + 0; v /= 1e3 } /[0-9]s$/ { v = $0 + 0 }
+		{ sum += v; if (NR % 4 == 0) { printf "%.3f\n", sum; sum = 0 } }'
+}
 
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
@@ -253,6 +271,7 @@ bench_mode() {
 	erofs-immutable) immutable=true ;;
 	proxy-walking) proxy_tmpl=$BENCH_PROXY_CMD E2E_PROXY_DIFFER=walking ;;
 	proxy) proxy_tmpl=$BENCH_PROXY_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
+	proxy-mkfs) proxy_tmpl=$BENCH_PROXY_MKFS_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
 	proxy-immutable) proxy_tmpl=$BENCH_PROXY_IMMUTABLE_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
 	*) die "unknown mode $MODE" ;;
 	esac
@@ -284,6 +303,11 @@ bench_mode() {
 	done
 	RESULT_ALL[$MODE]="${times[*]}"
 	RESULT_MEDIAN[$MODE]=$(printf '%s\n' "${times[@]}" | median)
+	if [[ $MODE == proxy* ]] && [ "$E2E_PROXY_DIFFER" = proxy ]; then
+		local applies
+		applies=$(apply_seconds)
+		[ -z "$applies" ] || RESULT_APPLY[$MODE]=$(median <<<"$applies")
+	fi
 	e2e_cleanup
 }
 
@@ -313,7 +337,7 @@ TMP_FS=$(findmnt -no FSTYPE,SOURCE --target "$E2E_TMPDIR" | head -1 | tr -s ' ')
 {
 	echo "erofs-snapshotter launch benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
-	echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r)"
+	echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r); load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 	echo "containerd root and snapshots: $E2E_TMPDIR on $TMP_FS; $("$E2E_BIN/containerd" --version | awk '{ print "containerd", $3 }'), $(runc --version | head -1), $(mkfs.erofs --version 2>&1 | head -1)"
 	echo "image: Debian $BENCH_SUITE minbase + $BENCH_PACKAGES; $ROOTFS_FILES files, $ROOTFS_MB MiB unpacked, $IMAGE_MB MiB as gzip layers, 4 layers"
 	echo "per run: sync; echo 3 > /proc/sys/vm/drop_caches; then timed until /bench/<id> exists:"
@@ -323,21 +347,24 @@ TMP_FS=$(findmnt -no FSTYPE,SOURCE --target "$E2E_TMPDIR" | head -1 | tr -s ' ')
 		case $m in
 		proxy-walking) echo "proxy-walking: daemon '$BENCH_PROXY_CMD', differ walking" ;;
 		proxy) echo "proxy: daemon '$BENCH_PROXY_CMD', differ $BENCH_PROXY_DIFFER" ;;
+		proxy-mkfs) echo "proxy-mkfs: daemon '$BENCH_PROXY_MKFS_CMD', differ $BENCH_PROXY_DIFFER" ;;
 		proxy-immutable) echo "proxy-immutable: daemon '$BENCH_PROXY_IMMUTABLE_CMD', differ $BENCH_PROXY_DIFFER" ;;
 		esac
 	done
 	echo "  ('ours' is bindings/go/cmd/erofs-snapshotter-grpc --socket {socket} --root {root} --containerd-address {containerd}; differ proxy: its own, as diff proxy plugin)"
+	echo "  (apply_s: with the daemon's differ, the seconds it spent applying the 4 layers in a run, median)"
 	echo
-	printf '%-16s %10s %10s   %s\n' mode median_s vs_overlay "runs (s)"
+	printf '%-16s %10s %10s %8s   %s\n' mode median_s vs_overlay apply_s "runs (s)"
 	base=${RESULT_MEDIAN[overlayfs]:-}
 	for m in $BENCH_MODES; do
 		if [ -n "${RESULT_MEDIAN[$m]:-}" ]; then
 			ratio=-
 			[ -z "$base" ] || ratio=$(echo "${RESULT_MEDIAN[$m]} $base" | awk '{ printf "%.2fx", $1 / $2 }')
-			printf '%-16s %10.2f %10s   %s\n' "$m" "${RESULT_MEDIAN[$m]}" "$ratio" \
+			printf '%-16s %10.2f %10s %8s   %s\n' "$m" "${RESULT_MEDIAN[$m]}" "$ratio" \
+				"$([ -z "${RESULT_APPLY[$m]:-}" ] && echo - || printf '%.2f' "${RESULT_APPLY[$m]}")" \
 				"$(for t in ${RESULT_ALL[$m]}; do printf '%.2f ' "$t"; done)"
 		else
-			printf '%-16s %10s %10s   %s\n' "$m" - - "${RESULT_NOTE[$m]:-}"
+			printf '%-16s %10s %10s %8s   %s\n' "$m" - - - "${RESULT_NOTE[$m]:-}"
 		fi
 	done
 	echo
