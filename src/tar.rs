@@ -152,6 +152,15 @@ pub(crate) fn quote(b: &[u8]) -> String {
     }
 }
 
+/// What a read is for, named in the error when the stream ends inside it.
+#[derive(Clone, Copy)]
+enum What<'a> {
+    /// The current entry's data.
+    Data,
+    /// An extended header of this kind.
+    Header(&'a str),
+}
+
 fn bad(offset: u64, what: impl std::fmt::Display) -> Error {
     Error::invalid_argument(format!("layer tar, at byte {offset}: {what}"))
 }
@@ -239,15 +248,20 @@ impl<R: Read> Reader<R> {
         self.inner
     }
 
-    fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
+    /// Reads `buf` whole: `what` it holds is named only in an error.
+    fn read_exact(&mut self, buf: &mut [u8], what: What<'_>) -> Result<()> {
         let mut got = 0;
         while got < buf.len() {
             match self.inner.read(&mut buf[got..]) {
                 Ok(0) => {
+                    let what = match what {
+                        What::Data => format!("the data of entry {}", quote(&self.current)),
+                        What::Header(h) => h.to_string(),
+                    };
                     return Err(bad(
                         self.offset + got as u64,
                         format!("truncated: the stream ends inside {what}"),
-                    ))
+                    ));
                 }
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -279,7 +293,7 @@ impl<R: Read> Reader<R> {
         Ok(true)
     }
 
-    fn skip(&mut self, mut n: u64, what: &str) -> Result<()> {
+    fn skip(&mut self, mut n: u64, what: What<'_>) -> Result<()> {
         let mut buf = [0u8; 8192];
         while n > 0 {
             let k = n.min(buf.len() as u64) as usize;
@@ -298,8 +312,8 @@ impl<R: Read> Reader<R> {
             ));
         }
         let mut data = vec![0u8; size as usize];
-        self.read_exact(&mut data, what)?;
-        self.skip(padding(size as u64), what)?;
+        self.read_exact(&mut data, What::Header(what))?;
+        self.skip(padding(size as u64), What::Header(what))?;
         Ok(data)
     }
 
@@ -313,8 +327,7 @@ impl<R: Read> Reader<R> {
         self.stored_left = 0;
         self.pad = 0;
         self.data = Data::Plain;
-        let what = format!("the data of entry {}", quote(&self.current));
-        self.skip(left, &what)?;
+        self.skip(left, What::Data)?;
 
         let start = self.offset;
         let mut pax: Option<Pax> = None;
@@ -447,8 +460,9 @@ impl<R: Read> Reader<R> {
             }
             link = l;
         }
-        let name = quote(&path);
-        let fail = |what: String| bad(at, format!("entry {name}: {what}"));
+        // The entry's name as read so far, quoted only for an error.
+        let shown = path.clone();
+        let fail = |what: String| bad(at, format!("entry {}: {what}", quote(&shown)));
         let int = |key: &str, v: &[u8]| -> Result<i64> {
             std::str::from_utf8(v)
                 .ok()
@@ -742,8 +756,7 @@ impl<R: Read> Reader<R> {
         if n == 0 {
             return Ok(0);
         }
-        let what = format!("the data of entry {}", quote(&self.current));
-        self.read_exact(&mut buf[..n], &what)?;
+        self.read_exact(&mut buf[..n], What::Data)?;
         self.stored_left -= n as u64;
         Ok(n)
     }
@@ -757,8 +770,7 @@ impl<R: Read> Reader<R> {
                 if n == 0 {
                     return Ok(0);
                 }
-                let what = format!("the data of entry {}", quote(&self.current));
-                self.read_exact(&mut buf[..n], &what)?;
+                self.read_exact(&mut buf[..n], What::Data)?;
                 self.stored_left -= n as u64;
                 Ok(n)
             }
@@ -782,8 +794,7 @@ impl<R: Read> Reader<R> {
                 let n = n.min(buf.len() as u64) as usize;
                 *pos += n as u64;
                 if data {
-                    let what = format!("the data of entry {}", quote(&self.current));
-                    self.read_exact(&mut buf[..n], &what)?;
+                    self.read_exact(&mut buf[..n], What::Data)?;
                     self.stored_left -= n as u64;
                 } else {
                     buf[..n].fill(0);
