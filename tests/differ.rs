@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -98,24 +98,8 @@ impl Layer {
     }
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
 fn zstd(data: &[u8]) -> Vec<u8> {
     zstd::stream::encode_all(data, 3).unwrap()
-}
-
-fn sha256(data: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        Sha256::digest(data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
 }
 
 /// A sparse file archived by GNU tar (`--sparse`: old GNU 'S' entries).
@@ -931,91 +915,6 @@ fn sparse_files_in_every_gnu_encoding() {
     }
 }
 
-/// Everything a layer holds, for comparing two writers: every entry's type,
-/// mode, owner, mtime (ns), size, content, link target, device number, every
-/// xattr (overlayfs's too), and which names share an inode.
-fn full_tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let mut names: Vec<PathBuf> = fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        names.sort();
-        for p in names {
-            let md = fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let ft = md.file_type();
-            let mut desc = format!(
-                "mode {:o} owner {}:{} mtime {}.{:09}",
-                md.mode(),
-                md.uid(),
-                md.gid(),
-                md.mtime(),
-                md.mtime_nsec()
-            );
-            if ft.is_dir() {
-                stack.push(p.clone());
-            } else if ft.is_file() {
-                let data = fs::read(&p).unwrap();
-                desc += &format!(" size {} sha {}", data.len(), &sha256(&data)[7..19]);
-                if md.nlink() > 1 {
-                    let first = inodes
-                        .entry((md.dev(), md.ino()))
-                        .or_insert_with(|| rel.clone());
-                    desc += &format!(" links {} with {first}", md.nlink());
-                }
-            } else if ft.is_symlink() {
-                desc += &format!(" -> {}", fs::read_link(&p).unwrap().display());
-            } else if ft.is_char_device() || ft.is_block_device() {
-                desc += &format!(" rdev {:x}", md.rdev());
-            }
-            let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-            let mut names = vec![0u8; 65536];
-            // SAFETY: buffer and length match.
-            let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-            names.truncate(n.max(0) as usize);
-            let mut xs: Vec<String> = Vec::new();
-            for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-                let cn = CString::new(name).unwrap();
-                let mut v = vec![0u8; 65536];
-                // SAFETY: buffer and length match.
-                let len = unsafe {
-                    libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len())
-                };
-                v.truncate(len.max(0) as usize);
-                xs.push(format!("{}={:?}", String::from_utf8_lossy(name), v));
-            }
-            xs.sort();
-            desc += &format!(" xattrs {xs:?}");
-            out.insert(rel, desc);
-        }
-    }
-    out
-}
-
-fn assert_same_full_tree(what: &str, got: &Path, want: &Path) {
-    let (g, w) = (full_tree(got), full_tree(want));
-    let mut diffs = Vec::new();
-    for k in g
-        .keys()
-        .chain(w.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        match (g.get(k), w.get(k)) {
-            (Some(a), Some(b)) if a == b => {}
-            (a, b) => diffs.push(format!("{k}:\n   built-in {a:?}\n   mkfs     {b:?}")),
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "{what}: trees differ:\n{}",
-        diffs.join("\n")
-    );
-}
-
 /// The built-in writer and mkfs.erofs give the same layers: each image on
 /// its own (whiteouts, opaque directories and all) and the stack through
 /// overlayfs; for applied layers and for committed upper dirs. The built-in
@@ -1116,31 +1015,6 @@ fn the_built_in_writer_equals_mkfs() {
         blob("again-1") == blob("again-2"),
         "the same layer gave different images"
     );
-}
-
-/// The metadata id (directory name) of snapshot `name`: the layer its view
-/// of one layer mounts.
-fn id_of(env: &Env, s: &Snapshotter, name: &str) -> String {
-    let v = s.view("id-probe", name, &no_labels()).unwrap();
-    s.remove("id-probe").unwrap();
-    // A view's top lower layer is `name`'s: its image, or its fs/ dir.
-    let top = match v[0]
-        .options
-        .iter()
-        .find_map(|o| o.strip_prefix("lowerdir="))
-    {
-        Some(list) => PathBuf::from(list.split(':').next().unwrap()),
-        None => PathBuf::from(&v[0].source),
-    };
-    let id = top
-        .parent()
-        .unwrap()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    assert!(env.root.join("snapshots").join(&id).is_dir());
-    id
 }
 
 /// An upper dir as overlayfs leaves it: every kind of entry, a whiteout,

@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 pub mod rawtar;
+pub mod trees;
+
+#[allow(unused_imports)]
+pub use trees::*;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
