@@ -1,5 +1,6 @@
 //! The C ABI: a thin shell over [`crate::Snapshotter`] that converts
-//! pointers, strings and JSON and maps errors to stable status codes.
+//! pointers, strings and JSON and maps errors to stable status codes. The
+//! core answers in types; the JSON of infos is made in [`wire`].
 //!
 //! Conventions (every function follows them):
 //! - Every function returns an `int32_t` status: `EROFS_OK` (0) or one of the
@@ -34,6 +35,10 @@ use crate::logging::{Level, Logger};
 use crate::mounts::Mount;
 use crate::{Config, Snapshotter};
 
+/// cbindgen:ignore
+mod wire;
+pub use wire::InfoJson;
+
 /// Success.
 pub const EROFS_OK: i32 = 0;
 /// A malformed argument: NULL, not UTF-8, bad JSON, an empty key, a bad label or filter.
@@ -66,13 +71,18 @@ pub const EROFS_UNMOUNT_DETACH: u32 = 1;
 /// with `erofs_snapshotter_close`.
 pub struct erofs_snapshotter {
     inner: Snapshotter,
+    /// The JSON of what `stat` and `walk` returned, while it is current.
+    json: wire::JsonCache,
 }
 
 impl erofs_snapshotter {
     /// Hands a snapshotter opened from Rust to C code; the C side owns it and
     /// must close it with `erofs_snapshotter_close`.
     pub fn into_raw(inner: Snapshotter) -> *mut erofs_snapshotter {
-        Box::into_raw(Box::new(erofs_snapshotter { inner }))
+        Box::into_raw(Box::new(erofs_snapshotter {
+            inner,
+            json: wire::JsonCache::default(),
+        }))
     }
 }
 
@@ -109,6 +119,18 @@ static OUTSTANDING: AtomicI64 = AtomicI64::new(0);
 /// `erofs_snapshotter_string_free`.
 fn to_c(s: String) -> *mut c_char {
     let p = c_string(s).into_raw();
+    OUTSTANDING.fetch_add(1, Ordering::Relaxed);
+    p
+}
+
+/// [`to_c`] of a copy of `s`, allocated once (room for the NUL included).
+fn to_c_copy(s: &str) -> *mut c_char {
+    let mut bytes = Vec::with_capacity(s.len() + 1);
+    bytes.extend_from_slice(s.as_bytes());
+    let p = match CString::new(bytes) {
+        Ok(c) => c.into_raw(),
+        Err(e) => c_string(String::from_utf8_lossy(&e.into_vec()).into_owned()).into_raw(),
+    };
     OUTSTANDING.fetch_add(1, Ordering::Relaxed);
     p
 }
@@ -154,20 +176,11 @@ fn put<T>(out: *mut T, value: T) {
     }
 }
 
-/// Hands a copy of `s` to the caller if the caller wants it.
-fn put_str(out: *mut *mut c_char, s: &str) {
-    if !out.is_null() {
-        put(out, to_c(s.to_string()));
-    }
-}
-
 fn put_json<T: serde::Serialize>(out: *mut *mut c_char, value: &T) -> Result<()> {
     if out.is_null() {
         return Ok(());
     }
-    let json =
-        serde_json::to_string(value).map_err(|e| Error::internal(format!("encode JSON: {e}")))?;
-    put(out, to_c(json));
+    put(out, to_c(wire::encode(value)?));
     Ok(())
 }
 
@@ -213,12 +226,16 @@ fn mounts_arg(p: *const c_char) -> Result<Vec<Mount>> {
         .map_err(|e| Error::invalid_argument(e.message("mounts_json", None)))
 }
 
-fn handle<'a>(s: *const erofs_snapshotter) -> Result<&'a Snapshotter> {
+fn this<'a>(s: *const erofs_snapshotter) -> Result<&'a erofs_snapshotter> {
     if s.is_null() {
         return Err(Error::invalid_argument("snapshotter handle is NULL"));
     }
     // SAFETY: a non-NULL handle comes from erofs_snapshotter_open and is not closed yet.
-    Ok(unsafe { &(*s).inner })
+    Ok(unsafe { &*s })
+}
+
+fn handle<'a>(s: *const erofs_snapshotter) -> Result<&'a Snapshotter> {
+    this(s).map(|h| &h.inner)
 }
 
 fn open(config_json: *const c_char, log: Logger, out: *mut *mut erofs_snapshotter) -> Result<()> {
@@ -459,9 +476,12 @@ pub extern "C" fn erofs_snapshotter_stat(
     err: *mut *mut c_char,
 ) -> i32 {
     boundary(err, || {
-        let s = handle(s)?;
-        let json = s.stat_json(str_arg(key, "key")?)?;
-        put_str(info_json, &json);
+        let h = this(s)?;
+        let key = str_arg(key, "key")?;
+        let info = h.inner.stat_shared(key)?;
+        if !info_json.is_null() {
+            put(info_json, to_c_copy(&h.json.info(key, info)?));
+        }
         Ok(())
     })
 }
@@ -487,7 +507,7 @@ pub extern "C" fn erofs_snapshotter_update(
             .map_err(|e| Error::invalid_argument(e.message("info_json", Some(&["labels"]))))?;
         let fieldpaths: Vec<String> = json_arg(fieldpaths_json, "fieldpaths_json")?;
         let info = s.update(&update, &fieldpaths)?;
-        put_json(info_json_out, &info)
+        put_json(info_json_out, &InfoJson::from(&info))
     })
 }
 
@@ -522,10 +542,12 @@ pub extern "C" fn erofs_snapshotter_walk(
     err: *mut *mut c_char,
 ) -> i32 {
     boundary(err, || {
-        let s = handle(s)?;
+        let h = this(s)?;
         let filters: Vec<String> = json_arg(filters_json, "filters_json")?;
-        let json = s.walk_json(&filters)?;
-        put_str(infos_json, &json);
+        let infos = h.inner.walk_shared(&filters)?;
+        if !infos_json.is_null() {
+            put(infos_json, to_c_copy(&h.json.infos(&filters, infos)?));
+        }
         Ok(())
     })
 }

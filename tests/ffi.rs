@@ -395,3 +395,87 @@ fn open_errors_and_logger() {
         "{seen:?}"
     );
 }
+
+/// The JSON of stat and walk is served from the handle's memory, and follows
+/// every change, made through this handle or another one (another process).
+#[test]
+fn stat_and_walk_json_follow_changes() {
+    let env = Env::new();
+    let cfg = config(&env);
+    let mut h = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
+        EROFS_OK
+    );
+    let other = env.open();
+    let stat = || {
+        let mut out = ptr::null_mut();
+        assert_eq!(
+            erofs_snapshotter_stat(h, c"a".as_ptr(), &mut out, ptr::null_mut()),
+            EROFS_OK
+        );
+        serde_json::from_str::<serde_json::Value>(&take(out)).unwrap()
+    };
+    let walk = |filters: &CStr| {
+        let mut out = ptr::null_mut();
+        assert_eq!(
+            erofs_snapshotter_walk(h, filters.as_ptr(), &mut out, ptr::null_mut()),
+            EROFS_OK
+        );
+        serde_json::from_str::<serde_json::Value>(&take(out)).unwrap()
+    };
+    let all = c"null";
+    let labelled = c"[\"labels.k==v\"]";
+    other.prepare("a", "", &Default::default()).unwrap();
+    assert_eq!(stat()["labels"], serde_json::json!({}));
+    assert_eq!(stat(), stat());
+    assert_eq!(walk(all).as_array().unwrap().len(), 1);
+    assert_eq!(walk(labelled).as_array().unwrap().len(), 0);
+
+    // Another handle writes.
+    let labels = [("k".to_string(), "v".to_string())].into();
+    other
+        .update(
+            &::erofs_snapshotter::InfoUpdate {
+                name: "a".into(),
+                labels,
+            },
+            &[],
+        )
+        .unwrap();
+    assert_eq!(stat()["labels"], serde_json::json!({"k": "v"}));
+    assert_eq!(walk(labelled)[0]["name"], "a");
+    other.prepare("b", "", &Default::default()).unwrap();
+    assert_eq!(walk(all).as_array().unwrap().len(), 2);
+
+    // This handle writes.
+    let mut info = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_update(
+            h,
+            c"{\"name\": \"a\"}".as_ptr(),
+            ptr::null(),
+            &mut info,
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let updated: serde_json::Value = serde_json::from_str(&take(info)).unwrap();
+    assert_eq!(stat(), updated);
+    assert_eq!(walk(labelled).as_array().unwrap().len(), 0);
+    assert_eq!(
+        erofs_snapshotter_remove(h, c"b".as_ptr(), ptr::null_mut()),
+        EROFS_OK
+    );
+    assert_eq!(walk(all).as_array().unwrap().len(), 1);
+    assert_eq!(
+        erofs_snapshotter_remove(h, c"a".as_ptr(), ptr::null_mut()),
+        EROFS_OK
+    );
+    assert_eq!(
+        erofs_snapshotter_stat(h, c"a".as_ptr(), ptr::null_mut(), ptr::null_mut()),
+        EROFS_ERR_NOT_FOUND
+    );
+    drop(other);
+    erofs_snapshotter_close(h);
+}
