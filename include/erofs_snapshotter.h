@@ -216,8 +216,12 @@ int32_t erofs_snapshotter_remove(erofs_snapshotter *s,
 /**
  * Information about snapshot `key`: `*info_json` receives
  * `{"kind": "active"|"view"|"committed", "name", "parent", "labels": {},
- * "created", "updated"}` (RFC 3339 UTC timestamps with nanoseconds).
- * Thread safe.
+ * "created", "updated", "created_ns", "updated_ns"}`. `created` and
+ * `updated` are RFC 3339 UTC timestamps with nine fraction digits;
+ * `created_ns` and `updated_ns` are the same instants as integers,
+ * nanoseconds since the Unix epoch (they fit an int64_t): read those
+ * rather than parse dates. Served from memory while no process has written
+ * to the root. Thread safe.
  */
 int32_t erofs_snapshotter_stat(erofs_snapshotter *s,
                                const char *key,
@@ -229,8 +233,9 @@ int32_t erofs_snapshotter_stat(erofs_snapshotter *s,
  * (`{"name": ..., "labels": {...}}`; other fields are ignored) following
  * `fieldpaths_json` (a JSON array, or NULL): none or `"labels"` replaces all
  * labels, `"labels.<key>"` sets or removes one; any other path is
- * `EROFS_ERR_INVALID_ARGUMENT`. `*info_json_out` receives the updated info.
- * Thread safe.
+ * `EROFS_ERR_INVALID_ARGUMENT`. `*info_json_out` receives the updated info,
+ * as `erofs_snapshotter_stat` writes it (with `created_ns` and
+ * `updated_ns`). Thread safe.
  */
 int32_t erofs_snapshotter_update(erofs_snapshotter *s,
                                  const char *info_json,
@@ -251,8 +256,9 @@ int32_t erofs_snapshotter_usage(erofs_snapshotter *s,
 /**
  * Every snapshot matching any of `filters_json` (a JSON array of containerd
  * filter expressions such as `"kind==active,labels.\"a\"==b"`, or NULL for
- * all); `*infos_json` receives a JSON array of infos ordered by name.
- * A malformed filter is `EROFS_ERR_INVALID_ARGUMENT`. Thread safe.
+ * all); `*infos_json` receives a JSON array of infos ordered by name, each
+ * as `erofs_snapshotter_stat` writes it (with `created_ns` and
+ * `updated_ns`). A malformed filter is `EROFS_ERR_INVALID_ARGUMENT`. Thread safe.
  */
 int32_t erofs_snapshotter_walk(erofs_snapshotter *s,
                                const char *filters_json,

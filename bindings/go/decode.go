@@ -89,10 +89,10 @@ func (d *decoder) info(info *snapshots.Info) {
 			info.Parent = d.str()
 		case "labels":
 			info.Labels = d.labels()
-		case "created":
-			info.Created = d.time()
-		case "updated":
-			info.Updated = d.time()
+		case "created_ns":
+			info.Created = d.unixNano()
+		case "updated_ns":
+			info.Updated = d.unixNano()
 		default:
 			d.skip()
 		}
@@ -317,31 +317,24 @@ func (d *decoder) labels() map[string]string {
 	return m
 }
 
-// time reads the library's "2006-01-02T15:04:05.999999999Z" (UTC, nine
-// fraction digits) without allocating; anything else goes to time.Parse.
-func (d *decoder) time() time.Time {
-	s := d.str()
-	if len(s) == 30 && s[4] == '-' && s[7] == '-' && s[10] == 'T' && s[13] == ':' && s[16] == ':' && s[19] == '.' && s[29] == 'Z' {
-		n := func(from, to int) int {
-			v := 0
-			for _, c := range s[from:to] {
-				if c < '0' || c > '9' {
-					return -1
-				}
-				v = v*10 + int(c-'0')
-			}
-			return v
-		}
-		y, mo, da, h, mi, se, ns := n(0, 4), n(5, 7), n(8, 10), n(11, 13), n(14, 16), n(17, 19), n(20, 29)
-		if y >= 0 && mo >= 1 && mo <= 12 && da >= 1 && da <= 31 && h >= 0 && h < 24 && mi >= 0 && mi < 60 && se >= 0 && se < 60 && ns >= 0 {
-			return time.Date(y, time.Month(mo), da, h, mi, se, ns, time.UTC)
-		}
+// unixNano reads the library's integer nanoseconds since the Unix epoch
+// (created_ns, updated_ns) as a UTC time; the RFC 3339 strings beside them
+// are skipped.
+func (d *decoder) unixNano() time.Time {
+	d.ws()
+	start := d.i
+	if d.i < len(d.b) && d.b[d.i] == '-' {
+		d.i++
 	}
-	t, err := time.Parse(time.RFC3339Nano, s)
+	for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
+		d.i++
+	}
+	n, err := strconv.ParseInt(d.b[start:d.i], 10, 64)
 	if err != nil {
-		d.fail("bad time %q", s)
+		d.fail("bad nanosecond time %q", d.b[start:d.i])
+		return time.Time{}
 	}
-	return t
+	return time.Unix(0, n).UTC()
 }
 
 // skip consumes one value of any type.

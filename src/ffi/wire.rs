@@ -12,8 +12,10 @@ use crate::error::{Error, Result};
 use crate::info::{Info, Labels, Timestamp};
 
 /// An info as the C ABI writes it: `{"kind", "name", "parent", "labels",
-/// "created", "updated"}`, times in RFC 3339 in UTC with nine fraction
-/// digits (what Go's `time.RFC3339Nano` reads).
+/// "created", "updated", "created_ns", "updated_ns"}`. Each time is given
+/// twice: in RFC 3339 in UTC with nine fraction digits (what Go's
+/// `time.RFC3339Nano` reads), and as integer nanoseconds since the Unix
+/// epoch, which the bindings use so that they parse no dates.
 #[derive(Debug, Serialize)]
 pub struct InfoJson<'a> {
     kind: &'static str,
@@ -24,6 +26,8 @@ pub struct InfoJson<'a> {
     created: Timestamp,
     #[serde(serialize_with = "rfc3339")]
     updated: Timestamp,
+    created_ns: i64,
+    updated_ns: i64,
 }
 
 impl<'a> From<&'a Info> for InfoJson<'a> {
@@ -35,6 +39,8 @@ impl<'a> From<&'a Info> for InfoJson<'a> {
             labels: &info.labels,
             created: info.created,
             updated: info.updated,
+            created_ns: info.created.0,
+            updated_ns: info.updated.0,
         }
     }
 }
@@ -150,7 +156,7 @@ mod tests {
     fn info_json_shape() {
         assert_eq!(
             info(&sample()).unwrap(),
-            r#"{"kind":"committed","name":"n","parent":"","labels":{"a":"b"},"created":"1970-01-01T00:00:00.000000000Z","updated":"2023-11-14T22:13:20.123456789Z"}"#
+            r#"{"kind":"committed","name":"n","parent":"","labels":{"a":"b"},"created":"1970-01-01T00:00:00.000000000Z","updated":"2023-11-14T22:13:20.123456789Z","created_ns":0,"updated_ns":1700000000123456789}"#
         );
         assert_eq!(infos(&[]).unwrap(), "[]");
     }
