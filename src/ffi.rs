@@ -67,6 +67,21 @@ pub const EROFS_LOG_DEBUG: i32 = 4;
 /// Flag for `erofs_snapshotter_unmount_all`: detach lazily (MNT_DETACH).
 pub const EROFS_UNMOUNT_DETACH: u32 = 1;
 
+/// The status code of an error of `kind`: the one place kinds get numbers
+/// (the ctl tool exits with it too).
+pub fn status(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::InvalidArgument => EROFS_ERR_INVALID_ARGUMENT,
+        ErrorKind::NotFound => EROFS_ERR_NOT_FOUND,
+        ErrorKind::AlreadyExists => EROFS_ERR_ALREADY_EXISTS,
+        ErrorKind::FailedPrecondition => EROFS_ERR_FAILED_PRECONDITION,
+        ErrorKind::Unavailable => EROFS_ERR_UNAVAILABLE,
+        ErrorKind::NotImplemented => EROFS_ERR_NOT_IMPLEMENTED,
+        ErrorKind::Internal => EROFS_ERR_INTERNAL,
+        ErrorKind::Panic => EROFS_ERR_PANIC,
+    }
+}
+
 /// An open snapshotter. Opaque; create with `erofs_snapshotter_open`, destroy
 /// with `erofs_snapshotter_close`.
 pub struct erofs_snapshotter {
@@ -155,9 +170,9 @@ fn c_string(s: String) -> CString {
 fn boundary(err: *mut *mut c_char, f: impl FnOnce() -> Result<()>) -> i32 {
     let (code, message) = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => return EROFS_OK,
-        Ok(Err(e)) => (e.kind().code(), e.to_string()),
+        Ok(Err(e)) => (status(e.kind()), e.to_string()),
         Err(p) => (
-            ErrorKind::Panic.code(),
+            status(ErrorKind::Panic),
             format!("panic: {}", panic_message(p.as_ref())),
         ),
     };
@@ -762,6 +777,49 @@ mod tests {
         let code =
             erofs_snapshotter_open(std::ptr::null(), std::ptr::null_mut(), std::ptr::null_mut());
         assert_eq!(code, EROFS_ERR_INVALID_ARGUMENT);
+    }
+
+    /// Every kind has its documented code (the numbers of the header, which
+    /// never change: bindings hold copies of them).
+    #[test]
+    fn every_error_kind_has_its_documented_status() {
+        let documented = [
+            (ErrorKind::InvalidArgument, EROFS_ERR_INVALID_ARGUMENT, 1),
+            (ErrorKind::NotFound, EROFS_ERR_NOT_FOUND, 2),
+            (ErrorKind::AlreadyExists, EROFS_ERR_ALREADY_EXISTS, 3),
+            (
+                ErrorKind::FailedPrecondition,
+                EROFS_ERR_FAILED_PRECONDITION,
+                4,
+            ),
+            (ErrorKind::Unavailable, EROFS_ERR_UNAVAILABLE, 5),
+            (ErrorKind::NotImplemented, EROFS_ERR_NOT_IMPLEMENTED, 6),
+            (ErrorKind::Internal, EROFS_ERR_INTERNAL, 7),
+            (ErrorKind::Panic, EROFS_ERR_PANIC, 8),
+        ];
+        // A new kind stops this from compiling until it is listed, and given
+        // its row above.
+        let _listed = |kind: ErrorKind| match kind {
+            ErrorKind::InvalidArgument
+            | ErrorKind::NotFound
+            | ErrorKind::AlreadyExists
+            | ErrorKind::FailedPrecondition
+            | ErrorKind::Unavailable
+            | ErrorKind::NotImplemented
+            | ErrorKind::Internal
+            | ErrorKind::Panic => (),
+        };
+        for (kind, constant, number) in documented {
+            assert_eq!(status(kind), constant, "{kind:?}");
+            assert_eq!(constant, number, "{kind:?}");
+        }
+        assert_eq!(EROFS_OK, 0);
+        // One code per kind, none of them EROFS_OK.
+        let mut codes: Vec<i32> = documented.iter().map(|d| status(d.0)).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), documented.len());
+        assert!(!codes.contains(&EROFS_OK));
     }
 
     #[test]

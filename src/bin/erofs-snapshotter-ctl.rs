@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("erofs-snapshotter-ctl: {e}");
-            ExitCode::from(e.kind().code() as u8)
+            ExitCode::from(erofs_snapshotter::ffi::status(e.kind()) as u8)
         }
     }
 }

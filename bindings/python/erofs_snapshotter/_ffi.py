@@ -20,7 +20,8 @@ ENV_VAR = "EROFS_SNAPSHOTTER_LIB"
 LIB_NAME = "erofs_snapshotter"
 LIB_FILE = "liberofs_snapshotter.so"
 
-# Status codes (stable, never renumbered).
+# Status codes, stable, as include/erofs_snapshotter.h defines them (ctypes
+# cannot read #defines; tests/test_ffi.py checks these against the header).
 EROFS_OK = 0
 EROFS_ERR_INVALID_ARGUMENT = 1
 EROFS_ERR_NOT_FOUND = 2
