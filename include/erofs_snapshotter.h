@@ -286,7 +286,8 @@ int32_t erofs_snapshotter_cleanup(erofs_snapshotter *s,
  * derived from it). `*result_json` receives the uncompressed layer's
  * descriptor `{"digest": "sha256:<diffID>", "size": N, "media_type": ...}`.
  * Errors: `EROFS_ERR_INVALID_ARGUMENT` (corrupt or truncated data, wrong
- * compression, digest mismatch, unknown media type), `EROFS_ERR_FAILED_PRECONDITION`
+ * compression, digest mismatch, a media type `erofs_snapshotter_media_types`
+ * does not list), `EROFS_ERR_FAILED_PRECONDITION`
  * (not an active snapshot), `EROFS_ERR_NOT_FOUND`, and mkfs.erofs failures as
  * for commit. On any error the snapshot is left as it was and no partial
  * `layer.erofs` exists. Thread safe.
@@ -313,6 +314,20 @@ int32_t erofs_snapshotter_apply_mounts(erofs_snapshotter *s,
                                        const char *options_json,
                                        char **result_json,
                                        char **err);
+
+/**
+ * The layer media types `erofs_snapshotter_apply` reads itself:
+ * `*media_types_json` receives a JSON array of strings, OCI and Docker layer
+ * tars (plain, gzip, zstd, nondistributable ones included) and native EROFS
+ * layers (`application/vnd.erofs.layer.v1`, plain or `+zstd`). An empty
+ * media type (a tar, compression detected) is accepted too, and not listed;
+ * any other is `EROFS_ERR_INVALID_ARGUMENT` in apply, so a host should
+ * hand such layers (e.g. encrypted ones) to another differ. The string is
+ * the caller's, freed with `erofs_snapshotter_string_free`. Needs no handle;
+ * thread safe.
+ */
+int32_t erofs_snapshotter_media_types(char **media_types_json,
+                                      char **err);
 
 /**
  * Mounts `mounts_json` (a JSON array as returned by prepare, view or mounts)

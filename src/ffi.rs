@@ -625,7 +625,8 @@ fn layer_source(fd: i32, path: *const c_char) -> Result<std::fs::File> {
 /// derived from it). `*result_json` receives the uncompressed layer's
 /// descriptor `{"digest": "sha256:<diffID>", "size": N, "media_type": ...}`.
 /// Errors: `EROFS_ERR_INVALID_ARGUMENT` (corrupt or truncated data, wrong
-/// compression, digest mismatch, unknown media type), `EROFS_ERR_FAILED_PRECONDITION`
+/// compression, digest mismatch, a media type `erofs_snapshotter_media_types`
+/// does not list), `EROFS_ERR_FAILED_PRECONDITION`
 /// (not an active snapshot), `EROFS_ERR_NOT_FOUND`, and mkfs.erofs failures as
 /// for commit. On any error the snapshot is left as it was and no partial
 /// `layer.erofs` exists. Thread safe.
@@ -671,6 +672,28 @@ pub extern "C" fn erofs_snapshotter_apply_mounts(
         let mut source = layer_source(fd, path)?;
         let applied = s.apply_mounts(&mounts, &mut source, &opts)?;
         put_json(result_json, &applied)
+    })
+}
+
+/// The layer media types `erofs_snapshotter_apply` reads itself:
+/// `*media_types_json` receives a JSON array of strings, OCI and Docker layer
+/// tars (plain, gzip, zstd, nondistributable ones included) and native EROFS
+/// layers (`application/vnd.erofs.layer.v1`, plain or `+zstd`). An empty
+/// media type (a tar, compression detected) is accepted too, and not listed;
+/// any other is `EROFS_ERR_INVALID_ARGUMENT` in apply, so a host should
+/// hand such layers (e.g. encrypted ones) to another differ. The string is
+/// the caller's, freed with `erofs_snapshotter_string_free`. Needs no handle;
+/// thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_media_types(
+    media_types_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        put_json(
+            media_types_json,
+            &crate::differ::media_types().collect::<Vec<_>>(),
+        )
     })
 }
 

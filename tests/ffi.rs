@@ -627,3 +627,85 @@ fn info_times_as_integers_are_the_rfc3339_instants() {
     }
     erofs_snapshotter_close(h);
 }
+
+/// The media types the differ applies, as the bindings ask for them.
+#[test]
+fn media_types_are_the_ones_apply_reads() {
+    let mut out = ptr::null_mut();
+    let mut err = ptr::null_mut();
+    assert_eq!(erofs_snapshotter_media_types(&mut out, &mut err), EROFS_OK);
+    assert!(err.is_null());
+    let listed: Vec<String> = serde_json::from_str(&take(out)).unwrap();
+    let documented = [
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        "application/vnd.docker.image.rootfs.diff.tar",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.erofs.layer.v1",
+        "application/vnd.erofs.layer.v1+zstd",
+    ];
+    assert_eq!(listed, documented);
+    // The out-parameter may be NULL, as every one may.
+    assert_eq!(
+        erofs_snapshotter_media_types(ptr::null_mut(), ptr::null_mut()),
+        EROFS_OK
+    );
+
+    // apply reads a listed type, and refuses one that is not listed.
+    let env = Env::new();
+    let cfg = config(&env);
+    let mut h = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
+        EROFS_OK
+    );
+    assert_eq!(
+        erofs_snapshotter_prepare(
+            h,
+            c"a".as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            ptr::null_mut(),
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let empty_tar = env.dir.path().join("empty.tar");
+    std::fs::write(&empty_tar, [0u8; 1024]).unwrap();
+    let path = CString::new(empty_tar.to_str().unwrap()).unwrap();
+    let apply = |media_type: &str| {
+        let opts =
+            CString::new(serde_json::json!({ "media_type": media_type }).to_string()).unwrap();
+        let mut err = ptr::null_mut();
+        let code = erofs_snapshotter_apply(
+            h,
+            c"a".as_ptr(),
+            -1,
+            path.as_ptr(),
+            opts.as_ptr(),
+            ptr::null_mut(),
+            &mut err,
+        );
+        let msg = if err.is_null() {
+            String::new()
+        } else {
+            take(err)
+        };
+        (code, msg)
+    };
+    for t in listed.iter().filter(|t| t.ends_with(".tar")) {
+        assert_eq!(apply(t), (EROFS_OK, String::new()), "{t}");
+    }
+    let (code, msg) = apply("application/vnd.oci.image.layer.v1.tar+encrypted");
+    assert_eq!(code, EROFS_ERR_INVALID_ARGUMENT, "{msg}");
+    assert!(
+        msg.contains("not a layer type this differ applies"),
+        "{msg}"
+    );
+    erofs_snapshotter_close(h);
+}

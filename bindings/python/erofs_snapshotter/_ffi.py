@@ -88,6 +88,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
         c_int32,
         [HANDLE, c_char_p, c_int32, c_char_p, c_char_p, OUT_STRING, OUT_STRING],
     ),
+    "erofs_snapshotter_media_types": (c_int32, [OUT_STRING, OUT_STRING]),
     "erofs_snapshotter_mount_all": (c_int32, [c_char_p, c_char_p, OUT_STRING]),
     "erofs_snapshotter_unmount_all": (c_int32, [c_char_p, c_uint32, OUT_STRING]),
     "erofs_snapshotter_string_free": (None, [c_void_p]),
