@@ -130,27 +130,45 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// `erofs_snapshotter_string_free`: lets bindings test that they free every one.
 static OUTSTANDING: AtomicI64 = AtomicI64::new(0);
 
-/// Allocates a C string for the caller, who frees it with
-/// `erofs_snapshotter_string_free`.
-fn to_c(s: String) -> *mut c_char {
-    let p = c_string(s).into_raw();
+/// Hands the caller a NUL-terminated copy of `bytes`, which contain no NUL:
+/// one malloc(3) and one copy, freed by `erofs_snapshotter_string_free`
+/// with free(3). No scan for NULs, no length to find again at the free:
+/// the JSON of a walk is copied here on every call.
+fn to_c_bytes(bytes: &[u8]) -> *mut c_char {
+    debug_assert!(!bytes.contains(&0));
+    let len = bytes.len();
+    // SAFETY: malloc of len + 1 bytes (never 0), checked below.
+    let p = unsafe { libc::malloc(len + 1) }.cast::<u8>();
+    if p.is_null() {
+        // As the global allocator does on exhaustion.
+        std::alloc::handle_alloc_error(std::alloc::Layout::new::<u8>());
+    }
+    // SAFETY: p has room for len + 1 bytes and does not overlap bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, len);
+        p.add(len).write(0);
+    }
     OUTSTANDING.fetch_add(1, Ordering::Relaxed);
-    p
+    p.cast()
 }
 
-/// [`to_c`] of a copy of `s`, allocated once (room for the NUL included).
-fn to_c_copy(s: &str) -> *mut c_char {
-    let mut bytes = Vec::with_capacity(s.len() + 1);
-    bytes.extend_from_slice(s.as_bytes());
-    let p = match CString::new(bytes) {
-        Ok(c) => c.into_raw(),
-        Err(e) => c_string(String::from_utf8_lossy(&e.into_vec()).into_owned()).into_raw(),
-    };
-    OUTSTANDING.fetch_add(1, Ordering::Relaxed);
-    p
+/// A message for the caller: NUL bytes, impossible in our messages, are
+/// replaced rather than truncating it.
+fn to_c(s: &str) -> *mut c_char {
+    if s.as_bytes().contains(&0) {
+        to_c_bytes(s.replace('\0', "?").as_bytes())
+    } else {
+        to_c_bytes(s.as_bytes())
+    }
 }
 
-/// NUL bytes, impossible in our JSON and messages, are replaced rather than
+/// JSON for the caller. serde_json escapes every control character, so its
+/// output never holds a NUL byte.
+fn to_c_json(json: &str) -> *mut c_char {
+    to_c_bytes(json.as_bytes())
+}
+
+/// NUL bytes, impossible in our messages, are replaced rather than
 /// truncating the string.
 fn c_string(s: String) -> CString {
     match CString::new(s) {
@@ -178,7 +196,7 @@ fn boundary(err: *mut *mut c_char, f: impl FnOnce() -> Result<()>) -> i32 {
     };
     if !err.is_null() {
         // SAFETY: the caller passes NULL or a pointer to writable storage.
-        unsafe { *err = to_c(message) };
+        unsafe { *err = to_c(&message) };
     }
     code
 }
@@ -195,7 +213,7 @@ fn put_json<T: serde::Serialize>(out: *mut *mut c_char, value: &T) -> Result<()>
     if out.is_null() {
         return Ok(());
     }
-    put(out, to_c(wire::encode(value)?));
+    put(out, to_c_json(&wire::encode(value)?));
     Ok(())
 }
 
@@ -499,7 +517,7 @@ pub extern "C" fn erofs_snapshotter_stat(
         let key = str_arg(key, "key")?;
         let info = h.inner.stat_shared(key)?;
         if !info_json.is_null() {
-            put(info_json, to_c_copy(&h.json.info(key, info)?));
+            put(info_json, to_c_json(&h.json.info(key, info)?));
         }
         Ok(())
     })
@@ -567,7 +585,7 @@ pub extern "C" fn erofs_snapshotter_walk(
         let filters: Vec<String> = json_arg(filters_json, "filters_json")?;
         let infos = h.inner.walk_shared(&filters)?;
         if !infos_json.is_null() {
-            put(infos_json, to_c_copy(&h.json.infos(&filters, infos)?));
+            put(infos_json, to_c_json(&h.json.infos(&filters, infos)?));
         }
         Ok(())
     })
@@ -742,10 +760,8 @@ pub extern "C" fn erofs_snapshotter_string_free(p: *mut c_char) {
     if p.is_null() {
         return;
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: allocated by CString::into_raw in this library.
-        drop(unsafe { CString::from_raw(p) });
-    }));
+    // SAFETY: allocated with malloc by to_c_bytes, freed once.
+    unsafe { libc::free(p.cast()) };
     OUTSTANDING.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -843,6 +859,20 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), documented.len());
         assert!(!codes.contains(&EROFS_OK));
+    }
+
+    #[test]
+    fn strings_for_the_caller_are_whole_and_freed() {
+        for (given, want) in [("", ""), ("{\"a\":1}", "{\"a\":1}"), ("a\0b", "a?b")] {
+            let p = to_c(given);
+            // SAFETY: a string just returned.
+            assert_eq!(unsafe { CStr::from_ptr(p) }.to_str().unwrap(), want);
+            erofs_snapshotter_string_free(p);
+        }
+        let p = to_c_json(&"x".repeat(1 << 20));
+        // SAFETY: as above.
+        assert_eq!(unsafe { CStr::from_ptr(p) }.to_bytes().len(), 1 << 20);
+        erofs_snapshotter_string_free(p);
     }
 
     #[test]
