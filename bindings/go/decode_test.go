@@ -2,8 +2,10 @@ package erofs
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -61,4 +63,147 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 			t.Errorf("%q: got %v", bad, err)
 		}
 	}
+}
+
+// ---- the hand-written decoder against encoding/json --------------------------
+
+// The documents the library writes (src/ffi/wire.rs, same fields in the same
+// order): the Stat of one committed layer, and the Walk of BenchmarkWalk
+// (1,000 active snapshots, each with a gc.root label).
+type libInfo struct {
+	Kind      string            `json:"kind"`
+	Name      string            `json:"name"`
+	Parent    string            `json:"parent"`
+	Labels    map[string]string `json:"labels"`
+	Created   string            `json:"created"`
+	Updated   string            `json:"updated"`
+	CreatedNS int64             `json:"created_ns"`
+	UpdatedNS int64             `json:"updated_ns"`
+}
+
+func newLibInfo(kind, name string, labels map[string]string, ns int64) libInfo {
+	ts := time.Unix(0, ns).UTC().Format("2006-01-02T15:04:05.000000000Z")
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	return libInfo{kind, name, "", labels, ts, ts, ns, ns}
+}
+
+func benchDocs(tb testing.TB) (stat, walk []byte) {
+	ns := time.Date(2025, 3, 4, 5, 6, 7, 123456789, time.UTC).UnixNano()
+	stat, err := json.Marshal(newLibInfo("committed", "layer-2", nil, ns))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	infos := make([]libInfo, 1000)
+	for i := range infos {
+		infos[i] = newLibInfo("active", fmt.Sprintf("walk-%d", i+2),
+			map[string]string{"containerd.io/gc.root": "2025-01-01T00:00:00Z"}, ns+int64(i)*1000)
+	}
+	walk, err = json.Marshal(infos)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return stat, walk
+}
+
+// The shape encoding/json would decode the library's infos into.
+type stdInfo struct {
+	Kind      string            `json:"kind"`
+	Name      string            `json:"name"`
+	Parent    string            `json:"parent"`
+	Labels    map[string]string `json:"labels"`
+	CreatedNS int64             `json:"created_ns"`
+	UpdatedNS int64             `json:"updated_ns"`
+}
+
+func (d *stdInfo) info() snapshots.Info {
+	info := snapshots.Info{Kind: parseKind(d.Kind), Name: d.Name, Parent: d.Parent, Labels: d.Labels,
+		Created: time.Unix(0, d.CreatedNS).UTC(), Updated: time.Unix(0, d.UpdatedNS).UTC()}
+	if len(info.Labels) == 0 {
+		info.Labels = nil
+	}
+	return info
+}
+
+func stdDecodeInfo(b []byte, info *snapshots.Info) error {
+	var d stdInfo
+	if err := json.Unmarshal(b, &d); err != nil {
+		return err
+	}
+	*info = d.info()
+	return nil
+}
+
+func stdDecodeInfos(b []byte, infos *[]snapshots.Info) error {
+	var ds []stdInfo
+	if err := json.Unmarshal(b, &ds); err != nil {
+		return err
+	}
+	out := make([]snapshots.Info, len(ds))
+	for i := range ds {
+		out[i] = ds[i].info()
+	}
+	*infos = out
+	return nil
+}
+
+// The encoding/json decoder of the benchmark decodes as the hand-written one.
+func TestStdDecodeAgrees(t *testing.T) {
+	stat, walk := benchDocs(t)
+	var a, c snapshots.Info
+	if err := decodeInfo(stat, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := stdDecodeInfo(stat, &c); err != nil || !reflect.DeepEqual(a, c) {
+		t.Fatalf("%v\n%#v\n%#v", err, a, c)
+	}
+	var as, cs []snapshots.Info
+	if err := decodeInfos(walk, &as); err != nil {
+		t.Fatal(err)
+	}
+	if err := stdDecodeInfos(walk, &cs); err != nil || len(as) != 1000 || !reflect.DeepEqual(as, cs) {
+		t.Fatalf("%v %d %d", err, len(as), len(cs))
+	}
+}
+
+// go test -run '^$' -bench Decode -benchmem -count 5 .
+func BenchmarkDecode(b *testing.B) {
+	stat, walk := benchDocs(b)
+	b.Run("stat/hand-written", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var info snapshots.Info
+			if err := decodeInfo(stat, &info); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("stat/encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var info snapshots.Info
+			if err := stdDecodeInfo(stat, &info); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("walk1000/hand-written", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var infos []snapshots.Info
+			if err := decodeInfos(walk, &infos); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("walk1000/encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var infos []snapshots.Info
+			if err := stdDecodeInfos(walk, &infos); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
