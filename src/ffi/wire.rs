@@ -4,7 +4,7 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Serialize, Serializer};
 
@@ -64,10 +64,11 @@ pub(crate) fn infos(infos: &[Info]) -> Result<String> {
     encode(&infos.iter().map(InfoJson::from).collect::<Vec<_>>())
 }
 
-/// Distinct keys whose info JSON a handle keeps; past that it starts over.
+/// Distinct keys whose info JSON a handle keeps at most; past that it starts
+/// over.
 const MAX_INFOS: usize = 16 * 1024;
 
-/// Distinct walk filter lists whose JSON a handle keeps.
+/// Distinct walk filter lists whose JSON a handle keeps at most.
 const MAX_WALKS: usize = 16;
 
 /// The JSON last made for what the core returned, per handle. `stat` and
@@ -75,16 +76,34 @@ const MAX_WALKS: usize = 16;
 /// read cache, handing out the same `Arc` for as long as the value is
 /// unchanged (and a new one once any process may have changed it). An entry
 /// here is served only while the core returns the very `Arc` it was made
-/// from, so it is never stale; holding that `Arc` keeps its address from
-/// being reused.
+/// from, so it is never stale. It holds a `Weak` of that `Arc`: the
+/// allocation, and so its address, cannot be reused while the entry exists;
+/// and once the core has let go of the value (its cache starts over after
+/// any write) the entry is dead and swept, so that this cache holds about
+/// what the core's holds.
 #[derive(Default)]
 pub(crate) struct JsonCache {
-    infos: Mutex<HashMap<String, Made<Info>>>,
-    walks: Mutex<HashMap<Vec<String>, Made<[Info]>>>,
+    infos: Mutex<Table<String, Info>>,
+    walks: Mutex<Table<Vec<String>, [Info]>>,
+}
+
+struct Table<K, T: ?Sized> {
+    entries: HashMap<K, Made<T>>,
+    /// The size at which dead entries are swept next.
+    sweep_at: usize,
+}
+
+impl<K, T: ?Sized> Default for Table<K, T> {
+    fn default() -> Self {
+        Table {
+            entries: HashMap::new(),
+            sweep_at: 0,
+        }
+    }
 }
 
 struct Made<T: ?Sized> {
-    from: Arc<T>,
+    from: Weak<T>,
     json: Arc<str>,
 }
 
@@ -101,7 +120,7 @@ impl JsonCache {
 }
 
 fn cached<K, Q, T>(
-    map: &Mutex<HashMap<K, Made<T>>>,
+    table: &Mutex<Table<K, T>>,
     key: &Q,
     value: Arc<T>,
     max: usize,
@@ -113,23 +132,27 @@ where
     T: ?Sized,
 {
     {
-        let map = map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(made) = map.get(key) {
-            if Arc::ptr_eq(&made.from, &value) {
+        let t = table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(made) = t.entries.get(key) {
+            if std::ptr::addr_eq(made.from.as_ptr(), Arc::as_ptr(&value)) {
                 return Ok(made.json.clone());
             }
         }
     }
     // Made outside the lock: a walk of many snapshots takes a while.
     let json: Arc<str> = make(&value)?.into();
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    if map.len() >= max {
-        map.clear();
+    let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+    if t.entries.len() >= t.sweep_at {
+        t.entries.retain(|_, made| made.from.strong_count() > 0);
+        if t.entries.len() >= max {
+            t.entries.clear();
+        }
+        t.sweep_at = (2 * t.entries.len()).clamp(8, max);
     }
-    map.insert(
+    t.entries.insert(
         key.to_owned(),
         Made {
-            from: value,
+            from: Arc::downgrade(&value),
             json: json.clone(),
         },
     );
@@ -173,6 +196,22 @@ mod tests {
         let b = Arc::new(changed);
         let second = cache.info("n", b.clone()).unwrap();
         assert!(!second.contains("\"a\":\"b\""), "{second}");
+        assert!(Arc::ptr_eq(&second, &cache.info("n", b.clone()).unwrap()));
+
+        // Entries whose value the core let go of are swept.
+        let dropped: Vec<Arc<Info>> = (0..100).map(|_| Arc::new(sample())).collect();
+        for (i, v) in dropped.iter().enumerate() {
+            cache.info(&format!("k{i}"), v.clone()).unwrap();
+        }
+        drop(dropped);
+        for i in 0..100 {
+            cache.info(&format!("t{i}"), Arc::new(sample())).unwrap();
+        }
+        let left = cache.infos.lock().unwrap().entries.len();
+        assert!(
+            left < 100,
+            "{left} entries after 201 made, 200 of them dead"
+        );
         assert!(Arc::ptr_eq(&second, &cache.info("n", b).unwrap()));
 
         let all: Arc<[Info]> = vec![sample(), sample()].into();
