@@ -3,6 +3,7 @@ package erofs
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -57,11 +58,16 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 		t.Errorf("mounts\n got %#v\nwant %#v", got, want)
 	}
 
-	for _, bad := range []string{``, `{`, `{"kind":"active"`, `{"name":1}`, `{"name":"a\q"}`, `{"created_ns":"yesterday"}`, `{"updated_ns":1.5}`, `{"created_ns":}`, `{"created_ns":99999999999999999999}`, `{} x`, `{"name":"a` + "\x01" + `"}`} {
+	for _, bad := range []string{``, `{`, `{"kind":"active"`, `{"name":1}`, `{"name":"a\q"}`, `{"created_ns":"yesterday"}`, `{"updated_ns":1.5}`, `{"created_ns":}`, `{"created_ns":99999999999999999999}`, `{"created_ns":9223372036854775808}`, `{"created_ns":-}`, `{"name":"a\"}`, `{"name":"a`, `{} x`, `{"name":"a` + "\x01" + `"}`} {
 		var info snapshots.Info
 		if err := decodeInfo([]byte(bad), &info); !errdefs.IsInternal(err) {
 			t.Errorf("%q: got %v", bad, err)
 		}
+	}
+	var edge snapshots.Info
+	if err := decodeInfo([]byte(`{"created_ns":-9223372036854775808,"updated_ns":9223372036854775807}`), &edge); err != nil ||
+		!edge.Created.Equal(time.Unix(0, math.MinInt64)) || !edge.Updated.Equal(time.Unix(0, math.MaxInt64)) {
+		t.Errorf("extreme times: %v %v %v", err, edge.Created, edge.Updated)
 	}
 }
 
