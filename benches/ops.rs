@@ -1,8 +1,14 @@
 //! Latency of the snapshotter's operations on this machine, as a table of
 //! medians. `cargo bench --bench ops` (as root). Not a test: nothing is asserted.
 
+use std::ffi::{c_char, CString};
+use std::ptr;
 use std::time::{Duration, Instant};
 
+use ::erofs_snapshotter::ffi::{
+    erofs_snapshotter_close, erofs_snapshotter_mounts, erofs_snapshotter_open,
+    erofs_snapshotter_stat, erofs_snapshotter_string_free, erofs_snapshotter_walk, EROFS_OK,
+};
 use erofs_snapshotter::{Config, Labels, Snapshotter};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -68,6 +74,38 @@ fn main() {
         format!("walk ({total} snapshots)"),
         time(50, |_| s.walk(&[]).unwrap()),
     ));
+    // The same reads through the C ABI (JSON out), on a second handle.
+    let config = serde_json::json!({ "root": s.root() }).to_string();
+    let config = CString::new(config).unwrap();
+    let mut h = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open(config.as_ptr(), &mut h, ptr::null_mut()),
+        EROFS_OK
+    );
+    let c_call = |f: &dyn Fn(*mut *mut c_char) -> i32| {
+        let mut out = ptr::null_mut();
+        assert_eq!(f(&mut out), EROFS_OK);
+        erofs_snapshotter_string_free(out);
+    };
+    rows.push((
+        "stat (C ABI)".into(),
+        time(5000, |_| {
+            c_call(&|out| erofs_snapshotter_stat(h, c"p0".as_ptr(), out, ptr::null_mut()))
+        }),
+    ));
+    rows.push((
+        format!("walk (C ABI, {total} snapshots)"),
+        time(50, |_| {
+            c_call(&|out| erofs_snapshotter_walk(h, ptr::null(), out, ptr::null_mut()))
+        }),
+    ));
+    rows.push((
+        "mounts (C ABI, 10 parents)".into(),
+        time(2000, |_| {
+            c_call(&|out| erofs_snapshotter_mounts(h, c"p10-0".as_ptr(), out, ptr::null_mut()))
+        }),
+    ));
+    erofs_snapshotter_close(h);
     rows.push((
         "commit (empty)".into(),
         time(50, |i| {

@@ -216,8 +216,12 @@ int32_t erofs_snapshotter_remove(erofs_snapshotter *s,
 /**
  * Information about snapshot `key`: `*info_json` receives
  * `{"kind": "active"|"view"|"committed", "name", "parent", "labels": {},
- * "created", "updated"}` (RFC 3339 UTC timestamps with nanoseconds).
- * Thread safe.
+ * "created", "updated", "created_ns", "updated_ns"}`. `created` and
+ * `updated` are RFC 3339 UTC timestamps with nine fraction digits;
+ * `created_ns` and `updated_ns` are the same instants as integers,
+ * nanoseconds since the Unix epoch (they fit an int64_t): read those
+ * rather than parse dates. Served from memory while no process has written
+ * to the root. Thread safe.
  */
 int32_t erofs_snapshotter_stat(erofs_snapshotter *s,
                                const char *key,
@@ -229,8 +233,9 @@ int32_t erofs_snapshotter_stat(erofs_snapshotter *s,
  * (`{"name": ..., "labels": {...}}`; other fields are ignored) following
  * `fieldpaths_json` (a JSON array, or NULL): none or `"labels"` replaces all
  * labels, `"labels.<key>"` sets or removes one; any other path is
- * `EROFS_ERR_INVALID_ARGUMENT`. `*info_json_out` receives the updated info.
- * Thread safe.
+ * `EROFS_ERR_INVALID_ARGUMENT`. `*info_json_out` receives the updated info,
+ * as `erofs_snapshotter_stat` writes it (with `created_ns` and
+ * `updated_ns`). Thread safe.
  */
 int32_t erofs_snapshotter_update(erofs_snapshotter *s,
                                  const char *info_json,
@@ -251,8 +256,9 @@ int32_t erofs_snapshotter_usage(erofs_snapshotter *s,
 /**
  * Every snapshot matching any of `filters_json` (a JSON array of containerd
  * filter expressions such as `"kind==active,labels.\"a\"==b"`, or NULL for
- * all); `*infos_json` receives a JSON array of infos ordered by name.
- * A malformed filter is `EROFS_ERR_INVALID_ARGUMENT`. Thread safe.
+ * all); `*infos_json` receives a JSON array of infos ordered by name, each
+ * as `erofs_snapshotter_stat` writes it (with `created_ns` and
+ * `updated_ns`). A malformed filter is `EROFS_ERR_INVALID_ARGUMENT`. Thread safe.
  */
 int32_t erofs_snapshotter_walk(erofs_snapshotter *s,
                                const char *filters_json,
@@ -280,7 +286,8 @@ int32_t erofs_snapshotter_cleanup(erofs_snapshotter *s,
  * derived from it). `*result_json` receives the uncompressed layer's
  * descriptor `{"digest": "sha256:<diffID>", "size": N, "media_type": ...}`.
  * Errors: `EROFS_ERR_INVALID_ARGUMENT` (corrupt or truncated data, wrong
- * compression, digest mismatch, unknown media type), `EROFS_ERR_FAILED_PRECONDITION`
+ * compression, digest mismatch, a media type `erofs_snapshotter_media_types`
+ * does not list), `EROFS_ERR_FAILED_PRECONDITION`
  * (not an active snapshot), `EROFS_ERR_NOT_FOUND`, and mkfs.erofs failures as
  * for commit. On any error the snapshot is left as it was and no partial
  * `layer.erofs` exists. Thread safe.
@@ -307,6 +314,20 @@ int32_t erofs_snapshotter_apply_mounts(erofs_snapshotter *s,
                                        const char *options_json,
                                        char **result_json,
                                        char **err);
+
+/**
+ * The layer media types `erofs_snapshotter_apply` reads itself:
+ * `*media_types_json` receives a JSON array of strings, OCI and Docker layer
+ * tars (plain, gzip, zstd, nondistributable ones included) and native EROFS
+ * layers (`application/vnd.erofs.layer.v1`, plain or `+zstd`). An empty
+ * media type (a tar, compression detected) is accepted too, and not listed;
+ * any other is `EROFS_ERR_INVALID_ARGUMENT` in apply, so a host should
+ * hand such layers (e.g. encrypted ones) to another differ. The string is
+ * the caller's, freed with `erofs_snapshotter_string_free`. Needs no handle;
+ * thread safe.
+ */
+int32_t erofs_snapshotter_media_types(char **media_types_json,
+                                      char **err);
 
 /**
  * Mounts `mounts_json` (a JSON array as returned by prepare, view or mounts)

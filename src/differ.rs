@@ -57,7 +57,66 @@ pub struct Applied {
 }
 
 pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-const MEDIA_TYPE_EROFS: &str = "application/vnd.erofs.layer";
+
+/// Every layer media type the differ applies, and what it declares: the one
+/// list. [`format_of`] reads it, and the C ABI hands it to the bindings
+/// ([`media_types`]), which decline other types before calling the library.
+const MEDIA_TYPES: &[(&str, Declared)] = &[
+    (MEDIA_TYPE_TAR, Declared::Tar(Compression::None)),
+    (
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        Declared::Tar(Compression::Gzip),
+    ),
+    (
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        Declared::Tar(Compression::Zstd),
+    ),
+    (
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        Declared::Tar(Compression::None),
+    ),
+    (
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        Declared::Tar(Compression::Gzip),
+    ),
+    (
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        Declared::Tar(Compression::Zstd),
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar",
+        Declared::Tar(Compression::None),
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        Declared::Tar(Compression::Gzip),
+    ),
+    (
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        Declared::Tar(Compression::Gzip),
+    ),
+    (MEDIA_TYPE_EROFS, Declared::Erofs(Compression::None)),
+    (
+        "application/vnd.erofs.layer.v1+zstd",
+        Declared::Erofs(Compression::Zstd),
+    ),
+];
+
+/// containerd's native EROFS layer (`images.MediaTypeErofsLayer`).
+const MEDIA_TYPE_EROFS: &str = "application/vnd.erofs.layer.v1";
+
+/// What a layer media type says about the data.
+#[derive(Debug, Clone, Copy)]
+enum Declared {
+    Tar(Compression),
+    Erofs(Compression),
+}
+
+/// The layer media types the differ applies (an empty one, a tar with the
+/// compression detected, is accepted too).
+pub fn media_types() -> impl Iterator<Item = &'static str> {
+    MEDIA_TYPES.iter().map(|(t, _)| *t)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Compression {
@@ -71,54 +130,28 @@ pub(crate) enum Compression {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Format {
     Tar(Compression),
-    /// A native EROFS blob (`application/vnd.erofs.layer...`), copied as is.
+    /// A native EROFS blob (`application/vnd.erofs.layer.v1`), copied as is.
     Erofs {
         media_type: String,
         compression: Compression,
     },
 }
 
-/// Understands OCI and Docker layer media types.
+/// Understands the layer media types of [`MEDIA_TYPES`], and the empty one.
 pub(crate) fn format_of(media_type: &str) -> Result<Format> {
     if media_type.is_empty() {
         return Ok(Format::Tar(Compression::Detect));
     }
-    if media_type.starts_with(MEDIA_TYPE_EROFS) {
-        let (base, ext) = match media_type.split_once('+') {
-            Some((b, e)) => (b, Some(e)),
-            None => (media_type, None),
-        };
-        let compression = match ext {
-            None => Compression::None,
-            Some("zstd") => Compression::Zstd,
-            Some(other) => {
-                return Err(Error::invalid_argument(format!(
-                    "media type {media_type:?}: unsupported EROFS layer suffix {other:?}"
-                )))
-            }
-        };
-        return Ok(Format::Erofs {
-            media_type: base.to_string(),
-            compression,
-        });
+    match MEDIA_TYPES.iter().find(|(t, _)| *t == media_type) {
+        Some((_, Declared::Tar(compression))) => Ok(Format::Tar(*compression)),
+        Some((_, Declared::Erofs(compression))) => Ok(Format::Erofs {
+            media_type: MEDIA_TYPE_EROFS.to_string(),
+            compression: *compression,
+        }),
+        None => Err(Error::invalid_argument(format!(
+            "media type {media_type:?} is not a layer type this differ applies"
+        ))),
     }
-    let compression = match media_type {
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-        | "application/vnd.docker.image.rootfs.diff.tar" => Compression::None,
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Compression::Gzip,
-        "application/vnd.oci.image.layer.v1.tar+zstd"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Compression::Zstd,
-        other => {
-            return Err(Error::invalid_argument(format!(
-                "media type {other:?} is not a layer type this differ applies"
-            )))
-        }
-    };
-    Ok(Format::Tar(compression))
 }
 
 fn magic(head: &[u8]) -> Compression {
@@ -737,8 +770,16 @@ mod tests {
             }
         );
         assert!(format_of("application/vnd.erofs.layer.v1+gzip").is_err());
+        assert!(format_of("application/vnd.erofs.layer.v2").is_err());
         let e = format_of("text/plain").unwrap_err();
         assert!(e.message().contains("text/plain"));
+        // The list handed out is what format_of reads, without repeats.
+        let listed: Vec<&str> = super::media_types().collect();
+        assert_eq!(listed.len(), 11);
+        for t in &listed {
+            assert!(format_of(t).is_ok(), "{t}");
+            assert_eq!(listed.iter().filter(|u| *u == t).count(), 1, "{t}");
+        }
     }
 
     #[test]

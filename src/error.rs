@@ -1,5 +1,6 @@
 //! One error type for the whole library. Its [`ErrorKind`] follows containerd's
-//! `errdefs` classes and maps 1:1 to the stable status codes of the C ABI.
+//! `errdefs` classes; the C ABI gives each kind its stable status code
+//! ([`crate::ffi::status`]).
 
 use std::fmt;
 use std::io;
@@ -19,20 +20,6 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The stable status code of the C ABI (never renumbered).
-    pub fn code(self) -> i32 {
-        match self {
-            ErrorKind::InvalidArgument => 1,
-            ErrorKind::NotFound => 2,
-            ErrorKind::AlreadyExists => 3,
-            ErrorKind::FailedPrecondition => 4,
-            ErrorKind::Unavailable => 5,
-            ErrorKind::NotImplemented => 6,
-            ErrorKind::Internal => 7,
-            ErrorKind::Panic => 8,
-        }
-    }
-
     /// containerd's name for the class, used as the message prefix.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -172,23 +159,6 @@ impl From<rusqlite::Error> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn codes_are_stable() {
-        let all = [
-            (ErrorKind::InvalidArgument, 1),
-            (ErrorKind::NotFound, 2),
-            (ErrorKind::AlreadyExists, 3),
-            (ErrorKind::FailedPrecondition, 4),
-            (ErrorKind::Unavailable, 5),
-            (ErrorKind::NotImplemented, 6),
-            (ErrorKind::Internal, 7),
-            (ErrorKind::Panic, 8),
-        ];
-        for (kind, code) in all {
-            assert_eq!(kind.code(), code, "{kind:?}");
-        }
-    }
 
     #[test]
     fn messages_are_one_line() {

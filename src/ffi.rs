@@ -1,5 +1,6 @@
 //! The C ABI: a thin shell over [`crate::Snapshotter`] that converts
-//! pointers, strings and JSON and maps errors to stable status codes.
+//! pointers, strings and JSON and maps errors to stable status codes. The
+//! core answers in types; the JSON of infos is made in [`wire`].
 //!
 //! Conventions (every function follows them):
 //! - Every function returns an `int32_t` status: `EROFS_OK` (0) or one of the
@@ -34,6 +35,10 @@ use crate::logging::{Level, Logger};
 use crate::mounts::Mount;
 use crate::{Config, Snapshotter};
 
+/// cbindgen:ignore
+mod wire;
+pub use wire::InfoJson;
+
 /// Success.
 pub const EROFS_OK: i32 = 0;
 /// A malformed argument: NULL, not UTF-8, bad JSON, an empty key, a bad label or filter.
@@ -62,17 +67,37 @@ pub const EROFS_LOG_DEBUG: i32 = 4;
 /// Flag for `erofs_snapshotter_unmount_all`: detach lazily (MNT_DETACH).
 pub const EROFS_UNMOUNT_DETACH: u32 = 1;
 
+/// The status code of an error of `kind`: the one place kinds get numbers
+/// (the ctl tool exits with it too).
+pub fn status(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::InvalidArgument => EROFS_ERR_INVALID_ARGUMENT,
+        ErrorKind::NotFound => EROFS_ERR_NOT_FOUND,
+        ErrorKind::AlreadyExists => EROFS_ERR_ALREADY_EXISTS,
+        ErrorKind::FailedPrecondition => EROFS_ERR_FAILED_PRECONDITION,
+        ErrorKind::Unavailable => EROFS_ERR_UNAVAILABLE,
+        ErrorKind::NotImplemented => EROFS_ERR_NOT_IMPLEMENTED,
+        ErrorKind::Internal => EROFS_ERR_INTERNAL,
+        ErrorKind::Panic => EROFS_ERR_PANIC,
+    }
+}
+
 /// An open snapshotter. Opaque; create with `erofs_snapshotter_open`, destroy
 /// with `erofs_snapshotter_close`.
 pub struct erofs_snapshotter {
     inner: Snapshotter,
+    /// The JSON of what `stat` and `walk` returned, while it is current.
+    json: wire::JsonCache,
 }
 
 impl erofs_snapshotter {
     /// Hands a snapshotter opened from Rust to C code; the C side owns it and
     /// must close it with `erofs_snapshotter_close`.
     pub fn into_raw(inner: Snapshotter) -> *mut erofs_snapshotter {
-        Box::into_raw(Box::new(erofs_snapshotter { inner }))
+        Box::into_raw(Box::new(erofs_snapshotter {
+            inner,
+            json: wire::JsonCache::default(),
+        }))
     }
 }
 
@@ -105,15 +130,45 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// `erofs_snapshotter_string_free`: lets bindings test that they free every one.
 static OUTSTANDING: AtomicI64 = AtomicI64::new(0);
 
-/// Allocates a C string for the caller, who frees it with
-/// `erofs_snapshotter_string_free`.
-fn to_c(s: String) -> *mut c_char {
-    let p = c_string(s).into_raw();
+/// Hands the caller a NUL-terminated copy of `bytes`, which contain no NUL:
+/// one malloc(3) and one copy, freed by `erofs_snapshotter_string_free`
+/// with free(3). No scan for NULs, no length to find again at the free:
+/// the JSON of a walk is copied here on every call.
+fn to_c_bytes(bytes: &[u8]) -> *mut c_char {
+    debug_assert!(!bytes.contains(&0));
+    let len = bytes.len();
+    // SAFETY: malloc of len + 1 bytes (never 0), checked below.
+    let p = unsafe { libc::malloc(len + 1) }.cast::<u8>();
+    if p.is_null() {
+        // As the global allocator does on exhaustion.
+        std::alloc::handle_alloc_error(std::alloc::Layout::new::<u8>());
+    }
+    // SAFETY: p has room for len + 1 bytes and does not overlap bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, len);
+        p.add(len).write(0);
+    }
     OUTSTANDING.fetch_add(1, Ordering::Relaxed);
-    p
+    p.cast()
 }
 
-/// NUL bytes, impossible in our JSON and messages, are replaced rather than
+/// A message for the caller: NUL bytes, impossible in our messages, are
+/// replaced rather than truncating it.
+fn to_c(s: &str) -> *mut c_char {
+    if s.as_bytes().contains(&0) {
+        to_c_bytes(s.replace('\0', "?").as_bytes())
+    } else {
+        to_c_bytes(s.as_bytes())
+    }
+}
+
+/// JSON for the caller. serde_json escapes every control character, so its
+/// output never holds a NUL byte.
+fn to_c_json(json: &str) -> *mut c_char {
+    to_c_bytes(json.as_bytes())
+}
+
+/// NUL bytes, impossible in our messages, are replaced rather than
 /// truncating the string.
 fn c_string(s: String) -> CString {
     match CString::new(s) {
@@ -133,15 +188,15 @@ fn c_string(s: String) -> CString {
 fn boundary(err: *mut *mut c_char, f: impl FnOnce() -> Result<()>) -> i32 {
     let (code, message) = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => return EROFS_OK,
-        Ok(Err(e)) => (e.kind().code(), e.to_string()),
+        Ok(Err(e)) => (status(e.kind()), e.to_string()),
         Err(p) => (
-            ErrorKind::Panic.code(),
+            status(ErrorKind::Panic),
             format!("panic: {}", panic_message(p.as_ref())),
         ),
     };
     if !err.is_null() {
         // SAFETY: the caller passes NULL or a pointer to writable storage.
-        unsafe { *err = to_c(message) };
+        unsafe { *err = to_c(&message) };
     }
     code
 }
@@ -154,20 +209,11 @@ fn put<T>(out: *mut T, value: T) {
     }
 }
 
-/// Hands a copy of `s` to the caller if the caller wants it.
-fn put_str(out: *mut *mut c_char, s: &str) {
-    if !out.is_null() {
-        put(out, to_c(s.to_string()));
-    }
-}
-
 fn put_json<T: serde::Serialize>(out: *mut *mut c_char, value: &T) -> Result<()> {
     if out.is_null() {
         return Ok(());
     }
-    let json =
-        serde_json::to_string(value).map_err(|e| Error::internal(format!("encode JSON: {e}")))?;
-    put(out, to_c(json));
+    put(out, to_c_json(&wire::encode(value)?));
     Ok(())
 }
 
@@ -213,12 +259,16 @@ fn mounts_arg(p: *const c_char) -> Result<Vec<Mount>> {
         .map_err(|e| Error::invalid_argument(e.message("mounts_json", None)))
 }
 
-fn handle<'a>(s: *const erofs_snapshotter) -> Result<&'a Snapshotter> {
+fn this<'a>(s: *const erofs_snapshotter) -> Result<&'a erofs_snapshotter> {
     if s.is_null() {
         return Err(Error::invalid_argument("snapshotter handle is NULL"));
     }
     // SAFETY: a non-NULL handle comes from erofs_snapshotter_open and is not closed yet.
-    Ok(unsafe { &(*s).inner })
+    Ok(unsafe { &*s })
+}
+
+fn handle<'a>(s: *const erofs_snapshotter) -> Result<&'a Snapshotter> {
+    this(s).map(|h| &h.inner)
 }
 
 fn open(config_json: *const c_char, log: Logger, out: *mut *mut erofs_snapshotter) -> Result<()> {
@@ -449,8 +499,12 @@ pub extern "C" fn erofs_snapshotter_remove(
 
 /// Information about snapshot `key`: `*info_json` receives
 /// `{"kind": "active"|"view"|"committed", "name", "parent", "labels": {},
-/// "created", "updated"}` (RFC 3339 UTC timestamps with nanoseconds).
-/// Thread safe.
+/// "created", "updated", "created_ns", "updated_ns"}`. `created` and
+/// `updated` are RFC 3339 UTC timestamps with nine fraction digits;
+/// `created_ns` and `updated_ns` are the same instants as integers,
+/// nanoseconds since the Unix epoch (they fit an int64_t): read those
+/// rather than parse dates. Served from memory while no process has written
+/// to the root. Thread safe.
 #[no_mangle]
 pub extern "C" fn erofs_snapshotter_stat(
     s: *mut erofs_snapshotter,
@@ -459,9 +513,12 @@ pub extern "C" fn erofs_snapshotter_stat(
     err: *mut *mut c_char,
 ) -> i32 {
     boundary(err, || {
-        let s = handle(s)?;
-        let json = s.stat_json(str_arg(key, "key")?)?;
-        put_str(info_json, &json);
+        let h = this(s)?;
+        let key = str_arg(key, "key")?;
+        let info = h.inner.stat_shared(key)?;
+        if !info_json.is_null() {
+            put(info_json, to_c_json(&h.json.info(key, info)?));
+        }
         Ok(())
     })
 }
@@ -470,8 +527,9 @@ pub extern "C" fn erofs_snapshotter_stat(
 /// (`{"name": ..., "labels": {...}}`; other fields are ignored) following
 /// `fieldpaths_json` (a JSON array, or NULL): none or `"labels"` replaces all
 /// labels, `"labels.<key>"` sets or removes one; any other path is
-/// `EROFS_ERR_INVALID_ARGUMENT`. `*info_json_out` receives the updated info.
-/// Thread safe.
+/// `EROFS_ERR_INVALID_ARGUMENT`. `*info_json_out` receives the updated info,
+/// as `erofs_snapshotter_stat` writes it (with `created_ns` and
+/// `updated_ns`). Thread safe.
 #[no_mangle]
 pub extern "C" fn erofs_snapshotter_update(
     s: *mut erofs_snapshotter,
@@ -487,7 +545,7 @@ pub extern "C" fn erofs_snapshotter_update(
             .map_err(|e| Error::invalid_argument(e.message("info_json", Some(&["labels"]))))?;
         let fieldpaths: Vec<String> = json_arg(fieldpaths_json, "fieldpaths_json")?;
         let info = s.update(&update, &fieldpaths)?;
-        put_json(info_json_out, &info)
+        put_json(info_json_out, &InfoJson::from(&info))
     })
 }
 
@@ -512,8 +570,9 @@ pub extern "C" fn erofs_snapshotter_usage(
 
 /// Every snapshot matching any of `filters_json` (a JSON array of containerd
 /// filter expressions such as `"kind==active,labels.\"a\"==b"`, or NULL for
-/// all); `*infos_json` receives a JSON array of infos ordered by name.
-/// A malformed filter is `EROFS_ERR_INVALID_ARGUMENT`. Thread safe.
+/// all); `*infos_json` receives a JSON array of infos ordered by name, each
+/// as `erofs_snapshotter_stat` writes it (with `created_ns` and
+/// `updated_ns`). A malformed filter is `EROFS_ERR_INVALID_ARGUMENT`. Thread safe.
 #[no_mangle]
 pub extern "C" fn erofs_snapshotter_walk(
     s: *mut erofs_snapshotter,
@@ -522,10 +581,12 @@ pub extern "C" fn erofs_snapshotter_walk(
     err: *mut *mut c_char,
 ) -> i32 {
     boundary(err, || {
-        let s = handle(s)?;
+        let h = this(s)?;
         let filters: Vec<String> = json_arg(filters_json, "filters_json")?;
-        let json = s.walk_json(&filters)?;
-        put_str(infos_json, &json);
+        let infos = h.inner.walk_shared(&filters)?;
+        if !infos_json.is_null() {
+            put(infos_json, to_c_json(&h.json.infos(&filters, infos)?));
+        }
         Ok(())
     })
 }
@@ -569,7 +630,8 @@ fn layer_source(fd: i32, path: *const c_char) -> Result<std::fs::File> {
 /// derived from it). `*result_json` receives the uncompressed layer's
 /// descriptor `{"digest": "sha256:<diffID>", "size": N, "media_type": ...}`.
 /// Errors: `EROFS_ERR_INVALID_ARGUMENT` (corrupt or truncated data, wrong
-/// compression, digest mismatch, unknown media type), `EROFS_ERR_FAILED_PRECONDITION`
+/// compression, digest mismatch, a media type `erofs_snapshotter_media_types`
+/// does not list), `EROFS_ERR_FAILED_PRECONDITION`
 /// (not an active snapshot), `EROFS_ERR_NOT_FOUND`, and mkfs.erofs failures as
 /// for commit. On any error the snapshot is left as it was and no partial
 /// `layer.erofs` exists. Thread safe.
@@ -618,6 +680,28 @@ pub extern "C" fn erofs_snapshotter_apply_mounts(
     })
 }
 
+/// The layer media types `erofs_snapshotter_apply` reads itself:
+/// `*media_types_json` receives a JSON array of strings, OCI and Docker layer
+/// tars (plain, gzip, zstd, nondistributable ones included) and native EROFS
+/// layers (`application/vnd.erofs.layer.v1`, plain or `+zstd`). An empty
+/// media type (a tar, compression detected) is accepted too, and not listed;
+/// any other is `EROFS_ERR_INVALID_ARGUMENT` in apply, so a host should
+/// hand such layers (e.g. encrypted ones) to another differ. The string is
+/// the caller's, freed with `erofs_snapshotter_string_free`. Needs no handle;
+/// thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_media_types(
+    media_types_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        put_json(
+            media_types_json,
+            &crate::differ::media_types().collect::<Vec<_>>(),
+        )
+    })
+}
+
 /// Mounts `mounts_json` (a JSON array as returned by prepare, view or mounts)
 /// on the existing directory `target`, in order; on failure nothing stays
 /// mounted. EROFS images are mounted file-backed, or through a loop device
@@ -663,10 +747,8 @@ pub extern "C" fn erofs_snapshotter_string_free(p: *mut c_char) {
     if p.is_null() {
         return;
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: allocated by CString::into_raw in this library.
-        drop(unsafe { CString::from_raw(p) });
-    }));
+    // SAFETY: allocated with malloc by to_c_bytes, freed once.
+    unsafe { libc::free(p.cast()) };
     OUTSTANDING.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -721,6 +803,63 @@ mod tests {
         let code =
             erofs_snapshotter_open(std::ptr::null(), std::ptr::null_mut(), std::ptr::null_mut());
         assert_eq!(code, EROFS_ERR_INVALID_ARGUMENT);
+    }
+
+    /// Every kind has its documented code (the numbers of the header, which
+    /// never change: bindings hold copies of them).
+    #[test]
+    fn every_error_kind_has_its_documented_status() {
+        let documented = [
+            (ErrorKind::InvalidArgument, EROFS_ERR_INVALID_ARGUMENT, 1),
+            (ErrorKind::NotFound, EROFS_ERR_NOT_FOUND, 2),
+            (ErrorKind::AlreadyExists, EROFS_ERR_ALREADY_EXISTS, 3),
+            (
+                ErrorKind::FailedPrecondition,
+                EROFS_ERR_FAILED_PRECONDITION,
+                4,
+            ),
+            (ErrorKind::Unavailable, EROFS_ERR_UNAVAILABLE, 5),
+            (ErrorKind::NotImplemented, EROFS_ERR_NOT_IMPLEMENTED, 6),
+            (ErrorKind::Internal, EROFS_ERR_INTERNAL, 7),
+            (ErrorKind::Panic, EROFS_ERR_PANIC, 8),
+        ];
+        // A new kind stops this from compiling until it is listed, and given
+        // its row above.
+        let _listed = |kind: ErrorKind| match kind {
+            ErrorKind::InvalidArgument
+            | ErrorKind::NotFound
+            | ErrorKind::AlreadyExists
+            | ErrorKind::FailedPrecondition
+            | ErrorKind::Unavailable
+            | ErrorKind::NotImplemented
+            | ErrorKind::Internal
+            | ErrorKind::Panic => (),
+        };
+        for (kind, constant, number) in documented {
+            assert_eq!(status(kind), constant, "{kind:?}");
+            assert_eq!(constant, number, "{kind:?}");
+        }
+        assert_eq!(EROFS_OK, 0);
+        // One code per kind, none of them EROFS_OK.
+        let mut codes: Vec<i32> = documented.iter().map(|d| status(d.0)).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), documented.len());
+        assert!(!codes.contains(&EROFS_OK));
+    }
+
+    #[test]
+    fn strings_for_the_caller_are_whole_and_freed() {
+        for (given, want) in [("", ""), ("{\"a\":1}", "{\"a\":1}"), ("a\0b", "a?b")] {
+            let p = to_c(given);
+            // SAFETY: a string just returned.
+            assert_eq!(unsafe { CStr::from_ptr(p) }.to_str().unwrap(), want);
+            erofs_snapshotter_string_free(p);
+        }
+        let p = to_c_json(&"x".repeat(1 << 20));
+        // SAFETY: as above.
+        assert_eq!(unsafe { CStr::from_ptr(p) }.to_bytes().len(), 1 << 20);
+        erofs_snapshotter_string_free(p);
     }
 
     #[test]

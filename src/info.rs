@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -15,8 +15,7 @@ pub type Labels = BTreeMap<String, String>;
 pub const MAX_LABEL_SIZE: usize = 4096;
 
 /// The kind of a snapshot. The numbers are containerd's `snapshots.Kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     View = 1,
     Active = 2,
@@ -44,8 +43,7 @@ impl Kind {
     }
 }
 
-/// A point in time, nanoseconds since the Unix epoch, UTC. Serialized as RFC
-/// 3339 with nanoseconds, as Go's `time.RFC3339Nano` reads it.
+/// A point in time, nanoseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
 
@@ -91,12 +89,6 @@ impl Timestamp {
     }
 }
 
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
-    }
-}
-
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -112,7 +104,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Information about a snapshot, as containerd's `snapshots.Info`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
     pub kind: Kind,
     pub name: String,
@@ -249,21 +241,5 @@ mod tests {
         let e = apply_label_update("s", &cur, &upd, &fp(&["parent"])).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert!(e.message().contains("\"parent\""));
-    }
-
-    #[test]
-    fn info_json_shape() {
-        let info = Info {
-            kind: Kind::Committed,
-            name: "n".into(),
-            parent: String::new(),
-            labels: labels(&[("a", "b")]),
-            created: Timestamp(0),
-            updated: Timestamp(1),
-        };
-        assert_eq!(
-            serde_json::to_string(&info).unwrap(),
-            r#"{"kind":"committed","name":"n","parent":"","labels":{"a":"b"},"created":"1970-01-01T00:00:00.000000000Z","updated":"1970-01-01T00:00:00.000000001Z"}"#
-        );
     }
 }

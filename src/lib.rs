@@ -7,7 +7,8 @@
 //!
 //! ## Error handling
 //! Every fallible call returns [`Error`], whose [`ErrorKind`] is one of
-//! containerd's `errdefs` classes and maps 1:1 to a stable C status code.
+//! containerd's `errdefs` classes; the C ABI maps each 1:1 to a stable status
+//! code ([`ffi::status`]).
 //! Messages are one line and name the key, path, field or option at fault.
 //!
 //! ## Thread safety

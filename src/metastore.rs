@@ -135,28 +135,23 @@ struct Cache {
     seq: u64,
     rows: HashMap<String, Arc<Cached>>,
     all: Option<Arc<Vec<SnapshotRow>>>,
-    /// Walk results as JSON, by filter list (the few a host repeats).
-    walks: HashMap<Vec<String>, Arc<str>>,
+    /// Walk results, by filter list (the few a host repeats).
+    walks: HashMap<Vec<String>, Arc<[Info]>>,
 }
 
 /// A snapshot as read from the database, with the mount generation read in
-/// the same statement and its info's JSON made once on demand.
+/// the same statement and its [`Info`] made once on demand.
 pub(crate) struct Cached {
     pub row: SnapshotRow,
     pub generation: i64,
-    json: OnceLock<Arc<str>>,
+    info: OnceLock<Arc<Info>>,
 }
 
 impl Cached {
-    /// The info as the C ABI's JSON.
-    pub fn info_json(&self) -> Arc<str> {
-        self.json
-            .get_or_init(|| {
-                serde_json::to_string(&self.row.info())
-                    .unwrap_or_default()
-                    .into()
-            })
-            .clone()
+    /// The snapshot's info: the same `Arc` for as long as this entry is
+    /// served, so callers may key what they derive from it on its identity.
+    pub fn info(&self) -> Arc<Info> {
+        self.info.get_or_init(|| Arc::new(self.row.info())).clone()
     }
 }
 
@@ -307,7 +302,7 @@ impl MetaStore {
                 Ok(Arc::new(Cached {
                     row,
                     generation,
-                    json: OnceLock::new(),
+                    info: OnceLock::new(),
                 }))
             },
             |c, v| {
@@ -319,15 +314,16 @@ impl MetaStore {
         )
     }
 
-    /// The JSON `walk` makes of the rows for `filters`, cached by filter list.
+    /// What `make` selects from every row for `filters` (a walk), cached by
+    /// filter list.
     pub fn cached_walk(
         &self,
         filters: &[String],
-        make: impl FnOnce(&[SnapshotRow]) -> Result<String>,
-    ) -> Result<Arc<str>> {
+        make: impl FnOnce(&[SnapshotRow]) -> Result<Arc<[Info]>>,
+    ) -> Result<Arc<[Info]>> {
         self.cached(
             |c| c.walks.get(filters).cloned(),
-            || Ok(make(&self.cached_all()?)?.into()),
+            || make(&self.cached_all()?),
             |c, v| {
                 if c.walks.len() >= MAX_CACHED_WALKS {
                     c.walks.clear();

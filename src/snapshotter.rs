@@ -632,10 +632,13 @@ impl Snapshotter {
         op.finish(self.store.cached_get(key).map(|c| c.row.info()))
     }
 
-    /// [`Snapshotter::stat`] as the C ABI's JSON.
-    pub fn stat_json(&self, key: &str) -> Result<Arc<str>> {
+    /// [`Snapshotter::stat`] without a copy: the same `Arc` comes back while
+    /// the snapshot is served from this handle's cache (no process wrote
+    /// since it was read), a new one once it may have changed. A caller may
+    /// keep what it derives from an info keyed on the `Arc`'s identity.
+    pub fn stat_shared(&self, key: &str) -> Result<Arc<Info>> {
         let op = self.log.op("stat", key);
-        op.finish(self.store.cached_get(key).map(|c| c.info_json()))
+        op.finish(self.store.cached_get(key).map(|c| c.info()))
     }
 
     /// Updates labels (the only mutable field) following containerd's field
@@ -670,31 +673,21 @@ impl Snapshotter {
 
     /// Every snapshot matching any of `filters` (containerd filter syntax), by key.
     pub fn walk(&self, filters: &[String]) -> Result<Vec<Info>> {
-        let op = self.log.op("walk", "");
-        op.finish((|| {
-            let filter = parse_filters(filters)?;
-            let rows = self.store.cached_all()?;
-            Ok(rows
-                .iter()
-                .map(|r| r.info())
-                .filter(|info| filter.matches(&|path: &[String]| field(info, path)))
-                .collect())
-        })())
+        self.walk_shared(filters).map(|infos| infos.to_vec())
     }
 
-    /// [`Snapshotter::walk`] as the C ABI's JSON array.
-    pub fn walk_json(&self, filters: &[String]) -> Result<Arc<str>> {
+    /// [`Snapshotter::walk`] without a copy, as [`Snapshotter::stat_shared`]:
+    /// the same `Arc` for the same filters while nothing may have changed.
+    pub fn walk_shared(&self, filters: &[String]) -> Result<Arc<[Info]>> {
         let op = self.log.op("walk", "");
         op.finish((|| {
             let filter = parse_filters(filters)?;
             self.store.cached_walk(filters, |rows| {
-                let infos: Vec<Info> = rows
+                Ok(rows
                     .iter()
                     .map(|r| r.info())
                     .filter(|info| filter.matches(&|path: &[String]| field(info, path)))
-                    .collect();
-                serde_json::to_string(&infos)
-                    .map_err(|e| Error::internal(format!("encode JSON: {e}")))
+                    .collect())
             })
         })())
     }

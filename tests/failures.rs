@@ -436,7 +436,7 @@ exec "$@""#,
     eprintln!("view without /dev/loopN ({took:?}): {}", stderr.trim());
     assert_eq!(
         out.status.code(),
-        Some(ErrorKind::Unavailable.code()),
+        Some(erofs_snapshotter::ffi::status(ErrorKind::Unavailable)),
         "{stderr}"
     );
     assert!(

@@ -395,3 +395,317 @@ fn open_errors_and_logger() {
         "{seen:?}"
     );
 }
+
+/// The JSON of stat and walk is served from the handle's memory, and follows
+/// every change, made through this handle or another one (another process).
+#[test]
+fn stat_and_walk_json_follow_changes() {
+    let env = Env::new();
+    let cfg = config(&env);
+    let mut h = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
+        EROFS_OK
+    );
+    let other = env.open();
+    let stat = || {
+        let mut out = ptr::null_mut();
+        assert_eq!(
+            erofs_snapshotter_stat(h, c"a".as_ptr(), &mut out, ptr::null_mut()),
+            EROFS_OK
+        );
+        serde_json::from_str::<serde_json::Value>(&take(out)).unwrap()
+    };
+    let walk = |filters: &CStr| {
+        let mut out = ptr::null_mut();
+        assert_eq!(
+            erofs_snapshotter_walk(h, filters.as_ptr(), &mut out, ptr::null_mut()),
+            EROFS_OK
+        );
+        serde_json::from_str::<serde_json::Value>(&take(out)).unwrap()
+    };
+    let all = c"null";
+    let labelled = c"[\"labels.k==v\"]";
+    other.prepare("a", "", &Default::default()).unwrap();
+    assert_eq!(stat()["labels"], serde_json::json!({}));
+    assert_eq!(stat(), stat());
+    assert_eq!(walk(all).as_array().unwrap().len(), 1);
+    assert_eq!(walk(labelled).as_array().unwrap().len(), 0);
+
+    // Another handle writes.
+    let labels = [("k".to_string(), "v".to_string())].into();
+    other
+        .update(
+            &::erofs_snapshotter::InfoUpdate {
+                name: "a".into(),
+                labels,
+            },
+            &[],
+        )
+        .unwrap();
+    assert_eq!(stat()["labels"], serde_json::json!({"k": "v"}));
+    assert_eq!(walk(labelled)[0]["name"], "a");
+    other.prepare("b", "", &Default::default()).unwrap();
+    assert_eq!(walk(all).as_array().unwrap().len(), 2);
+
+    // This handle writes.
+    let mut info = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_update(
+            h,
+            c"{\"name\": \"a\"}".as_ptr(),
+            ptr::null(),
+            &mut info,
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let updated: serde_json::Value = serde_json::from_str(&take(info)).unwrap();
+    assert_eq!(stat(), updated);
+    assert_eq!(walk(labelled).as_array().unwrap().len(), 0);
+    assert_eq!(
+        erofs_snapshotter_remove(h, c"b".as_ptr(), ptr::null_mut()),
+        EROFS_OK
+    );
+    assert_eq!(walk(all).as_array().unwrap().len(), 1);
+    assert_eq!(
+        erofs_snapshotter_remove(h, c"a".as_ptr(), ptr::null_mut()),
+        EROFS_OK
+    );
+    assert_eq!(
+        erofs_snapshotter_stat(h, c"a".as_ptr(), ptr::null_mut(), ptr::null_mut()),
+        EROFS_ERR_NOT_FOUND
+    );
+    drop(other);
+    erofs_snapshotter_close(h);
+}
+
+/// Nanoseconds since the epoch of the library's `2006-01-02T15:04:05.999999999Z`.
+fn rfc3339_ns(s: &str) -> i64 {
+    let b = s.as_bytes();
+    assert!(
+        b.len() == 30 && b[4] == b'-' && b[10] == b'T' && b[19] == b'.' && b[29] == b'Z',
+        "{s}"
+    );
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from civil (Howard Hinnant), independent of the library's code.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+    secs * 1_000_000_000 + n(20..29)
+}
+
+#[test]
+fn rfc3339_helper_is_right() {
+    assert_eq!(rfc3339_ns("1970-01-01T00:00:00.000000000Z"), 0);
+    assert_eq!(
+        rfc3339_ns("2023-11-14T22:13:20.123456789Z"),
+        1_700_000_000_123_456_789
+    );
+    assert_eq!(rfc3339_ns("1969-12-31T23:59:59.999999999Z"), -1);
+    assert_eq!(
+        rfc3339_ns("2000-02-29T00:00:00.000000001Z"),
+        951_782_400_000_000_001
+    );
+}
+
+/// Every info the C ABI returns carries its times twice: RFC 3339 strings
+/// and integer nanoseconds (`created_ns`, `updated_ns`), the same instants.
+#[test]
+fn info_times_as_integers_are_the_rfc3339_instants() {
+    let env = Env::new();
+    let cfg = config(&env);
+    let mut h = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
+        EROFS_OK
+    );
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64
+    };
+    let check = |info: &serde_json::Value| -> (i64, i64) {
+        let created = info["created_ns"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{info}"));
+        let updated = info["updated_ns"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{info}"));
+        assert_eq!(
+            created,
+            rfc3339_ns(info["created"].as_str().unwrap()),
+            "{info}"
+        );
+        assert_eq!(
+            updated,
+            rfc3339_ns(info["updated"].as_str().unwrap()),
+            "{info}"
+        );
+        (created, updated)
+    };
+    let stat = |key: &CStr| {
+        let mut out = ptr::null_mut();
+        assert_eq!(
+            erofs_snapshotter_stat(h, key.as_ptr(), &mut out, ptr::null_mut()),
+            EROFS_OK
+        );
+        serde_json::from_str::<serde_json::Value>(&take(out)).unwrap()
+    };
+    let before = now();
+    assert_eq!(
+        erofs_snapshotter_prepare(
+            h,
+            c"a".as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            ptr::null_mut(),
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let (created, updated) = check(&stat(c"a"));
+    assert_eq!(created, updated);
+    assert!(before <= created && created <= now(), "{before} {created}");
+    assert_eq!(
+        erofs_snapshotter_commit(
+            h,
+            c"c".as_ptr(),
+            c"a".as_ptr(),
+            ptr::null(),
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let (committed, _) = check(&stat(c"c"));
+    assert!(committed >= created);
+
+    let mut out = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_update(
+            h,
+            c"{\"name\": \"c\", \"labels\": {\"k\": \"v\"}}".as_ptr(),
+            ptr::null(),
+            &mut out,
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let updated: serde_json::Value = serde_json::from_str(&take(out)).unwrap();
+    let (c2, u2) = check(&updated);
+    assert_eq!(c2, committed);
+    assert!(u2 > c2, "{updated}");
+    assert_eq!(stat(c"c"), updated);
+
+    assert_eq!(
+        erofs_snapshotter_view(
+            h,
+            c"v".as_ptr(),
+            c"c".as_ptr(),
+            ptr::null(),
+            ptr::null_mut(),
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let mut out = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_walk(h, ptr::null(), &mut out, ptr::null_mut()),
+        EROFS_OK
+    );
+    let infos: serde_json::Value = serde_json::from_str(&take(out)).unwrap();
+    assert_eq!(infos.as_array().unwrap().len(), 2);
+    for info in infos.as_array().unwrap() {
+        check(info);
+    }
+    erofs_snapshotter_close(h);
+}
+
+/// The media types the differ applies, as the bindings ask for them.
+#[test]
+fn media_types_are_the_ones_apply_reads() {
+    let mut out = ptr::null_mut();
+    let mut err = ptr::null_mut();
+    assert_eq!(erofs_snapshotter_media_types(&mut out, &mut err), EROFS_OK);
+    assert!(err.is_null());
+    let listed: Vec<String> = serde_json::from_str(&take(out)).unwrap();
+    let documented = [
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        "application/vnd.docker.image.rootfs.diff.tar",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.erofs.layer.v1",
+        "application/vnd.erofs.layer.v1+zstd",
+    ];
+    assert_eq!(listed, documented);
+    // The out-parameter may be NULL, as every one may.
+    assert_eq!(
+        erofs_snapshotter_media_types(ptr::null_mut(), ptr::null_mut()),
+        EROFS_OK
+    );
+
+    // apply reads a listed type, and refuses one that is not listed.
+    let env = Env::new();
+    let cfg = config(&env);
+    let mut h = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
+        EROFS_OK
+    );
+    assert_eq!(
+        erofs_snapshotter_prepare(
+            h,
+            c"a".as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            ptr::null_mut(),
+            ptr::null_mut()
+        ),
+        EROFS_OK
+    );
+    let empty_tar = env.dir.path().join("empty.tar");
+    std::fs::write(&empty_tar, [0u8; 1024]).unwrap();
+    let path = CString::new(empty_tar.to_str().unwrap()).unwrap();
+    let apply = |media_type: &str| {
+        let opts =
+            CString::new(serde_json::json!({ "media_type": media_type }).to_string()).unwrap();
+        let mut err = ptr::null_mut();
+        let code = erofs_snapshotter_apply(
+            h,
+            c"a".as_ptr(),
+            -1,
+            path.as_ptr(),
+            opts.as_ptr(),
+            ptr::null_mut(),
+            &mut err,
+        );
+        let msg = if err.is_null() {
+            String::new()
+        } else {
+            take(err)
+        };
+        (code, msg)
+    };
+    for t in listed.iter().filter(|t| t.ends_with(".tar")) {
+        assert_eq!(apply(t), (EROFS_OK, String::new()), "{t}");
+    }
+    let (code, msg) = apply("application/vnd.oci.image.layer.v1.tar+encrypted");
+    assert_eq!(code, EROFS_ERR_INVALID_ARGUMENT, "{msg}");
+    assert!(
+        msg.contains("not a layer type this differ applies"),
+        "{msg}"
+    );
+    erofs_snapshotter_close(h);
+}

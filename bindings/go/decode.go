@@ -2,7 +2,9 @@ package erofs
 
 import (
 	"fmt"
+	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -17,7 +19,15 @@ import (
 // cost more than the library call. The input (borrowed from C memory) is
 // copied into one Go string once; decoded strings without escapes are
 // substrings of it, so a Walk of a thousand snapshots allocates little more
-// than its label maps. Unknown fields are skipped.
+// than its label maps. Unknown fields are skipped; times come from the
+// integer created_ns and updated_ns, so no date is parsed.
+//
+// It earns its place (BenchmarkDecode in decode_test.go, the library's
+// documents decoded both ways; Go 1.26 on the 2-CPU test machine, medians of
+// six runs): a Stat decodes in 0.44 µs with 1 allocation against 2.5 µs and
+// 9 with encoding/json (5.7 times), a Walk of 1,000 snapshots in 0.76 ms
+// and 2,002 allocations against 3.1 ms and 8,019 (4.0 times). Even
+// GOEXPERIMENT=jsonv2 takes 2.8 and 2.3 times as long.
 
 type decoder struct {
 	b   string
@@ -31,9 +41,14 @@ func decodeInfo(b []byte, info *snapshots.Info) error {
 	return d.finish("info")
 }
 
+// minInfoJSON is the length of the shortest info the library writes (a
+// one-character name, no parent or labels, times of 30 characters and 0).
+const minInfoJSON = 166
+
 func decodeInfos(b []byte, infos *[]snapshots.Info) error {
 	d := decoder{b: string(b)}
-	var out []snapshots.Info
+	// At most this many: one allocation instead of a growing slice.
+	out := make([]snapshots.Info, 0, len(b)/minInfoJSON+1)
 	d.array(func() {
 		out = append(out, snapshots.Info{})
 		d.info(&out[len(out)-1])
@@ -89,10 +104,10 @@ func (d *decoder) info(info *snapshots.Info) {
 			info.Parent = d.str()
 		case "labels":
 			info.Labels = d.labels()
-		case "created":
-			info.Created = d.time()
-		case "updated":
-			info.Updated = d.time()
+		case "created_ns":
+			info.Created = d.unixNano()
+		case "updated_ns":
+			info.Updated = d.unixNano()
 		default:
 			d.skip()
 		}
@@ -209,7 +224,29 @@ func (d *decoder) str() string {
 		return ""
 	}
 	d.expect('"')
-	start := d.i
+	if d.err != nil {
+		return ""
+	}
+	// The closing quote, found with the vectorized IndexByte; a backslash
+	// or a control character before it takes the slow path.
+	end := strings.IndexByte(d.b[d.i:], '"')
+	if end < 0 {
+		d.fail("unterminated string")
+		return ""
+	}
+	s := d.b[d.i : d.i+end]
+	for j := 0; j < len(s); j++ {
+		if c := s[j]; c == '\\' || c < 0x20 {
+			return d.slowStr(d.i)
+		}
+	}
+	d.i += end + 1
+	return s
+}
+
+// slowStr reads a string with escapes (or a control character, an error)
+// from start, as the library writes only rarely.
+func (d *decoder) slowStr(start int) string {
 	for d.i < len(d.b) {
 		switch c := d.b[d.i]; {
 		case c == '"':
@@ -317,31 +354,36 @@ func (d *decoder) labels() map[string]string {
 	return m
 }
 
-// time reads the library's "2006-01-02T15:04:05.999999999Z" (UTC, nine
-// fraction digits) without allocating; anything else goes to time.Parse.
-func (d *decoder) time() time.Time {
-	s := d.str()
-	if len(s) == 30 && s[4] == '-' && s[7] == '-' && s[10] == 'T' && s[13] == ':' && s[16] == ':' && s[19] == '.' && s[29] == 'Z' {
-		n := func(from, to int) int {
-			v := 0
-			for _, c := range s[from:to] {
-				if c < '0' || c > '9' {
-					return -1
-				}
-				v = v*10 + int(c-'0')
-			}
-			return v
-		}
-		y, mo, da, h, mi, se, ns := n(0, 4), n(5, 7), n(8, 10), n(11, 13), n(14, 16), n(17, 19), n(20, 29)
-		if y >= 0 && mo >= 1 && mo <= 12 && da >= 1 && da <= 31 && h >= 0 && h < 24 && mi >= 0 && mi < 60 && se >= 0 && se < 60 && ns >= 0 {
-			return time.Date(y, time.Month(mo), da, h, mi, se, ns, time.UTC)
-		}
+// unixNano reads the library's integer nanoseconds since the Unix epoch
+// (created_ns, updated_ns) as a UTC time; the RFC 3339 strings beside them
+// are skipped.
+func (d *decoder) unixNano() time.Time {
+	d.ws()
+	start := d.i
+	neg := d.i < len(d.b) && d.b[d.i] == '-'
+	if neg {
+		d.i++
 	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		d.fail("bad time %q", s)
+	var u uint64
+	digits := 0
+	for ; d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9'; d.i++ {
+		u = u*10 + uint64(d.b[d.i]-'0')
+		digits++
 	}
-	return t
+	// 19 digits never overflow a uint64; an int64 holds -(1<<63) to 1<<63 - 1.
+	limit := uint64(math.MaxInt64)
+	if neg {
+		limit++
+	}
+	if digits == 0 || digits > 19 || u > limit {
+		d.fail("bad nanosecond time %q", d.b[start:d.i])
+		return time.Time{}
+	}
+	n := int64(u) // 1<<63 becomes -1<<63, its own negation
+	if neg {
+		n = -n
+	}
+	return time.Unix(0, n).UTC()
 }
 
 // skip consumes one value of any type.

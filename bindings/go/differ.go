@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -56,33 +57,30 @@ func NewDiffer(s *Snapshotter, store content.Provider) *Differ {
 	return &Differ{sn: s, store: store}
 }
 
-// Layer media types the library decompresses and converts itself (the list
-// of src/differ.rs format_of).
-var libraryMediaTypes = map[string]bool{
-	ocispec.MediaTypeImageLayer:                                 true,
-	ocispec.MediaTypeImageLayerGzip:                             true,
-	ocispec.MediaTypeImageLayerZstd:                             true,
-	ocispec.MediaTypeImageLayerNonDistributable:                 true, //nolint:staticcheck // still found in images
-	ocispec.MediaTypeImageLayerNonDistributableGzip:             true, //nolint:staticcheck
-	ocispec.MediaTypeImageLayerNonDistributableZstd:             true, //nolint:staticcheck
-	"application/vnd.docker.image.rootfs.diff.tar":              true,
-	"application/vnd.docker.image.rootfs.diff.tar.gzip":         true,
-	"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": true,
-}
-
-const erofsLayerMediaType = "application/vnd.erofs.layer"
+// libraryMediaTypes are the layer media types the library reads itself, as
+// erofs_snapshotter_media_types lists them (asked once).
+var libraryMediaTypes = sync.OnceValues(func() (map[string]bool, error) {
+	var out, cerr *C.char
+	if rc := C.erofs_snapshotter_media_types(&out, &cerr); rc != C.EROFS_OK {
+		return nil, newError(int32(rc), takeString(cerr))
+	}
+	var types []string
+	if err := json.Unmarshal([]byte(takeString(out)), &types); err != nil {
+		return nil, fmt.Errorf("decode media types from the library: %v: %w", err, errdefs.ErrInternal)
+	}
+	set := make(map[string]bool, len(types))
+	for _, t := range types {
+		set[t] = true
+	}
+	return set, nil
+})
 
 // LibraryAppliesMediaType reports whether the library applies layers of
 // mediaType itself (OCI and Docker layer tars, plain, gzip or zstd; EROFS
-// layer blobs, plain or +zstd).
+// layer blobs, plain or +zstd): the library's own list.
 func LibraryAppliesMediaType(mediaType string) bool {
-	if libraryMediaTypes[mediaType] {
-		return true
-	}
-	if base, ext, hasExt := strings.Cut(mediaType, "+"); strings.HasPrefix(base, erofsLayerMediaType) {
-		return !hasExt || ext == "zstd"
-	}
-	return false
+	types, err := libraryMediaTypes()
+	return err == nil && types[mediaType]
 }
 
 // Apply applies the layer desc, read from the content store, to the active
@@ -97,7 +95,11 @@ func (d *Differ) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mo
 			return ocispec.Descriptor{}, fmt.Errorf("failed to apply config opt: %w", err)
 		}
 	}
-	if !LibraryAppliesMediaType(desc.MediaType) {
+	types, err := libraryMediaTypes()
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if !types[desc.MediaType] {
 		return ocispec.Descriptor{}, fmt.Errorf("erofs differ: media type %q needs a stream processor or another differ: %w",
 			desc.MediaType, errdefs.ErrNotImplemented)
 	}

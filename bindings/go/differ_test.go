@@ -277,9 +277,16 @@ func TestDifferDeclines(t *testing.T) {
 	if got := readView(t, s, "a-done", "f"); got["f"] != "<missing>" {
 		t.Fatalf("declined applies left content: %v", got)
 	}
-	if !LibraryAppliesMediaType("application/vnd.erofs.layer.v1") || !LibraryAppliesMediaType("application/vnd.erofs.layer.v1+zstd") ||
-		LibraryAppliesMediaType("application/vnd.erofs.layer.v1+gzip") || LibraryAppliesMediaType("") {
-		t.Error("LibraryAppliesMediaType disagrees with the library's list")
+	for _, mt := range []string{ocispec.MediaTypeImageLayer, ocispec.MediaTypeImageLayerGzip, ocispec.MediaTypeImageLayerZstd,
+		"application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.erofs.layer.v1", "application/vnd.erofs.layer.v1+zstd"} {
+		if !LibraryAppliesMediaType(mt) {
+			t.Errorf("LibraryAppliesMediaType(%q) is false", mt)
+		}
+	}
+	for _, mt := range []string{"", "application/vnd.erofs.layer.v1+gzip", "application/vnd.oci.image.layer.v1.tar+encrypted"} {
+		if LibraryAppliesMediaType(mt) {
+			t.Errorf("LibraryAppliesMediaType(%q) is true", mt)
+		}
 	}
 }
 

@@ -23,6 +23,7 @@ static int32_t erofs_go_open(const char *config, uintptr_t handle, int32_t max_l
 import "C"
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -146,10 +147,10 @@ func (s *Snapshotter) Stat(ctx context.Context, key string) (snapshots.Info, err
 		return snapshots.Info{}, err
 	}
 	var out, cerr *C.char
-	ck := C.CString(key)
-	rc := C.erofs_snapshotter_stat(h, ck, &out, &cerr)
+	ck := newGoCString(key)
+	rc := C.erofs_snapshotter_stat(h, ck.ptr(), &out, &cerr)
 	s.release()
-	C.free(unsafe.Pointer(ck))
+	runtime.KeepAlive(ck)
 	if rc != C.EROFS_OK {
 		return snapshots.Info{}, newError(int32(rc), takeString(cerr))
 	}
@@ -220,10 +221,10 @@ func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, er
 		return nil, err
 	}
 	var out, cerr *C.char
-	ck := C.CString(key)
-	rc := C.erofs_snapshotter_mounts(h, ck, &out, &cerr)
+	ck := newGoCString(key)
+	rc := C.erofs_snapshotter_mounts(h, ck.ptr(), &out, &cerr)
 	s.release()
-	C.free(unsafe.Pointer(ck))
+	runtime.KeepAlive(ck)
 	return s.mountsResult(rc, out, cerr)
 }
 
@@ -446,9 +447,42 @@ func withBytes(p *C.char, fn func([]byte) error) error {
 		return fmt.Errorf("library returned no result: %w", errdefs.ErrInternal)
 	}
 	defer C.erofs_snapshotter_string_free(p)
-	b := unsafe.Slice((*byte)(unsafe.Pointer(p)), int(C.strlen(p)))
-	return fn(b)
+	return fn(cStringBytes(p))
 }
+
+// minPageSize is the smallest page size of the platforms Go runs on: a read
+// within one such page of a readable byte cannot fault.
+const minPageSize = 4096
+
+// cStringBytes is the NUL-terminated C string p (without its NUL) as a slice
+// over C memory. The NUL is found with the vectorized IndexByte one page at
+// a time, never reading past the page that holds it, as C's strlen does:
+// a call of C.strlen would cost a cgo transition, on every Stat and Mounts.
+func cStringBytes(p *C.char) []byte {
+	start := unsafe.Pointer(p)
+	n := 0
+	for {
+		at := unsafe.Add(start, n)
+		room := minPageSize - int(uintptr(at)%minPageSize)
+		if i := bytes.IndexByte(unsafe.Slice((*byte)(at), room), 0); i >= 0 {
+			return unsafe.Slice((*byte)(start), n+i)
+		}
+		n += room
+	}
+}
+
+// goCString is a NUL-terminated copy of s in Go memory, which cgo lets a C
+// call read (it holds no Go pointers, and the library does not keep it):
+// C.CString and C.free would be two more cgo transitions on the hot paths.
+type goCString []byte
+
+func newGoCString(s string) goCString {
+	b := make([]byte, len(s)+1)
+	copy(b, s)
+	return b
+}
+
+func (b goCString) ptr() *C.char { return (*C.char)(unsafe.Pointer(&b[0])) }
 
 func applyOpts(opts []snapshots.Opt) (snapshots.Info, error) {
 	var base snapshots.Info

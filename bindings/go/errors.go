@@ -1,22 +1,28 @@
 package erofs
 
+/*
+#include "erofs_snapshotter.h"
+*/
+import "C"
+
 import (
 	"fmt"
 
 	"github.com/containerd/errdefs"
 )
 
-// Status codes of the C ABI (EROFS_OK and EROFS_ERR_*).
+// Status codes of the C ABI (EROFS_OK and EROFS_ERR_*), as the header
+// defines them.
 const (
-	StatusOK                 = 0
-	StatusInvalidArgument    = 1
-	StatusNotFound           = 2
-	StatusAlreadyExists      = 3
-	StatusFailedPrecondition = 4
-	StatusUnavailable        = 5
-	StatusNotImplemented     = 6
-	StatusInternal           = 7
-	StatusPanic              = 8
+	StatusOK                 = C.EROFS_OK
+	StatusInvalidArgument    = C.EROFS_ERR_INVALID_ARGUMENT
+	StatusNotFound           = C.EROFS_ERR_NOT_FOUND
+	StatusAlreadyExists      = C.EROFS_ERR_ALREADY_EXISTS
+	StatusFailedPrecondition = C.EROFS_ERR_FAILED_PRECONDITION
+	StatusUnavailable        = C.EROFS_ERR_UNAVAILABLE
+	StatusNotImplemented     = C.EROFS_ERR_NOT_IMPLEMENTED
+	StatusInternal           = C.EROFS_ERR_INTERNAL
+	StatusPanic              = C.EROFS_ERR_PANIC
 )
 
 // The one place status codes become containerd errors.

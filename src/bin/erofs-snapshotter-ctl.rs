@@ -1,7 +1,7 @@
 //! `erofs-snapshotter-ctl`: one snapshotter operation per invocation, for
 //! operators and scripts (and the tests' second process). Prints JSON on
-//! stdout; on failure prints the error on stderr and exits with the C ABI's
-//! status code.
+//! stdout (infos as the C ABI writes them); on failure prints the error on
+//! stderr and exits with the C ABI's status code.
 //!
 //! ```text
 //! erofs-snapshotter-ctl --config '{"root": "/var/lib/erofs-snapshotter"}' prepare KEY [PARENT]
@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use erofs_snapshotter::ffi::InfoJson;
 use erofs_snapshotter::{
     mount_all, unmount_all, ApplyOptions, Config, Error, InfoUpdate, Labels, Snapshotter,
 };
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("erofs-snapshotter-ctl: {e}");
-            ExitCode::from(e.kind().code() as u8)
+            ExitCode::from(erofs_snapshotter::ffi::status(e.kind()) as u8)
         }
     }
 }
@@ -109,7 +110,7 @@ fn run(args: &[String]) -> Result<String, Error> {
             .map(|()| String::new()),
         "mounts" => json(&s.mounts(arg(0, "KEY")?)?),
         "remove" => s.remove(arg(0, "KEY")?).map(|()| String::new()),
-        "stat" => json(&s.stat(arg(0, "KEY")?)?),
+        "stat" => json(&InfoJson::from(&*s.stat_shared(arg(0, "KEY")?)?)),
         "label" => {
             let mut update = InfoUpdate {
                 name: arg(0, "KEY")?.to_string(),
@@ -125,7 +126,7 @@ fn run(args: &[String]) -> Result<String, Error> {
                 }
                 paths.push(format!("labels.{k}"));
             }
-            json(&s.update(&update, &paths)?)
+            json(&InfoJson::from(&s.update(&update, &paths)?))
         }
         "usage" => json(&s.usage(arg(0, "KEY")?)?),
         "apply" => {
@@ -144,7 +145,12 @@ fn run(args: &[String]) -> Result<String, Error> {
             };
             json(&s.apply(arg(0, "KEY")?, &mut input, &opts)?)
         }
-        "walk" => json(&s.walk(rest)?),
+        "walk" => json(
+            &s.walk_shared(rest)?
+                .iter()
+                .map(InfoJson::from)
+                .collect::<Vec<_>>(),
+        ),
         "cleanup" => s.cleanup().map(|()| String::new()),
         "mount" => {
             let mounts = s.mounts(arg(0, "KEY")?)?;

@@ -26,7 +26,15 @@ from ._errors import (
     UnimplementedError,
 )
 from ._ffi import ENV_VAR, Library, load as load_library
-from ._snapshotter import Snapshotter, mount_all, mounted, strings_outstanding, unmount_all, version
+from ._snapshotter import (
+    Snapshotter,
+    media_types,
+    mount_all,
+    mounted,
+    strings_outstanding,
+    unmount_all,
+    version,
+)
 from ._types import Applied, Info, Kind, Mount, Usage
 
 __version__ = "0.1.0"
@@ -53,6 +61,7 @@ __all__ = [
     "mount_all",
     "unmount_all",
     "mounted",
+    "media_types",
     "version",
     "strings_outstanding",
     "ENV_VAR",

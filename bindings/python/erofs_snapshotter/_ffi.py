@@ -20,7 +20,8 @@ ENV_VAR = "EROFS_SNAPSHOTTER_LIB"
 LIB_NAME = "erofs_snapshotter"
 LIB_FILE = "liberofs_snapshotter.so"
 
-# Status codes (stable, never renumbered).
+# Status codes, stable, as include/erofs_snapshotter.h defines them (ctypes
+# cannot read #defines; tests/test_ffi.py checks these against the header).
 EROFS_OK = 0
 EROFS_ERR_INVALID_ARGUMENT = 1
 EROFS_ERR_NOT_FOUND = 2
@@ -87,6 +88,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
         c_int32,
         [HANDLE, c_char_p, c_int32, c_char_p, c_char_p, OUT_STRING, OUT_STRING],
     ),
+    "erofs_snapshotter_media_types": (c_int32, [OUT_STRING, OUT_STRING]),
     "erofs_snapshotter_mount_all": (c_int32, [c_char_p, c_char_p, OUT_STRING]),
     "erofs_snapshotter_unmount_all": (c_int32, [c_char_p, c_uint32, OUT_STRING]),
     "erofs_snapshotter_string_free": (None, [c_void_p]),

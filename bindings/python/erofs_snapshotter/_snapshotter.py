@@ -204,6 +204,15 @@ def mounted(
                 path.rmdir()
 
 
+def media_types(*, lib_path: LibArg = None) -> List[str]:
+    """The layer media types ``Snapshotter.apply`` reads (besides ``""``, a
+    tar with its compression detected), as the library lists them
+    (``erofs_snapshotter_media_types``)."""
+    L = _ffi.get(lib_path)
+    text = _call(L, L.cdll.erofs_snapshotter_media_types, out=True)
+    return [str(t) for t in json.loads(text or "[]")]
+
+
 def version(*, lib_path: LibArg = None) -> str:
     """The version of the loaded library, e.g. ``"0.1.0"``."""
     return _ffi.get(lib_path).version()
@@ -493,7 +502,8 @@ class Snapshotter:
         ``layer`` is a path, a file descriptor, or an object with
         ``fileno()`` (read from its current position; not closed).
         ``media_type`` is the layer descriptor's (empty: a tar, compression
-        detected; ``application/vnd.erofs.layer.v1`` for a native EROFS blob)
+        detected; ``application/vnd.erofs.layer.v1`` for a native EROFS blob;
+        ``media_types()`` lists the others)
         and ``digest`` its digest, verified when given. Returns the
         uncompressed layer's digest (diffID) and size.
         """

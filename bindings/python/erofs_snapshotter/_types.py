@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import calendar
 import enum
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Mapping, Optional
@@ -56,26 +54,6 @@ class Usage:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
-)
-
-
-def parse_timestamp_ns(text: str) -> int:
-    """Nanoseconds since the Unix epoch of an RFC 3339 timestamp."""
-    m = _RFC3339.fullmatch(text)
-    if m is None:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
-    secs = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
-    if m.group(9):
-        offset = int(m.group(10)) * 3600 + int(m.group(11)) * 60
-        secs -= offset if m.group(9) == "+" else -offset
-    frac = m.group(7) or ""
-    return secs * 1_000_000_000 + int(frac.ljust(9, "0"))
-
-
 def ns_to_datetime(ns: int) -> datetime:
     """An aware UTC datetime; datetime holds microseconds, so the rest is cut."""
     return _EPOCH + timedelta(microseconds=ns // 1000)
@@ -86,7 +64,8 @@ class Info:
     """Information about a snapshot (containerd's ``snapshots.Info``).
 
     ``created``/``updated`` are UTC datetimes (microseconds); the library's
-    nanosecond timestamps are kept in ``created_ns``/``updated_ns``.
+    nanosecond timestamps are kept in ``created_ns``/``updated_ns`` (read
+    from its integer fields, so no date is parsed).
     """
 
     kind: Kind
@@ -100,8 +79,8 @@ class Info:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Info":
-        created_ns = parse_timestamp_ns(d["created"])
-        updated_ns = parse_timestamp_ns(d["updated"])
+        created_ns = int(d["created_ns"])
+        updated_ns = int(d["updated_ns"])
         return cls(
             kind=Kind(d["kind"]),
             name=d["name"],

@@ -85,3 +85,26 @@ def _file(tmp_path: Path, data: bytes):
     p = tmp_path / f"layer-{hashlib.sha256(data).hexdigest()[:8]}.tar"
     p.write_bytes(data)
     return open(p, "rb")
+
+
+def test_media_types_come_from_the_library(snap: es.Snapshotter, tmp_path: Path) -> None:
+    types = es.media_types()
+    assert len(types) == len(set(types)) and all(isinstance(t, str) and t for t in types)
+    for t in (
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.erofs.layer.v1",
+        "application/vnd.erofs.layer.v1+zstd",
+    ):
+        assert t in types
+    assert es.media_types(lib_path=snap.lib) == types
+    # apply reads every listed gzip tar type, and refuses what is not listed.
+    data = gzip.compress(layer({"f": b"x"}))
+    (tmp_path / "l.tar.gz").write_bytes(data)
+    snap.prepare("a")
+    for t in (t for t in types if t.endswith("gzip")):
+        assert snap.apply("a", tmp_path / "l.tar.gz", media_type=t).size > 0
+    with pytest.raises(es.InvalidArgumentError, match="not a layer type"):
+        snap.apply("a", tmp_path / "l.tar.gz", media_type="application/vnd.oci.image.layer.v1.tar+encrypted")

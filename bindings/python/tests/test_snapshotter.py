@@ -12,7 +12,8 @@ import pytest
 
 import erofs_snapshotter as es
 from erofs_snapshotter import Info, Kind, Mount, Usage, _ffi
-from erofs_snapshotter._types import ns_to_datetime, parse_timestamp_ns
+from erofs_snapshotter._snapshotter import _call, _cstr
+from erofs_snapshotter._types import ns_to_datetime
 
 
 def committed(snap: es.Snapshotter, name: str, parent: str | None = None, files: dict | None = None,
@@ -158,14 +159,33 @@ def test_timestamps(snap: es.Snapshotter) -> None:
     assert updated.updated_ns > info.updated_ns and updated.created_ns == info.created_ns
 
 
-def test_timestamp_parsing() -> None:
-    assert parse_timestamp_ns("1970-01-01T00:00:00.000000001Z") == 1
-    assert parse_timestamp_ns("2023-11-14T22:13:20.123456789Z") == 1_700_000_000_123_456_789
-    assert parse_timestamp_ns("1969-12-31T23:59:59.999999999Z") == -1
-    assert parse_timestamp_ns("2023-11-14T23:13:20.5+01:00") == 1_700_000_000_500_000_000
+def _rfc3339_ns(text: str) -> int:
+    """The library's ``2006-01-02T15:04:05.999999999Z`` in ns (for the test only)."""
+    seconds, fraction = text.removesuffix("Z").split(".")
+    whole = datetime.strptime(seconds, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return int(whole.timestamp()) * 1_000_000_000 + int(fraction)
+
+
+def test_timestamps_as_integers(snap: es.Snapshotter) -> None:
+    """The integers the binding reads are the RFC 3339 strings' instants."""
     assert ns_to_datetime(-1) == datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
-    with pytest.raises(ValueError):
-        parse_timestamp_ns("yesterday")
+    assert _rfc3339_ns("2023-11-14T22:13:20.123456789Z") == 1_700_000_000_123_456_789
+    snap.prepare("a")
+    snap.commit("c", "a")
+    snap.update("c", {"x": "y"})
+    snap.view("v", "c")
+    lib = snap.lib
+    with snap._use() as h:
+        raw = [json.loads(_call(lib, lib.cdll.erofs_snapshotter_stat, h, _cstr(k, "key"), out=True) or "")
+               for k in ("c", "v")]
+        raw += json.loads(_call(lib, lib.cdll.erofs_snapshotter_walk, h, None, out=True) or "")
+    assert len(raw) == 4
+    for d in raw:
+        assert d["created_ns"] == _rfc3339_ns(d["created"]), d
+        assert d["updated_ns"] == _rfc3339_ns(d["updated"]), d
+        info = Info.from_dict(d)
+        assert (info.created_ns, info.updated_ns) == (d["created_ns"], d["updated_ns"])
+    assert snap.stat("c").updated_ns > snap.stat("c").created_ns
 
 
 def test_cleanup(snap: es.Snapshotter, root: Path) -> None:
