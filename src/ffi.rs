@@ -130,24 +130,38 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// `erofs_snapshotter_string_free`: lets bindings test that they free every one.
 static OUTSTANDING: AtomicI64 = AtomicI64::new(0);
 
+/// Bytes before a string handed out: its length, so that the free needs
+/// no strlen.
+const STRING_HEADER: usize = std::mem::size_of::<usize>();
+
+/// The allocation of a string of `len` bytes (header and NUL included).
+fn string_layout(len: usize) -> std::alloc::Layout {
+    std::alloc::Layout::from_size_align(STRING_HEADER + len + 1, std::mem::align_of::<usize>())
+        .expect("a string shorter than isize::MAX")
+}
+
 /// Hands the caller a NUL-terminated copy of `bytes`, which contain no NUL:
-/// one malloc(3) and one copy, freed by `erofs_snapshotter_string_free`
-/// with free(3). No scan for NULs, no length to find again at the free:
-/// the JSON of a walk is copied here on every call.
+/// one allocation and one copy, freed by `erofs_snapshotter_string_free`.
+/// No scan for NULs, no length to find again at the free (it is kept in
+/// front of the string): the JSON of a walk is copied here on every call.
 fn to_c_bytes(bytes: &[u8]) -> *mut c_char {
     debug_assert!(!bytes.contains(&0));
     let len = bytes.len();
-    // SAFETY: malloc of len + 1 bytes (never 0), checked below.
-    let p = unsafe { libc::malloc(len + 1) }.cast::<u8>();
-    if p.is_null() {
-        // As the global allocator does on exhaustion.
-        std::alloc::handle_alloc_error(std::alloc::Layout::new::<u8>());
+    let layout = string_layout(len);
+    // SAFETY: the layout's size is never 0.
+    let base = unsafe { std::alloc::alloc(layout) };
+    if base.is_null() {
+        std::alloc::handle_alloc_error(layout);
     }
-    // SAFETY: p has room for len + 1 bytes and does not overlap bytes.
-    unsafe {
+    // SAFETY: `base` has room for the aligned length, `len` bytes and the
+    // NUL, and does not overlap `bytes`.
+    let p = unsafe {
+        base.cast::<usize>().write(len);
+        let p = base.add(STRING_HEADER);
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, len);
         p.add(len).write(0);
-    }
+        p
+    };
     OUTSTANDING.fetch_add(1, Ordering::Relaxed);
     p.cast()
 }
@@ -747,8 +761,13 @@ pub extern "C" fn erofs_snapshotter_string_free(p: *mut c_char) {
     if p.is_null() {
         return;
     }
-    // SAFETY: allocated with malloc by to_c_bytes, freed once.
-    unsafe { libc::free(p.cast()) };
+    // SAFETY: `p` came from to_c_bytes (the caller's contract), which put
+    // the length in front of it, and is freed once.
+    unsafe {
+        let base = p.cast::<u8>().sub(STRING_HEADER);
+        let len = base.cast::<usize>().read();
+        std::alloc::dealloc(base, string_layout(len));
+    }
     OUTSTANDING.fetch_sub(1, Ordering::Relaxed);
 }
 

@@ -11,6 +11,13 @@ use ::erofs_snapshotter::ffi::*;
 use ::erofs_snapshotter::{Level, Logger, Snapshotter};
 use common::*;
 
+/// The tests of this file run one at a time: one of them counts the strings
+/// the library has handed out in this process, which the others would move.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn take(p: *mut c_char) -> String {
     assert!(!p.is_null());
     let s = unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_string();
@@ -24,6 +31,7 @@ fn config(env: &Env) -> CString {
 
 #[test]
 fn a_panic_in_a_real_export_becomes_a_status() {
+    let _serial = serial();
     let env = Env::new();
     // A host log sink that panics: the library's stat runs into it.
     let logger = Logger::new(
@@ -47,6 +55,7 @@ fn a_panic_in_a_real_export_becomes_a_status() {
 /// names the field. One line each, without serde's position.
 #[test]
 fn json_arguments_of_the_wrong_type_name_the_field() {
+    let _serial = serial();
     let env = Env::new();
     let cfg = config(&env);
     let mut h = ptr::null_mut();
@@ -151,6 +160,7 @@ fn json_arguments_of_the_wrong_type_name_the_field() {
 
 #[test]
 fn status_codes_and_out_parameters() {
+    let _serial = serial();
     let env = Env::new();
     let cfg = config(&env);
     let mut h = ptr::null_mut();
@@ -335,6 +345,7 @@ fn status_codes_and_out_parameters() {
 
 #[test]
 fn open_errors_and_logger() {
+    let _serial = serial();
     let mut err = ptr::null_mut();
     let mut h = 0x7 as *mut erofs_snapshotter;
     assert_eq!(
@@ -400,6 +411,7 @@ fn open_errors_and_logger() {
 /// every change, made through this handle or another one (another process).
 #[test]
 fn stat_and_walk_json_follow_changes() {
+    let _serial = serial();
     let env = Env::new();
     let cfg = config(&env);
     let mut h = ptr::null_mut();
@@ -503,6 +515,7 @@ fn rfc3339_ns(s: &str) -> i64 {
 
 #[test]
 fn rfc3339_helper_is_right() {
+    let _serial = serial();
     assert_eq!(rfc3339_ns("1970-01-01T00:00:00.000000000Z"), 0);
     assert_eq!(
         rfc3339_ns("2023-11-14T22:13:20.123456789Z"),
@@ -519,6 +532,7 @@ fn rfc3339_helper_is_right() {
 /// and integer nanoseconds (`created_ns`, `updated_ns`), the same instants.
 #[test]
 fn info_times_as_integers_are_the_rfc3339_instants() {
+    let _serial = serial();
     let env = Env::new();
     let cfg = config(&env);
     let mut h = ptr::null_mut();
@@ -631,6 +645,7 @@ fn info_times_as_integers_are_the_rfc3339_instants() {
 /// The media types the differ applies, as the bindings ask for them.
 #[test]
 fn media_types_are_the_ones_apply_reads() {
+    let _serial = serial();
     let mut out = ptr::null_mut();
     let mut err = ptr::null_mut();
     assert_eq!(erofs_snapshotter_media_types(&mut out, &mut err), EROFS_OK);
