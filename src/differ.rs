@@ -83,9 +83,19 @@ const MEDIA_TYPES: &[(&str, Declared)] = &[
         "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
         Declared::Tar(Compression::Zstd),
     ),
+    // containerd: these Docker types may hold a compressed layer under the
+    // wrong name; the compression is detected.
     (
         "application/vnd.docker.image.rootfs.diff.tar",
-        Declared::Tar(Compression::None),
+        Declared::Tar(Compression::Detect),
+    ),
+    (
+        "application/vnd.docker.image.rootfs.foreign.diff.tar",
+        Declared::Tar(Compression::Detect),
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar.zstd",
+        Declared::Tar(Compression::Zstd),
     ),
     (
         "application/vnd.docker.image.rootfs.diff.tar.gzip",
@@ -775,7 +785,7 @@ mod tests {
         assert!(e.message().contains("text/plain"));
         // The list handed out is what format_of reads, without repeats.
         let listed: Vec<&str> = super::media_types().collect();
-        assert_eq!(listed.len(), 11);
+        assert_eq!(listed.len(), 13);
         for t in &listed {
             assert!(format_of(t).is_ok(), "{t}");
             assert_eq!(listed.iter().filter(|u| *u == t).count(), 1, "{t}");
