@@ -142,17 +142,19 @@ impl Walk<'_> {
             return self.builder.add_whiteout(rel, meta).map_err(writer_error);
         }
         let w = &mut self.builder;
-        let r = if ft.is_dir() {
+        if ft.is_dir() {
             w.add_dir(rel, meta).map_err(writer_error)?;
             return self.dir(path, rel);
-        } else if ft.is_file() {
-            if md.nlink() > 1 {
-                let key = (md.dev(), md.ino());
-                if let Some(first) = self.links.get(&key) {
-                    return w.add_hard_link(rel, first).map_err(writer_error);
-                }
-                self.links.insert(key, rel.to_vec());
+        }
+        // Hard links of any kind of file stay links (as mkfs.erofs keeps them).
+        if md.nlink() > 1 {
+            let key = (md.dev(), md.ino());
+            if let Some(first) = self.links.get(&key) {
+                return w.add_hard_link(rel, first).map_err(writer_error);
             }
+            self.links.insert(key, rel.to_vec());
+        }
+        let r = if ft.is_file() {
             let f = sys::fs::open_nofollow(path).map_err(|e| Error::io("open", path, e))?;
             w.add_file_from(rel, meta, md.len(), &f)
         } else if ft.is_symlink() {

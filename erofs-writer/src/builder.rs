@@ -317,12 +317,7 @@ impl Builder {
     ) -> Result<Id, Error> {
         if let Some(old) = self.e.tree.get(dir, name) {
             if kind == format::S_IFDIR && self.e.node(old).is_dir() {
-                let xattrs = self.e.store_xattrs(meta.xattrs)?;
-                let n = &mut self.e.nodes[old as usize];
-                n.mode = format::S_IFDIR | (meta.mode & 0o7777);
-                (n.uid, n.gid) = (meta.uid, meta.gid);
-                (n.mtime, n.mtime_nsec) = (meta.mtime, meta.mtime_nsec);
-                n.xattrs = xattrs;
+                self.e.redo_dir(old, meta)?;
                 return Ok(old);
             }
         }
@@ -332,17 +327,12 @@ impl Builder {
     }
 
     /// A directory at `path` (its parent must exist). An existing directory
-    /// there takes `meta` and keeps its entries.
+    /// there takes `meta` (its xattrs added to those it has) and keeps its
+    /// entries.
     pub fn add_dir(&mut self, path: &[u8], meta: Meta) -> Result<(), Error> {
         check_meta(path, &meta)?;
         if is_root(path) {
-            let xattrs = self.e.store_xattrs(meta.xattrs)?;
-            let n = &mut self.e.nodes[ROOT as usize];
-            n.mode = format::S_IFDIR | (meta.mode & 0o7777);
-            (n.uid, n.gid) = (meta.uid, meta.gid);
-            (n.mtime, n.mtime_nsec) = (meta.mtime, meta.mtime_nsec);
-            n.xattrs = xattrs;
-            return Ok(());
+            return self.e.redo_dir(ROOT, meta);
         }
         let (dir, name) = self.parent_of(path)?;
         self.insert(dir, name, meta, format::S_IFDIR, 0, 0, 0)?;
@@ -707,7 +697,8 @@ impl Builder {
                     best = (run[0], run.len());
                 }
             }
-            (best.0 .0.max(0) as u64, best.0 .1)
+            // Before 1970: two's complement, as the kernel reads it back.
+            (best.0 .0 as u64, best.0 .1)
         });
 
         // The data area ends here; shared xattrs, then the inodes, then the
@@ -933,6 +924,35 @@ impl Entries {
         u32::try_from(self.xattrs.len()).map_err(|_| too_large(crate::tree::TooLarge))
     }
 
+    /// Directory `id` given again: it takes `meta`'s attributes and xattrs,
+    /// and keeps the xattrs `meta` does not set (as a directory that exists
+    /// takes the attributes of an entry applied over it).
+    fn redo_dir(&mut self, id: Id, meta: Meta) -> Result<(), Error> {
+        let mut xattrs = match self.node(id).xattrs {
+            0 => Vec::new(),
+            i => std::mem::take(&mut self.xattrs[i as usize - 1]),
+        };
+        for (name, value) in meta.xattrs {
+            match xattrs.iter_mut().find(|(n, _)| *n == name) {
+                Some(x) => x.1 = value,
+                None => xattrs.push((name, value)),
+            }
+        }
+        let index = match self.node(id).xattrs {
+            0 => self.store_xattrs(xattrs)?,
+            i => {
+                self.xattrs[i as usize - 1] = xattrs;
+                i
+            }
+        };
+        let n = &mut self.nodes[id as usize];
+        n.mode = format::S_IFDIR | (meta.mode & 0o7777);
+        (n.uid, n.gid) = (meta.uid, meta.gid);
+        (n.mtime, n.mtime_nsec) = (meta.mtime, meta.mtime_nsec);
+        n.xattrs = index;
+        Ok(())
+    }
+
     fn node(&self, id: Id) -> &Node {
         &self.nodes[id as usize]
     }
@@ -1024,7 +1044,8 @@ impl Entries {
             ino: 0,
             uid: n.uid,
             gid: n.gid,
-            mtime: n.mtime.max(0) as u64,
+            // Before 1970: two's complement, as the kernel reads it back.
+            mtime: n.mtime as u64,
             mtime_nsec: n.mtime_nsec,
         };
         let mut tail = 0;
