@@ -3,6 +3,7 @@
 //! ([`ErofsOut`]). The front end (`layer_tar`) decides what the layer holds;
 //! an output only writes it.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 
 use crate::error::{Error, Result};
@@ -37,9 +38,33 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 
 /// The canonical tar stream for `mkfs.erofs --tar --aufs`: whiteouts and
 /// opaque markers as AUFS entries, sparse files dense.
+///
+/// What mkfs.erofs 1.8.6 would write wrongly is refused as not implemented
+/// (containerd then tries its next differ; the built-in writer, the
+/// default, applies such layers): device minors of 2^19 and more (it
+/// computes the device number in a signed 32-bit int), a directory given
+/// again with another value for an xattr it had (it keeps both copies, the
+/// first read), and a directory where this layer made a hard link (it
+/// writes a corrupt directory).
 pub(crate) struct TarOut<W: Write> {
     out: W,
     buf: Vec<u8>,
+    /// Hard links written, by path.
+    links: HashSet<Vec<u8>>,
+    /// The xattrs of the directories written with some, by path.
+    dir_xattrs: HashMap<Vec<u8>, tar::Xattrs>,
+}
+
+/// Smallest device minor mkfs.erofs 1.8.6 writes wrongly.
+const MKFS_MINOR_LIMIT: u32 = 1 << 19;
+
+/// What mkfs.erofs cannot write of entry `e`.
+fn mkfs_cannot(e: &Entry, what: impl std::fmt::Display) -> Error {
+    Error::not_implemented(format!(
+        "layer entry {}: {what}, which mkfs.erofs 1.8.6 (used for these mkfs_options) writes \
+         wrongly; the built-in writer, used without such mkfs_options, applies this layer",
+        e.display()
+    ))
 }
 
 /// A failed write to mkfs.erofs (its own error, if it exited, explains it
@@ -58,6 +83,8 @@ impl<W: Write> TarOut<W> {
         TarOut {
             out,
             buf: vec![0u8; 256 * 1024],
+            links: HashSet::new(),
+            dir_xattrs: HashMap::new(),
         }
     }
 
@@ -88,7 +115,49 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 
 impl<W: Write> LayerOut for TarOut<W> {
     fn entry(&mut self, e: &Entry) -> Result<()> {
-        self.header(e)
+        match e.kind {
+            Kind::Char | Kind::Block if e.dev_minor >= MKFS_MINOR_LIMIT => Err(mkfs_cannot(
+                e,
+                format_args!("device minor {} (2^19 or more)", e.dev_minor),
+            )),
+            Kind::HardLink => {
+                self.links.insert(e.path.clone());
+                self.header(e)
+            }
+            Kind::Directory if self.links.contains(&e.path) => Err(mkfs_cannot(
+                e,
+                "a directory where this layer made a hard link",
+            )),
+            Kind::Directory => {
+                let Some(had) = self.dir_xattrs.get_mut(&e.path) else {
+                    if !e.xattrs.is_empty() {
+                        self.dir_xattrs.insert(e.path.clone(), e.xattrs.clone());
+                    }
+                    return self.header(e);
+                };
+                // Given again: only the xattrs it did not have yet.
+                let mut again = e.clone();
+                again.xattrs.clear();
+                for (name, value) in &e.xattrs {
+                    match had.iter().find(|(n, _)| n == name) {
+                        Some((_, v)) if v == value => {}
+                        Some(_) => {
+                            return Err(mkfs_cannot(
+                                e,
+                                format_args!(
+                                    "a directory given again with another value for xattr {}",
+                                    quote(name)
+                                ),
+                            ))
+                        }
+                        None => again.xattrs.push((name.clone(), value.clone())),
+                    }
+                }
+                had.extend(again.xattrs.iter().cloned());
+                self.header(&again)
+            }
+            _ => self.header(e),
+        }
     }
 
     fn file(&mut self, e: &Entry, data: &mut dyn FileData) -> Result<()> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::rawtar::{numeric, octal, Hdr, Tar};
 use common::*;
-use erofs_snapshotter::{Applied, ApplyOptions, Config, Error, ErrorKind, Mount, Snapshotter};
+use erofs_snapshotter::{Applied, ApplyOptions, Config, Error, ErrorKind, Snapshotter};
 
 const CTL: &str = env!("CARGO_BIN_EXE_erofs-snapshotter-ctl");
 
@@ -34,21 +34,6 @@ fn plain() -> ApplyOptions {
     ApplyOptions::default()
 }
 
-/// The snapshot directory an active snapshot's mounts write into.
-fn snapshot_dir(mounts: &[Mount]) -> PathBuf {
-    let m = mounts.last().unwrap();
-    let fs_dir = match m.kind.as_str() {
-        "bind" => PathBuf::from(&m.source),
-        _ => PathBuf::from(
-            m.options
-                .iter()
-                .find_map(|o| o.strip_prefix("upperdir="))
-                .unwrap(),
-        ),
-    };
-    fs_dir.parent().unwrap().to_path_buf()
-}
-
 /// `fsck.erofs`, an independent judge of every image written.
 fn fsck(blob: &Path) {
     let out = Command::new("fsck.erofs").arg(blob).output().unwrap();
@@ -59,15 +44,6 @@ fn fsck(blob: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Files of a snapshot directory that are blobs or temporary blobs.
-fn blobs_in(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("layer.erofs"))
-        .collect()
 }
 
 impl H {

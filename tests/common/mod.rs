@@ -236,3 +236,27 @@ pub fn capturing_logger() -> (
     );
     (logger, seen)
 }
+
+/// The snapshot directory an active snapshot's mounts write into.
+pub fn snapshot_dir(mounts: &[Mount]) -> PathBuf {
+    let m = mounts.last().unwrap();
+    let fs_dir = match m.kind.as_str() {
+        "bind" => PathBuf::from(&m.source),
+        _ => PathBuf::from(
+            m.options
+                .iter()
+                .find_map(|o| o.strip_prefix("upperdir="))
+                .unwrap(),
+        ),
+    };
+    fs_dir.parent().unwrap().to_path_buf()
+}
+
+/// Files of a snapshot directory that are blobs or temporary blobs.
+pub fn blobs_in(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("layer.erofs"))
+        .collect()
+}
