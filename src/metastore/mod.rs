@@ -1,0 +1,236 @@
+//! Snapshot metadata in SQLite (WAL), shared by every process that opens the
+//! same root. Each operation runs one short transaction; writers take the
+//! write lock up front (`BEGIN IMMEDIATE`) so two writers never deadlock on a
+//! lock upgrade, and wait up to [`BUSY_TIMEOUT`] for each other.
+//!
+//! This file: the connection pool and the transactions. `cache`: what each
+//! handle keeps in memory and the counter that tells it when to stop
+//! trusting it. `queries`: the schema and every statement.
+
+mod cache;
+mod queries;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+use cache::{Cache, ChangeCounter};
+use queries::SCHEMA;
+pub(crate) use queries::{SnapshotRow, Tx};
+
+/// How long an operation waits for another process's write transaction.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bumped whenever the schema changes; a newer database is refused.
+const SCHEMA_VERSION: i64 = 1;
+
+/// The metadata database of one root, with a small pool of connections so
+/// threads sharing a handle do not wait on each other for reads.
+pub(crate) struct MetaStore {
+    path: PathBuf,
+    sync: bool,
+    idle: Mutex<Vec<Connection>>,
+    changes: ChangeCounter,
+    cache: Mutex<Cache>,
+}
+
+/// Connections kept open for reuse; more are opened on demand under load.
+const MAX_IDLE: usize = 4;
+
+impl MetaStore {
+    /// Opens (creating if needed) the database at `path`. `sync` asks for
+    /// `synchronous=FULL` so a recorded commit survives power loss.
+    /// `changes` is the shared change counter file (created if needed).
+    pub fn open(path: &Path, changes: &Path, sync: bool) -> Result<MetaStore> {
+        let store = MetaStore {
+            path: path.to_path_buf(),
+            sync,
+            idle: Mutex::new(Vec::new()),
+            changes: ChangeCounter::open(changes)?,
+            cache: Mutex::new(Cache::default()),
+        };
+        let mut conn = store.connect()?;
+        // Several processes may create the schema at once: one transaction each.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::failed_precondition(format!(
+                "metadata database {}: schema version {version} is newer than this library's \
+                 {SCHEMA_VERSION}; upgrade erofs-snapshotter",
+                path.display()
+            )));
+        }
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+        tx.commit()?;
+        store.put_back(conn);
+        Ok(store)
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| {
+            Error::unavailable(format!(
+                "open metadata database {}: {e}",
+                self.path.display()
+            ))
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL lets readers run beside one writer, across processes.
+        let mode = enable_wal(&conn)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::unavailable(format!(
+                "metadata database {}: cannot use WAL mode (got {mode}); the root's filesystem \
+                 must support shared memory maps",
+                self.path.display()
+            )));
+        }
+        conn.execute_batch(if self.sync {
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+        } else {
+            "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+        })?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(conn)
+    }
+
+    fn take(&self) -> Result<Connection> {
+        let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match conn {
+            Some(c) => Ok(c),
+            None => self.connect(),
+        }
+    }
+
+    fn put_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot of the database).
+    pub fn read<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.run(TransactionBehavior::Deferred, f)
+    }
+
+    /// Runs `f` in a write transaction; it commits only if `f` succeeds.
+    pub fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.take()?;
+        let mut marked = None;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&Tx::new(&tx))?;
+            // Readers stop trusting their caches before the data changes...
+            marked = Some(self.changes.begin_write());
+            tx.commit()?;
+            Ok(out)
+        })();
+        // ... and may cache again once it has.
+        if let Some(m) = marked {
+            self.changes.end_write(m);
+        }
+        self.put_back(conn);
+        result
+    }
+
+    /// Runs `f`, which must issue a single statement, without an explicit
+    /// transaction: one statement is atomic by itself, and the hot read
+    /// paths (`stat`, `mounts`) save a BEGIN and a COMMIT.
+    pub fn read_one<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let conn = self.take()?;
+        let result = f(&Tx::new(&conn));
+        self.put_back(conn);
+        result
+    }
+
+    fn run<T>(
+        &self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.take()?;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(behavior)?;
+            let out = f(&Tx::new(&tx))?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        self.put_back(conn);
+        result
+    }
+}
+
+/// `PRAGMA journal_mode=WAL`, retried while the database is busy. On a new
+/// database (the only time the switch writes) SQLite takes a read lock, reads
+/// the header, then upgrades to the write lock to rewrite it. A failed
+/// upgrade is never waited for in the busy handler (two readers waiting to
+/// upgrade would deadlock): it returns SQLITE_BUSY at once. So when several
+/// processes open a fresh root at the same instant, all but the first to
+/// upgrade failed with "database is locked". The failed statement holds no
+/// lock, so trying again is safe; once the first process has converted the
+/// file the switch only reads. Gives up after [`BUSY_TIMEOUT`], as writers do.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::info::{Kind, Labels, Timestamp};
+
+    /// What another process holds while it converts a new database to WAL
+    /// (the write lock of the rollback journal) makes the upgrade in our own
+    /// conversion fail at once, without the busy handler: open must wait.
+    #[test]
+    fn open_waits_for_another_process_converting_a_new_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("metadata.db");
+        let other = Connection::open(&db).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (opened, waited) = std::thread::scope(|scope| {
+            let opener = scope.spawn(|| {
+                let started = std::time::Instant::now();
+                let r = MetaStore::open(&db, &dir.path().join("changes"), false);
+                (r, started.elapsed())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            other.execute_batch("ROLLBACK").unwrap();
+            opener.join().unwrap()
+        });
+        let store = opened.unwrap_or_else(|e| panic!("open failed after {waited:?}: {e}"));
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        store.write(|tx| tx.bump_mount_generation()).unwrap();
+    }
+
+    #[test]
+    fn failed_closure_rolls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            MetaStore::open(&dir.path().join("m.db"), &dir.path().join("changes"), false).unwrap();
+        let r: Result<()> = store.write(|tx| {
+            tx.insert(Kind::Active, "a", None, &Labels::new(), Timestamp::now())?;
+            Err(Error::internal("boom"))
+        });
+        assert!(r.is_err());
+        assert!(store.read(|tx| tx.get("a")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,376 @@
+//! The schema of the metadata database and every statement run on it.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::{Error, Result};
+use crate::info::{BlobRecord, Info, Kind, Labels, Timestamp, Usage};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS snapshots (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: names snapshots/<id>/
+    key           TEXT NOT NULL UNIQUE,
+    kind          INTEGER NOT NULL,                  -- containerd's Kind: 1 view, 2 active, 3 committed
+    parent_id     INTEGER REFERENCES snapshots(id),
+    parent        TEXT NOT NULL DEFAULT '',          -- the parent's name (committed names never change)
+    parent_ids    TEXT NOT NULL DEFAULT '',          -- every ancestor's id, nearest first
+    labels        TEXT NOT NULL DEFAULT '{}',        -- JSON object
+    created       INTEGER NOT NULL,                  -- ns since the epoch, UTC
+    updated       INTEGER NOT NULL,
+    size          INTEGER NOT NULL DEFAULT 0,        -- usage of a committed snapshot
+    inodes        INTEGER NOT NULL DEFAULT 0,
+    blob_size     INTEGER,                           -- length of layer.erofs when committed
+    verity_digest BLOB                               -- fs-verity digest measured at commit
+);
+CREATE INDEX IF NOT EXISTS snapshots_parent_id ON snapshots(parent_id);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO state (name, value) VALUES ('mount_generation', 0);
+";
+
+/// The columns `SnapshotRow::from_row` reads, as a macro so queries are
+/// `concat!`-ed at compile time (no formatting on the hot path).
+macro_rules! columns {
+    () => {
+        "id, key, kind, parent, parent_ids, labels, created, updated, size, inodes, blob_size"
+    };
+}
+
+/// One row of the `snapshots` table.
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotRow {
+    pub id: i64,
+    pub key: String,
+    pub kind: Kind,
+    pub parent: String,
+    /// Every ancestor, nearest first.
+    pub parent_ids: Vec<i64>,
+    pub labels: Labels,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+    pub usage: Usage,
+    /// Length of `layer.erofs`: recorded by commit, or by the differ for an
+    /// active snapshot whose layer it applied.
+    pub blob_size: Option<u64>,
+}
+
+impl SnapshotRow {
+    pub fn info(&self) -> Info {
+        Info {
+            kind: self.kind,
+            name: self.key.clone(),
+            parent: self.parent.clone(),
+            labels: self.labels.clone(),
+            created: self.created,
+            updated: self.updated,
+        }
+    }
+
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
+        let parent_ids: String = row.get(4)?;
+        let labels: String = row.get(5)?;
+        Ok(SnapshotRow {
+            id: row.get(0)?,
+            key: row.get(1)?,
+            kind: Kind::from_i64(row.get(2)?).map_err(|e| corrupt(2, e))?,
+            parent: row.get(3)?,
+            parent_ids: decode_ids(&parent_ids).map_err(|e| corrupt(4, e))?,
+            labels: serde_json::from_str(&labels).map_err(|e| corrupt(5, e))?,
+            created: Timestamp(row.get(6)?),
+            updated: Timestamp(row.get(7)?),
+            usage: Usage {
+                size: row.get(8)?,
+                inodes: row.get(9)?,
+            },
+            blob_size: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+        })
+    }
+}
+
+fn corrupt(col: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn encode_ids(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(" ")
+}
+
+fn decode_ids(s: &str) -> Result<Vec<i64>> {
+    s.split_ascii_whitespace()
+        .map(|p| {
+            p.parse().map_err(|_| {
+                Error::internal(format!("metadata database: bad parent id list {s:?}"))
+            })
+        })
+        .collect()
+}
+
+/// A connection inside a transaction (or running one statement), with the
+/// queries the snapshotter needs.
+pub(crate) struct Tx<'a> {
+    pub(super) tx: &'a Connection,
+}
+
+impl Tx<'_> {
+    pub fn get(&self, key: &str) -> Result<Option<SnapshotRow>> {
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM snapshots WHERE key = ?1"
+        ))?;
+        Ok(st.query_row([key], SnapshotRow::from_row).optional()?)
+    }
+
+    /// The snapshot and the mount generation, read by one statement.
+    pub fn get_with_generation(&self, key: &str) -> Result<(SnapshotRow, i64)> {
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            columns!(),
+            ", (SELECT value FROM state WHERE name = 'mount_generation') FROM snapshots WHERE key = ?1"
+        ))?;
+        st.query_row([key], |r| Ok((SnapshotRow::from_row(r)?, r.get(11)?)))
+            .optional()?
+            .ok_or_else(|| Error::not_found(format!("snapshot {key:?} does not exist")))
+    }
+
+    /// Like [`Tx::get`], but a missing key is containerd's not-found error.
+    pub fn must_get(&self, key: &str) -> Result<SnapshotRow> {
+        self.get(key)?
+            .ok_or_else(|| Error::not_found(format!("snapshot {key:?} does not exist")))
+    }
+
+    pub fn get_by_id(&self, id: i64) -> Result<Option<SnapshotRow>> {
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM snapshots WHERE id = ?1"
+        ))?;
+        Ok(st.query_row([id], SnapshotRow::from_row).optional()?)
+    }
+
+    /// The blob records of committed snapshots among `ids`, in the same order.
+    pub fn blobs(&self, ids: &[i64]) -> Result<Vec<Option<BlobRecord>>> {
+        let mut st = self
+            .tx
+            .prepare_cached("SELECT blob_size, verity_digest FROM snapshots WHERE id = ?1")?;
+        ids.iter()
+            .map(|id| {
+                let rec = st
+                    .query_row([id], |r| {
+                        let size: Option<i64> = r.get(0)?;
+                        let digest: Option<Vec<u8>> = r.get(1)?;
+                        Ok(size.map(|s| BlobRecord {
+                            size: s as u64,
+                            verity_digest: digest,
+                        }))
+                    })
+                    .optional()?;
+                Ok(rec.flatten())
+            })
+            .collect()
+    }
+
+    /// Inserts a new active or view snapshot; returns its id.
+    pub fn insert(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: Option<&SnapshotRow>,
+        labels: &Labels,
+        now: Timestamp,
+    ) -> Result<i64> {
+        let parent_ids: Vec<i64> = match parent {
+            Some(p) => std::iter::once(p.id)
+                .chain(p.parent_ids.iter().copied())
+                .collect(),
+            None => Vec::new(),
+        };
+        let labels = serde_json::to_string(labels)
+            .map_err(|e| Error::internal(format!("encode labels: {e}")))?;
+        let mut st = self.tx.prepare_cached(
+            "INSERT INTO snapshots (key, kind, parent_id, parent, parent_ids, labels, created, updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        )?;
+        st.execute(params![
+            key,
+            kind as i64,
+            parent.map(|p| p.id),
+            parent.map(|p| p.key.as_str()).unwrap_or(""),
+            encode_ids(&parent_ids),
+            labels,
+            now.0,
+        ])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    pub fn has_children(&self, id: i64) -> Result<bool> {
+        let mut st = self
+            .tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM snapshots WHERE parent_id = ?1)")?;
+        Ok(st.query_row([id], |r| r.get(0))?)
+    }
+
+    pub fn delete(&self, id: i64) -> Result<()> {
+        let mut st = self
+            .tx
+            .prepare_cached("DELETE FROM snapshots WHERE id = ?1")?;
+        st.execute([id])?;
+        Ok(())
+    }
+
+    /// Turns active snapshot `id` into committed snapshot `name`, keeping its id
+    /// (and so its directory), as containerd's storage does.
+    pub fn commit(
+        &self,
+        id: i64,
+        name: &str,
+        labels: &Labels,
+        now: Timestamp,
+        usage: Usage,
+        blob: &BlobRecord,
+    ) -> Result<()> {
+        let labels = serde_json::to_string(labels)
+            .map_err(|e| Error::internal(format!("encode labels: {e}")))?;
+        let mut st = self.tx.prepare_cached(
+            "UPDATE snapshots SET key = ?2, kind = ?3, labels = ?4, created = ?5, updated = ?5,
+                 size = ?6, inodes = ?7, blob_size = ?8, verity_digest = ?9
+             WHERE id = ?1",
+        )?;
+        st.execute(params![
+            id,
+            name,
+            Kind::Committed as i64,
+            labels,
+            now.0,
+            usage.size,
+            usage.inodes,
+            blob.size as i64,
+            blob.verity_digest,
+        ])?;
+        Ok(())
+    }
+
+    /// Records the blob the differ wrote for active snapshot `id`.
+    pub fn record_applied(&self, id: i64, blob_size: u64) -> Result<()> {
+        let mut st = self
+            .tx
+            .prepare_cached("UPDATE snapshots SET blob_size = ?2 WHERE id = ?1")?;
+        st.execute(params![id, blob_size as i64])?;
+        Ok(())
+    }
+
+    pub fn update_labels(&self, id: i64, labels: &Labels, now: Timestamp) -> Result<()> {
+        let labels = serde_json::to_string(labels)
+            .map_err(|e| Error::internal(format!("encode labels: {e}")))?;
+        let mut st = self
+            .tx
+            .prepare_cached("UPDATE snapshots SET labels = ?2, updated = ?3 WHERE id = ?1")?;
+        st.execute(params![id, labels, now.0])?;
+        Ok(())
+    }
+
+    /// Every snapshot, ordered by key (bytewise, as containerd's bolt store walks).
+    pub fn all(&self) -> Result<Vec<SnapshotRow>> {
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM snapshots ORDER BY key"
+        ))?;
+        let rows = st.query_map([], SnapshotRow::from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The kind of every snapshot, by id.
+    pub fn kinds(&self) -> Result<HashMap<i64, Kind>> {
+        let mut st = self.tx.prepare_cached("SELECT id, kind FROM snapshots")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|r| {
+            let (id, kind) = r?;
+            Ok((id, Kind::from_i64(kind)?))
+        })
+        .collect()
+    }
+
+    /// Counter bumped by every unmount of a layer, so a handle knows when its
+    /// record of mounted layers may be stale (see `layers.rs`).
+    pub fn mount_generation(&self) -> Result<i64> {
+        let mut st = self
+            .tx
+            .prepare_cached("SELECT value FROM state WHERE name = 'mount_generation'")?;
+        Ok(st.query_row([], |r| r.get(0))?)
+    }
+
+    pub fn bump_mount_generation(&self) -> Result<i64> {
+        let mut st = self.tx.prepare_cached(
+            "UPDATE state SET value = value + 1 WHERE name = 'mount_generation' RETURNING value",
+        )?;
+        Ok(st.query_row([], |r| r.get(0))?)
+    }
+}
+
+impl<'a> Tx<'a> {
+    pub(super) fn new(tx: &'a Connection) -> Tx<'a> {
+        Tx { tx }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metastore::MetaStore;
+
+    #[test]
+    fn id_lists_round_trip() {
+        assert_eq!(encode_ids(&[]), "");
+        assert_eq!(decode_ids("").unwrap(), Vec::<i64>::new());
+        assert_eq!(decode_ids(&encode_ids(&[3, 2, 1])).unwrap(), vec![3, 2, 1]);
+        assert!(decode_ids("1 x").is_err());
+    }
+
+    #[test]
+    fn schema_and_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("metadata.db");
+        let store = MetaStore::open(&db, &dir.path().join("changes"), false).unwrap();
+        // Opening twice (another process) is fine.
+        let _again = MetaStore::open(&db, &dir.path().join("changes"), false).unwrap();
+        let now = Timestamp::now();
+        let a = store
+            .write(|tx| tx.insert(Kind::Active, "a", None, &Labels::new(), now))
+            .unwrap();
+        store
+            .write(|tx| {
+                tx.commit(
+                    a,
+                    "c",
+                    &Labels::new(),
+                    now,
+                    Usage {
+                        size: 4096,
+                        inodes: 1,
+                    },
+                    &BlobRecord {
+                        size: 4096,
+                        verity_digest: None,
+                    },
+                )
+            })
+            .unwrap();
+        let parent = store.read(|tx| tx.must_get("c")).unwrap();
+        let b = store
+            .write(|tx| tx.insert(Kind::View, "v", Some(&parent), &Labels::new(), now))
+            .unwrap();
+        let v = store.read(|tx| tx.must_get("v")).unwrap();
+        assert_eq!(v.parent_ids, vec![a]);
+        assert_eq!(v.parent, "c");
+        assert!(store.read(|tx| tx.has_children(a)).unwrap());
+        store.write(|tx| tx.delete(b)).unwrap();
+        assert!(!store.read(|tx| tx.has_children(a)).unwrap());
+        assert_eq!(
+            store.read(|tx| tx.must_get("v")).unwrap_err().kind(),
+            crate::ErrorKind::NotFound
+        );
+        let g = store.write(|tx| tx.bump_mount_generation()).unwrap();
+        assert_eq!(store.read(|tx| tx.mount_generation()).unwrap(), g);
+    }
+}
