@@ -635,7 +635,8 @@ fn layer_source(fd: i32, path: *const c_char) -> Result<std::fs::File> {
 /// Applies an OCI image layer to active snapshot `key`: the layer is read
 /// from `fd` (when >= 0; the library reads from its current offset and does
 /// not close it) or from the file `path`, decompressed (gzip, zstd) and
-/// converted straight into the snapshot's `layer.erofs` by `mkfs.erofs --tar`,
+/// converted straight into the snapshot's `layer.erofs` by the built-in EROFS
+/// writer (by `mkfs.erofs --tar` for `mkfs_options` only it implements),
 /// which the next `erofs_snapshotter_commit` uses as is. `options_json`
 /// (or NULL): `{"media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
 /// "digest": "sha256:..."}` — the layer descriptor's media type (empty or
@@ -646,8 +647,9 @@ fn layer_source(fd: i32, path: *const c_char) -> Result<std::fs::File> {
 /// Errors: `EROFS_ERR_INVALID_ARGUMENT` (corrupt or truncated data, wrong
 /// compression, digest mismatch, a media type `erofs_snapshotter_media_types`
 /// does not list), `EROFS_ERR_FAILED_PRECONDITION`
-/// (not an active snapshot), `EROFS_ERR_NOT_FOUND`, and mkfs.erofs failures as
-/// for commit. On any error the snapshot is left as it was and no partial
+/// (not an active snapshot), `EROFS_ERR_NOT_FOUND`, `EROFS_ERR_NOT_IMPLEMENTED`
+/// (a layer mkfs.erofs 1.8.6 would write wrongly, on its path), and
+/// mkfs.erofs failures as for commit. On any error the snapshot is left as it was and no partial
 /// `layer.erofs` exists. Thread safe.
 #[no_mangle]
 pub extern "C" fn erofs_snapshotter_apply(

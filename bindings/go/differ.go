@@ -29,8 +29,9 @@ import (
 )
 
 // Differ is a containerd diff.Applier and diff.Comparer backed by the
-// library's differ: Apply streams a layer from the content store into
-// mkfs.erofs --tar, writing the active snapshot's layer.erofs, which the next
+// library's differ: Apply streams a layer from the content store into the
+// library's EROFS writer (mkfs.erofs --tar for mkfs_options only it
+// implements), writing the active snapshot's layer.erofs, which the next
 // Commit installs as is (no files are unpacked into the upper dir).
 //
 // Apply answers errdefs.ErrNotImplemented, so that containerd's diff service

@@ -44,7 +44,7 @@
 //     operation) go to log.G(ctx) of the context given to New.
 //   - NewDiffer is the matching containerd diff.Applier (and a Comparer that
 //     is always errdefs.ErrNotImplemented): it streams a layer from a content
-//     store into the active snapshot's layer.erofs (mkfs.erofs --tar), which
+//     store into the active snapshot's layer.erofs (the library's EROFS writer), which
 //     the next Commit installs; it declines (errdefs.ErrNotImplemented)
 //     foreign mounts and media types that need a stream processor, so
 //     containerd falls back to its walking differ. Snapshotter.Apply does the
