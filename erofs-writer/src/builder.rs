@@ -43,6 +43,35 @@ struct Node {
     flags: u8,
 }
 
+/// What a new node is, apart from its attributes (see [`Node`]).
+#[derive(Clone, Copy)]
+struct Body {
+    kind: u32,
+    size: u64,
+    data: u64,
+    flags: u8,
+}
+
+impl Body {
+    fn of(kind: u32) -> Body {
+        Body {
+            kind,
+            size: 0,
+            data: 0,
+            flags: 0,
+        }
+    }
+
+    fn file(size: u64, data: u64, flags: u8) -> Body {
+        Body {
+            kind: format::S_IFREG,
+            size,
+            data,
+            flags,
+        }
+    }
+}
+
 impl Node {
     fn is_dir(&self) -> bool {
         self.mode & format::S_IFMT == format::S_IFDIR
@@ -276,7 +305,7 @@ impl Builder {
             },
             data_end: block,
         };
-        b.e.push(root, format::S_IFDIR, 0, 0, 0)?;
+        b.e.push(root, Body::of(format::S_IFDIR))?;
         Ok(b)
     }
 
@@ -304,24 +333,14 @@ impl Builder {
 
     /// Puts a new node at `name` in `dir`, replacing what was there (a
     /// directory over a directory keeps the old one's entries).
-    #[allow(clippy::too_many_arguments)]
-    fn insert(
-        &mut self,
-        dir: Id,
-        name: &[u8],
-        meta: Meta,
-        kind: u32,
-        size: u64,
-        data: u64,
-        flags: u8,
-    ) -> Result<Id, Error> {
+    fn insert(&mut self, dir: Id, name: &[u8], meta: Meta, body: Body) -> Result<Id, Error> {
         if let Some(old) = self.e.tree.get(dir, name) {
-            if kind == format::S_IFDIR && self.e.node(old).is_dir() {
+            if body.kind == format::S_IFDIR && self.e.node(old).is_dir() {
                 self.e.redo_dir(old, meta)?;
                 return Ok(old);
             }
         }
-        let id = self.e.push(meta, kind, size, data, flags)?;
+        let id = self.e.push(meta, body)?;
         self.e.tree.set(dir, name, id).map_err(too_large)?;
         Ok(id)
     }
@@ -335,7 +354,7 @@ impl Builder {
             return self.e.redo_dir(ROOT, meta);
         }
         let (dir, name) = self.parent_of(path)?;
-        self.insert(dir, name, meta, format::S_IFDIR, 0, 0, 0)?;
+        self.insert(dir, name, meta, Body::of(format::S_IFDIR))?;
         Ok(())
     }
 
@@ -351,7 +370,12 @@ impl Builder {
         }
         let (dir, name) = self.parent_of(path)?;
         let at = self.e.targets.len() as u64;
-        self.insert(dir, name, meta, format::S_IFLNK, target.len() as u64, at, 0)?;
+        let body = Body {
+            size: target.len() as u64,
+            data: at,
+            ..Body::of(format::S_IFLNK)
+        };
+        self.insert(dir, name, meta, body)?;
         self.e.targets.extend_from_slice(target);
         Ok(())
     }
@@ -366,7 +390,11 @@ impl Builder {
             Special::Socket => (format::S_IFSOCK, 0),
         };
         let (dir, name) = self.parent_of(path)?;
-        self.insert(dir, name, meta, kind, 0, u64::from(rdev), 0)?;
+        let body = Body {
+            data: u64::from(rdev),
+            ..Body::of(kind)
+        };
+        self.insert(dir, name, meta, body)?;
         Ok(())
     }
 
@@ -493,7 +521,7 @@ impl Builder {
             self.stream(path, data, size, at)?;
             self.data_end = at + size;
         }
-        self.insert(dir, name, meta, format::S_IFREG, size, u64::from(start), 0)?;
+        self.insert(dir, name, meta, Body::file(size, u64::from(start), 0))?;
         Ok(())
     }
 
@@ -528,7 +556,7 @@ impl Builder {
             self.out.buf_at = at + size;
             self.data_end = at + size;
         }
-        self.insert(dir, name, meta, format::S_IFREG, size, u64::from(start), 0)?;
+        self.insert(dir, name, meta, Body::file(size, u64::from(start), 0))?;
         Ok(())
     }
 
@@ -599,7 +627,7 @@ impl Builder {
         }
         let map = self.e.chunk_maps.len() as u64;
         self.e.chunk_maps.push((bits, chunks));
-        self.insert(dir, name, meta, format::S_IFREG, size, map, CHUNKED)?;
+        self.insert(dir, name, meta, Body::file(size, map, CHUNKED))?;
         Ok(())
     }
 
@@ -889,14 +917,7 @@ impl Builder {
 
 impl Entries {
     /// A new node; returns its id.
-    fn push(
-        &mut self,
-        meta: Meta,
-        kind: u32,
-        size: u64,
-        data: u64,
-        flags: u8,
-    ) -> Result<Id, Error> {
+    fn push(&mut self, meta: Meta, body: Body) -> Result<Id, Error> {
         let id = Id::try_from(self.nodes.len())
             .ok()
             .filter(|id| *id < Id::MAX)
@@ -904,14 +925,14 @@ impl Entries {
         let xattrs = self.store_xattrs(meta.xattrs)?;
         self.nodes.push(Node {
             mtime: meta.mtime,
-            size,
-            data,
+            size: body.size,
+            data: body.data,
             uid: meta.uid,
             gid: meta.gid,
             mtime_nsec: meta.mtime_nsec,
-            mode: kind | (meta.mode & 0o7777),
+            mode: body.kind | (meta.mode & 0o7777),
             xattrs,
-            flags,
+            flags: body.flags,
         });
         Ok(id)
     }
