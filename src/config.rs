@@ -220,6 +220,11 @@ impl Config {
         std::time::Duration::from_secs(self.convert_timeout_seconds)
     }
 
+    /// True when `mkfs_path` is the default (`mkfs.erofs`, looked up in `PATH`).
+    pub(crate) fn mkfs_path_is_default(&self) -> bool {
+        self.mkfs_path == default_mkfs_path()
+    }
+
     /// True when `mkfs_options` chooses a block size, so the default `-b4096` is left out.
     pub(crate) fn sets_block_size(&self) -> bool {
         self.mkfs_options

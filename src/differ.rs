@@ -764,6 +764,15 @@ mod tests {
     #[test]
     fn media_types() {
         assert_eq!(format_of("").unwrap(), Format::Tar(Compression::Detect));
+        // As containerd: a Docker layer may be compressed under this name.
+        assert_eq!(
+            format_of("application/vnd.docker.image.rootfs.diff.tar").unwrap(),
+            Format::Tar(Compression::Detect)
+        );
+        assert_eq!(
+            format_of("application/vnd.docker.image.rootfs.diff.tar.zstd").unwrap(),
+            Format::Tar(Compression::Zstd)
+        );
         assert_eq!(
             format_of("application/vnd.docker.image.rootfs.diff.tar.gzip").unwrap(),
             Format::Tar(Compression::Gzip)

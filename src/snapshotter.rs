@@ -84,13 +84,21 @@ impl Snapshotter {
     pub fn open_with_logger(mut config: Config, log: Logger) -> Result<Snapshotter> {
         config.validate()?;
         check_kernel()?;
-        // mkfs.erofs is needed only for what the built-in writer does not do.
-        if let Plan::Mkfs { because } = config.layer_plan() {
+        // mkfs.erofs is needed only for what the built-in writer does not do;
+        // one named in the configuration is checked all the same, so that a
+        // wrong path shows now and not at the first layer that needs it.
+        let needed_by = match config.layer_plan() {
+            Plan::Mkfs { because } => Some(format!("{because} needs mkfs.erofs")),
+            Plan::Builtin(_) if !config.mkfs_path_is_default() => {
+                Some("config field \"mkfs_path\"".to_string())
+            }
+            Plan::Builtin(_) => None,
+        };
+        if let Some(because) = needed_by {
             if let Some(p) = mkfs::resolve_program(&config.mkfs_path) {
                 config.mkfs_path = p.to_string_lossy().into_owned();
             }
-            let version = mkfs::check_mkfs(&config.mkfs_path)
-                .map_err(|e| e.context(format!("{because} needs mkfs.erofs")))?;
+            let version = mkfs::check_mkfs(&config.mkfs_path).map_err(|e| e.context(&because))?;
             if mkfs::is_buggy(version) {
                 log.warn(format_args!(
                     "{} is erofs-utils {version}, which has known tar/AUFS conversion bugs; use 1.8.6 or 1.8.9+",

@@ -604,6 +604,14 @@ fn compressions_and_native_blobs() {
             "application/vnd.docker.image.rootfs.diff.tar.gzip",
             gzip(&l),
         ),
+        // Docker's plain type holding a compressed layer (containerd
+        // detects the compression).
+        ("application/vnd.docker.image.rootfs.diff.tar", gzip(&l)),
+        ("application/vnd.docker.image.rootfs.diff.tar", l.clone()),
+        (
+            "application/vnd.docker.image.rootfs.diff.tar.zstd",
+            zstd(&l),
+        ),
         ("", zstd(&l)),
         ("", gzip(&l)),
     ] {
