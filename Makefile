@@ -120,9 +120,14 @@ test-rust:
 test-rust-unit:
 	$(CARGO) test --locked --workspace --lib -- $(foreach t,$(ROOT_UNIT_TESTS),--skip $(t))
 
+# RANDOM_LAYERS: the randomized layer stacks (and half as many upper dirs)
+# compared between the built-in writer and mkfs.erofs, in a release build.
+RANDOM_LAYERS ?= 120
+
 test-rust-root: build
 	$(CARGO) test --locked --workspace --lib --bins --test '*'
 	$(CARGO) test --locked --workspace --doc
+	RANDOM_LAYERS=$(RANDOM_LAYERS) $(CARGO) test --release --locked --test random_layers
 
 # The C example and the C error-path test, both under ASan/UBSan with leak checks.
 test-c: build $(BUILD)/example $(BUILD)/error_paths $(BUILD)/example-asan
