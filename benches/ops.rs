@@ -141,4 +141,15 @@ fn main() {
     for (name, d) in rows {
         println!("| {name} | {d:.1?} |");
     }
+    // The committed layers stay mounted for other handles of the root: take
+    // them down before the directory goes, or every run leaves its mounts.
+    drop(s);
+    let snapshots = dir.path().join("root/snapshots");
+    for e in std::fs::read_dir(&snapshots)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = erofs_snapshotter::unmount_all(&e.path().join("fs"), true);
+    }
 }
