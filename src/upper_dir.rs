@@ -5,9 +5,11 @@
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::os::unix::ffi::OsStrExt;
+use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::Instant;
 
 use crate::config::Config;
@@ -42,31 +44,103 @@ pub(crate) fn build_blob(
         src_dir,
         &fs::symlink_metadata(src_dir).map_err(|e| Error::io("stat", src_dir, e))?,
     )?;
-    let builder = erofs_writer::Builder::new(file, b.writer_options(Some(uuid)), root)
+    let mut builder = erofs_writer::Builder::new(file, b.writer_options(Some(uuid)), root)
         .map_err(writer_error)?;
-    let mut walk = Walk {
-        b,
-        builder,
-        top_dev: fs::metadata(src_dir)
-            .map_err(|e| Error::io("stat", src_dir, e))?
-            .dev(),
-        links: HashMap::new(),
-        until: Instant::now() + config.convert_timeout(),
-        seconds: config.convert_timeout_seconds,
-    };
-    walk.dir(src_dir, b"")?;
-    walk.builder.finish().map_err(writer_error)?;
+    let top_dev = fs::metadata(src_dir)
+        .map_err(|e| Error::io("stat", src_dir, e))?
+        .dev();
+    let until = Instant::now() + config.convert_timeout();
+    // Two threads, as apply has: this one writes the image while the other
+    // walks the upper dir a few entries ahead (the stats, xattrs, opens and
+    // small files' reads, which on a cold cache wait for the disk).
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel(AHEAD);
+        scope.spawn(move || {
+            let mut walk = Walk {
+                b,
+                tx,
+                top_dev,
+                links: HashMap::new(),
+            };
+            if let Err(e) = walk.dir(src_dir, b"") {
+                // Unless the writer is gone, and with it the need to know.
+                let _ = walk.tx.send(Err(e));
+            }
+        });
+        for item in rx {
+            if Instant::now() > until {
+                return Err(Error::unavailable(format!(
+                    "the conversion ran longer than config field \"convert_timeout_seconds\" \
+                     allows ({} s) and was stopped",
+                    config.convert_timeout_seconds
+                )));
+            }
+            write(&mut builder, item?)?;
+        }
+        // Dropping `rx` on an early return stops the walk at its next send.
+        Ok(())
+    })?;
+    builder.finish().map_err(writer_error)?;
     tmp.install(snapshot_dir, config.sync_commit)
+}
+
+/// Entries the walk may be ahead of the writer: each holds at most one open
+/// file or `SMALL` bytes of data.
+const AHEAD: usize = 128;
+
+/// Files up to this size are read by the walk; larger ones are copied by
+/// the writer with `copy_file_range`.
+const SMALL: u64 = 16 * 1024;
+
+/// How many entries of a directory the walk stats (and whose data it asks
+/// the kernel for) before it sends them.
+const PREFETCH: usize = 64;
+
+/// The stat of `path`, and for a small regular file, its data asked for.
+fn prefetch(path: &Path) -> Result<fs::Metadata> {
+    let md = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    if md.is_file() && md.len() > 0 && md.len() <= SMALL {
+        // Only a hint: a file that cannot be opened now fails when it is read.
+        if let Ok(f) = sys::fs::open_nofollow(path) {
+            let _ = sys::fs::will_need(&f, md.len());
+        }
+    }
+    Ok(md)
+}
+
+/// One entry of the upper dir, as the walk found it.
+enum Item {
+    Whiteout(Vec<u8>, erofs_writer::Meta),
+    Dir(Vec<u8>, erofs_writer::Meta),
+    /// A further name of a file seen before (by its first path).
+    HardLink(Vec<u8>, Vec<u8>),
+    /// A file's data, read.
+    Data(Vec<u8>, erofs_writer::Meta, Vec<u8>),
+    /// A larger file of this size, open.
+    File(Vec<u8>, erofs_writer::Meta, u64, fs::File),
+    Symlink(Vec<u8>, erofs_writer::Meta, Vec<u8>),
+    Special(Vec<u8>, erofs_writer::Meta, erofs_writer::Special),
+}
+
+fn write(w: &mut erofs_writer::Builder, item: Item) -> Result<()> {
+    match item {
+        Item::Whiteout(rel, meta) => w.add_whiteout(&rel, meta),
+        Item::Dir(rel, meta) => w.add_dir(&rel, meta),
+        Item::HardLink(rel, first) => w.add_hard_link(&rel, &first),
+        Item::Data(rel, meta, data) => w.add_file(&rel, meta, data.len() as u64, &mut &data[..]),
+        Item::File(rel, meta, size, f) => w.add_file_from(&rel, meta, size, &f),
+        Item::Symlink(rel, meta, target) => w.add_symlink(&rel, meta, &target),
+        Item::Special(rel, meta, special) => w.add_special(&rel, meta, special),
+    }
+    .map_err(writer_error)
 }
 
 struct Walk<'b> {
     b: &'b Builtin,
-    builder: erofs_writer::Builder,
+    tx: mpsc::SyncSender<Result<Item>>,
     top_dev: u64,
     /// Files with several links, by (device, inode): their first path.
     links: HashMap<(u64, u64), Vec<u8>>,
-    until: Instant,
-    seconds: u64,
 }
 
 /// The attributes of `path` (stat `md`) as the writer takes them.
@@ -101,35 +175,46 @@ fn meta_of(b: &Builtin, path: &Path, md: &fs::Metadata) -> Result<erofs_writer::
 }
 
 impl Walk<'_> {
-    fn dir(&mut self, dir: &Path, rel: &[u8]) -> Result<()> {
+    /// Walks `dir` (`rel` in the image) in the order the image lists it,
+    /// depth first; stops early (with `Ok`) when the writer has stopped.
+    fn dir(&mut self, dir: &Path, rel: &[u8]) -> Result<bool> {
         let mut names: Vec<Vec<u8>> = fs::read_dir(dir)
             .map_err(|e| Error::io("read directory", dir, e))?
             .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
             .collect::<std::io::Result<_>>()
             .map_err(|e| Error::io("read directory", dir, e))?;
         names.sort();
-        for name in names {
-            if Instant::now() > self.until {
-                return Err(Error::unavailable(format!(
-                    "the conversion ran longer than config field \"convert_timeout_seconds\" \
-                     allows ({} s) and was stopped",
-                    self.seconds
-                )));
+        let paths: Vec<_> = names
+            .iter()
+            .map(|name| dir.join(std::ffi::OsStr::from_bytes(name)))
+            .collect();
+        // Each entry stat'ed `PREFETCH` entries before it is sent, and a
+        // small file's data asked for then: on a cold cache the disk
+        // reads many at once instead of one at a time.
+        let mut ahead = std::collections::VecDeque::with_capacity(PREFETCH);
+        let mut next = 0;
+        for (name, path) in names.into_iter().zip(&paths) {
+            while next < paths.len() && ahead.len() < PREFETCH {
+                ahead.push_back(prefetch(&paths[next])?);
+                next += 1;
             }
-            let path = dir.join(std::ffi::OsStr::from_bytes(&name));
+            let md = ahead.pop_front().expect("stat'ed ahead");
             let rel = if rel.is_empty() {
-                name.clone()
+                name
             } else {
                 [rel, b"/", &name].concat()
             };
-            self.entry(&path, &rel)?;
+            if !self.entry(path, md, rel)? {
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
-    fn entry(&mut self, path: &Path, rel: &[u8]) -> Result<()> {
+    /// Sends the entry at `path` (and, for a directory, what it holds);
+    /// `false` when the writer has stopped.
+    fn entry(&mut self, path: &Path, md: fs::Metadata, rel: Vec<u8>) -> Result<bool> {
         use erofs_writer::Special;
-        let md = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
         if md.dev() != self.top_dev {
             return Err(Error::failed_precondition(format!(
                 "{} is a mount point inside the upper dir; unmount it before committing",
@@ -138,28 +223,32 @@ impl Walk<'_> {
         }
         let ft = md.file_type();
         let meta = meta_of(self.b, path, &md)?;
-        if ft.is_char_device() && md.rdev() == 0 {
-            return self.builder.add_whiteout(rel, meta).map_err(writer_error);
-        }
-        let w = &mut self.builder;
-        if ft.is_dir() {
-            w.add_dir(rel, meta).map_err(writer_error)?;
-            return self.dir(path, rel);
-        }
-        // Hard links of any kind of file stay links (as mkfs.erofs keeps them).
-        if md.nlink() > 1 {
-            let key = (md.dev(), md.ino());
-            if let Some(first) = self.links.get(&key) {
-                return w.add_hard_link(rel, first).map_err(writer_error);
+        let item = if ft.is_char_device() && md.rdev() == 0 {
+            Item::Whiteout(rel, meta)
+        } else if ft.is_dir() {
+            if self.tx.send(Ok(Item::Dir(rel.clone(), meta))).is_err() {
+                return Ok(false);
             }
-            self.links.insert(key, rel.to_vec());
-        }
-        let r = if ft.is_file() {
+            return self.dir(path, &rel);
+        } else if let Some(first) = self.seen(&md, &rel) {
+            // Hard links of any kind of file stay links (as mkfs.erofs
+            // keeps them).
+            Item::HardLink(rel, first)
+        } else if ft.is_file() {
             let f = sys::fs::open_nofollow(path).map_err(|e| Error::io("open", path, e))?;
-            w.add_file_from(rel, meta, md.len(), &f)
+            if md.len() <= SMALL {
+                let mut data = Vec::with_capacity(md.len() as usize);
+                (&f).take(md.len())
+                    .read_to_end(&mut data)
+                    .map_err(|e| Error::io("read", path, e))?;
+                // Shorter than its stat said: the writer says so.
+                Item::Data(rel, meta, data)
+            } else {
+                Item::File(rel, meta, md.len(), f)
+            }
         } else if ft.is_symlink() {
             let target = fs::read_link(path).map_err(|e| Error::io("read symlink", path, e))?;
-            w.add_symlink(rel, meta, target.as_os_str().as_bytes())
+            Item::Symlink(rel, meta, target.into_os_string().into_vec())
         } else if ft.is_char_device() || ft.is_block_device() {
             let (major, minor) = sys::fs::major_minor(md.rdev());
             let special = if ft.is_char_device() {
@@ -167,12 +256,26 @@ impl Walk<'_> {
             } else {
                 Special::Block { major, minor }
             };
-            w.add_special(rel, meta, special)
+            Item::Special(rel, meta, special)
         } else if ft.is_fifo() {
-            w.add_special(rel, meta, Special::Fifo)
+            Item::Special(rel, meta, Special::Fifo)
         } else {
-            w.add_special(rel, meta, Special::Socket)
+            Item::Special(rel, meta, Special::Socket)
         };
-        r.map_err(writer_error)
+        Ok(self.tx.send(Ok(item)).is_ok())
+    }
+
+    /// The first path of the file `md` when it has several links and was
+    /// seen before; else `None`, remembering `rel` for its other links.
+    fn seen(&mut self, md: &fs::Metadata, rel: &[u8]) -> Option<Vec<u8>> {
+        if md.nlink() < 2 {
+            return None;
+        }
+        let key = (md.dev(), md.ino());
+        if let Some(first) = self.links.get(&key) {
+            return Some(first.clone());
+        }
+        self.links.insert(key, rel.to_vec());
+        None
     }
 }

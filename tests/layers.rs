@@ -31,7 +31,7 @@ fn set_xattr(p: &Path, name: &str, value: &[u8]) {
 fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let path = CString::new(p.as_os_str().as_bytes()).unwrap();
     let name = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
+    let mut buf = vec![0u8; 65536];
     let n = unsafe {
         libc::lgetxattr(
             path.as_ptr(),
@@ -433,4 +433,97 @@ fn an_interrupted_retirement_of_the_upper_dir_is_finished() {
     let v = s.view("v2", "c", &no_labels()).unwrap();
     with_mounted(&env, "v2", &v, |p| assert_eq!(read(p, "f"), "layer"));
     s.prepare("a", "c", &no_labels()).unwrap();
+}
+
+#[test]
+fn commit_reads_files_and_xattrs_of_every_size() {
+    // The commit walk reads small files itself, stats a directory's entries
+    // ahead of the writer, and sizes its xattr buffers by need: files on
+    // both sides of each bound, a directory longer than the look-ahead,
+    // and xattr values and lists longer than a first guess.
+    let env = Env::new();
+    let s = env.open();
+    let sizes = [0usize, 1, 4095, 4096, 16383, 16384, 16385, 1 << 20];
+    let content = |n: usize, seed: usize| -> Vec<u8> {
+        (0..n).map(|i| ((i * 31 + seed * 7) % 251) as u8).collect()
+    };
+    layer(&env, &s, "base", "", |p| {
+        for (i, n) in sizes.iter().enumerate() {
+            fs::write(p.join(format!("size-{n}")), content(*n, i)).unwrap();
+        }
+        fs::create_dir(p.join("many")).unwrap();
+        for i in 0..300 {
+            fs::write(p.join(format!("many/{i:04}")), content(i * 50, i)).unwrap();
+        }
+        set_xattr(&p.join("size-1"), "user.big", &vec![b'v'; 4000]);
+        for i in 0..40 {
+            let name = format!("user.{}-{i:02}", "n".repeat(50));
+            set_xattr(&p.join("size-0"), &name, format!("{i}").as_bytes());
+        }
+    });
+    let v = s.view("v", "base", &no_labels()).unwrap();
+    with_mounted(&env, "v", &v, |p| {
+        for (i, n) in sizes.iter().enumerate() {
+            assert_eq!(
+                fs::read(p.join(format!("size-{n}"))).unwrap(),
+                content(*n, i)
+            );
+        }
+        for i in 0..300 {
+            let got = fs::read(p.join(format!("many/{i:04}"))).unwrap();
+            assert_eq!(got, content(i * 50, i), "many/{i:04}");
+        }
+        assert_eq!(fs::read_dir(p.join("many")).unwrap().count(), 300);
+        assert_eq!(
+            get_xattr(&p.join("size-1"), "user.big"),
+            Some(vec![b'v'; 4000])
+        );
+        for i in 0..40 {
+            let name = format!("user.{}-{i:02}", "n".repeat(50));
+            assert_eq!(
+                get_xattr(&p.join("size-0"), &name),
+                Some(format!("{i}").into_bytes()),
+                "{name}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_mount_inside_the_upper_dir_fails_the_commit_and_keeps_the_snapshot() {
+    let env = Env::new();
+    let s = env.open();
+    let m = s.prepare("a", "", &no_labels()).unwrap();
+    let upper = snapshot_dir(&m).join("fs");
+    for i in 0..100 {
+        write(&upper, &format!("d/{i:03}"), "x");
+    }
+    fs::create_dir(upper.join("d/mnt")).unwrap();
+    mount_all(
+        &[erofs_snapshotter::Mount {
+            kind: "tmpfs".into(),
+            source: "tmpfs".into(),
+            target: None,
+            options: vec![],
+        }],
+        &upper.join("d/mnt"),
+    )
+    .unwrap();
+    let e = s.commit("c", "a", &no_labels()).unwrap_err();
+    unmount_all(&upper.join("d/mnt"), false).unwrap();
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{e}");
+    assert!(
+        e.message()
+            .contains("d/mnt is a mount point inside the upper dir"),
+        "{e}"
+    );
+    // Nothing changed: the same snapshot commits once the mount is gone.
+    assert!(blobs_in(&snapshot_dir(&m)).is_empty());
+    assert_eq!(s.stat("a").unwrap().kind, erofs_snapshotter::Kind::Active);
+    s.commit("c", "a", &no_labels()).unwrap();
+    let v = s.view("v", "c", &no_labels()).unwrap();
+    with_mounted(&env, "v", &v, |p| {
+        assert_eq!(read(p, "d/099"), "x");
+        assert!(p.join("d/mnt").is_dir());
+    });
 }

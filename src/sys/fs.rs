@@ -138,17 +138,47 @@ pub(crate) fn dir_reports_type(dir: &Path, name: &[u8]) -> io::Result<bool> {
     Err(super::error(Errno::NOENT))
 }
 
+/// Asks the kernel to start reading the first `len` bytes of `f` into the
+/// page cache (`POSIX_FADV_WILLNEED`), without waiting for them: reads of
+/// many small files overlap on the disk instead of waiting one by one.
+pub(crate) fn will_need(f: &impl AsFd, len: u64) -> io::Result<()> {
+    Ok(rustix::fs::fadvise(
+        f,
+        0,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::WillNeed,
+    )?)
+}
+
 /// One xattr of `fd` (not opened `O_PATH`); `None` when it has none of
 /// that name or the filesystem has no xattrs.
 pub(crate) fn get_xattr(fd: &impl AsFd, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = vec![0u8; XATTR_MAX];
-    match rustix::fs::fgetxattr(fd, OsStr::from_bytes(name), &mut buf[..]) {
-        Ok(n) => {
-            buf.truncate(n);
-            Ok(Some(buf))
-        }
+    match sized(|buf| rustix::fs::fgetxattr(fd, OsStr::from_bytes(name), buf)) {
+        Ok(v) => Ok(Some(v)),
         Err(Errno::NODATA) | Err(Errno::NOTSUP) => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// What an xattr call that fills a buffer gives, in a buffer of the size it
+/// needs: first a small one (most lists and values are a few bytes, and a
+/// commit asks every entry: no zeroed 64 KiB per call), then, on `ERANGE`,
+/// the size the call reports for an empty one.
+fn sized(mut call: impl FnMut(&mut [u8]) -> Result<usize, Errno>) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match call(&mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            // It grew since it was measured, or it was never measured.
+            Err(Errno::RANGE) if buf.len() < XATTR_MAX => {
+                let want = call(&mut [])?;
+                buf = vec![0u8; want.clamp(buf.len() + 1, XATTR_MAX)];
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -158,21 +188,18 @@ pub(crate) fn xattrs_nofollow(
     path: &Path,
     keep: impl Fn(&[u8]) -> bool,
 ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; XATTR_MAX];
-    let n = match rustix::fs::llistxattr(path, &mut names[..]) {
-        Ok(n) => n,
+    let names = match sized(|buf| rustix::fs::llistxattr(path, buf)) {
+        Ok(names) => names,
         Err(Errno::NOTSUP) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    names.truncate(n);
     let mut out = Vec::new();
-    let mut value = vec![0u8; XATTR_MAX];
     for name in names
         .split(|b| *b == 0)
         .filter(|n| !n.is_empty() && keep(n))
     {
-        match rustix::fs::lgetxattr(path, OsStr::from_bytes(name), &mut value[..]) {
-            Ok(len) => out.push((name.to_vec(), value[..len].to_vec())),
+        match sized(|buf| rustix::fs::lgetxattr(path, OsStr::from_bytes(name), buf)) {
+            Ok(value) => out.push((name.to_vec(), value)),
             // Removed meanwhile.
             Err(Errno::NODATA) => {}
             Err(e) => return Err(e.into()),
