@@ -89,9 +89,14 @@ C=$BENCH_WRITER_CACHE
 
 # prepare_inputs: the layer files in $C, made once (again when the image or
 # the generator changes).
+# bench_image: the newest cached OCI archive of the launch benchmark's image.
+bench_image() {
+	find "$BENCH_CACHE" -maxdepth 1 -name 'image-*.tar' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -1 | cut -d' ' -f2-
+}
+
 prepare_inputs() {
 	local image stamp t0 name
-	image=$(find "$BENCH_CACHE" -maxdepth 1 -name 'image-*.tar' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -1 | cut -d' ' -f2-)
+	image=$(bench_image)
 	[ -n "$image" ] || die "no benchmark image (image-*.tar) in $BENCH_CACHE: run \`make bench-launch\` once (bench/launch.sh builds and caches it, a few minutes), or set BENCH_CACHE"
 	stamp="$(basename "$image") $(sha256sum "$HERE/gen_layer.py" | cut -c1-16) v1"
 	if [ "$(cat "$C/.stamp" 2>/dev/null)" = "$stamp" ]; then
@@ -284,6 +289,12 @@ for input in $BENCH_INPUTS; do
 	[ -f "$C/$input" ] || die "no input $C/$input (BENCH_INPUTS: some of $ALL_INPUTS)"
 done
 
+# The trees first: the time of a writer that gives a wrong tree means nothing.
+log "equivalence: tests/layer_equivalence.py on $(basename "$(bench_image)")"
+EQUIVALENCE=$(python3 "$REPO/tests/layer_equivalence.py" "$CTL" "$(bench_image)" "$W") ||
+	die "the built-in writer's tree differs (above)"
+log "equivalence: $EQUIVALENCE"
+
 for RUN in $(seq 1 "$BENCH_RUNS"); do
 	overhead_run
 	for input in $BENCH_INPUTS; do
@@ -316,6 +327,7 @@ git -C "$REPO" diff --quiet HEAD -- src erofs-writer 2>/dev/null || REV+=" (src/
 	echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r); load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 	echo "work dir: $BENCH_TMPDIR on $TMP_FS; inputs in $C"
 	echo "tree: $REV; $(mkfs.erofs --version 2>&1 | head -1) ($(command -v mkfs.erofs))"
+	echo "trees (tests/layer_equivalence.py): $EQUIVALENCE"
 	if [ "$BENCH_DROP_CACHES" = 0 ]; then
 		echo "per timed command: warm (inputs in the page cache, no drop_caches); median of $BENCH_RUNS runs"
 	else

@@ -7,7 +7,8 @@
 #                                   plugin, with containerd's walking differ
 #   proxy, E2E_PROXY_DIFFER=proxy   the daemon as snapshotter and diff proxy
 #                                   plugins (its own EROFS differ)
-# and print one closing line "e2e: N passed, M failed" (steps of all runs).
+# and, before them, tests/layer_equivalence.py on the test image's layers;
+# then print one closing line "e2e: N passed, M failed" (steps of all runs).
 #
 #   tests/e2e/ci.sh [--no-overlayfs]
 #
@@ -81,6 +82,23 @@ e2e() {
 	FAILED=$((FAILED + f))
 	SUMMARY+=("$([ $rc -eq 0 ] && echo PASS || echo FAIL)  $name: $p passed, $f failed ($(($(date +%s) - t0)) s)")
 }
+
+# The test image's layers through the library alone: the built-in writer's
+# tree equals mkfs.erofs's and a reference extraction's.
+say "tests/layer_equivalence.py on the test image"
+t0=$(date +%s)
+EQ_DIR=$(mktemp -d "${E2E_TMPDIR:-/var/tmp}/e2e-equivalence.XXXXXX")
+if out=$("$HERE/image.sh" test "$EQ_DIR/test-image.tar" 2>&1 &&
+	python3 "$REPO/tests/layer_equivalence.py" "$REPO/target/release/erofs-snapshotter-ctl" \
+		"$EQ_DIR/test-image.tar" "$EQ_DIR" 2>&1); then
+	PASSED=$((PASSED + 1))
+	SUMMARY+=("PASS  layer equivalence (test image): $(tail -1 <<<"$out") ($(($(date +%s) - t0)) s)")
+else
+	FAILED=$((FAILED + 1))
+	SUMMARY+=("FAIL  layer equivalence (test image) ($(($(date +%s) - t0)) s)")
+fi
+sed 's/^/  | /' <<<"$out"
+rm -rf "$EQ_DIR"
 
 [ $overlayfs = 0 ] || e2e "overlayfs (harness check)" -- overlayfs
 e2e "daemon + walking differ" E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=walking -- proxy
