@@ -87,6 +87,7 @@ lint:
 	$(CARGO) clippy --locked --manifest-path tools/gen-header/Cargo.toml \
 		--target-dir $(CURDIR)/target/gen-header -- -D warnings
 	@bad=$$(gofmt -l bindings/go examples/go tests/e2e/fakeproxy); [ -z "$$bad" ] || { echo "gofmt would change: $$bad" >&2; exit 1; }
+	python3 tools/check-layers.py src
 
 # The header is committed. `make header` regenerates it from src/ffi.rs and
 # cbindgen.toml; `make header-check` regenerates it into a temporary file and
