@@ -13,7 +13,6 @@ use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::rc::Rc;
@@ -594,12 +593,7 @@ fn copy_erofs(
 ) -> Result<(Applied, String)> {
     let mut raw = Hashing::new(BufReader::with_capacity(CHUNK, input), true);
     let mut stream = Hashing::new(decompressor(BufReader::new(&mut raw), compression)?, true);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp.path)
-        .map_err(|e| Error::io("create", &tmp.path, e))?;
+    let mut f = tmp.create(0o644)?;
     io::copy(&mut stream, &mut f).map_err(|e| match e.kind() {
         io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
             Error::invalid_argument(format!("layer data is corrupt: {e}"))
@@ -628,12 +622,7 @@ fn convert_builtin(
     uuid: Option<uuid::Uuid>,
     lowers: &Lowers,
 ) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp.path)
-        .map_err(|e| Error::io("create", &tmp.path, e))?;
+    let file = tmp.create(0o644)?;
     let root = erofs_writer::Meta {
         mode: 0o755,
         ..Default::default()
@@ -681,14 +670,7 @@ fn convert_tar(
     )
     .map_err(|e| Error::unavailable(format!("cannot run {:?}: {e}", config.mkfs_path)))?;
     let tar_file = match keep_tar {
-        Some(t) => Some(
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&t.path)
-                .map_err(|e| Error::io("create", &t.path, e))?,
-        ),
+        Some(t) => Some(t.create(0o600)?),
         None => None,
     };
     let mkfs_gone = Rc::new(Cell::new(false));

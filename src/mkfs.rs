@@ -257,6 +257,17 @@ impl TempBlob {
         }
     }
 
+    /// Creates the file at `path` (it must not exist), `mode`, for writing.
+    pub fn create(&self, mode: u32) -> Result<fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&self.path)
+            .map_err(|e| Error::io("create", &self.path, e))
+    }
+
     /// The finished blob's length, after an fsync when `sync`.
     pub fn finish(&self, sync: bool) -> Result<u64> {
         let f = sys::fs::open_nofollow(&self.path)

@@ -4,10 +4,10 @@
 //! `copy_file_range` (a reflink where the filesystem can).
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -33,12 +33,7 @@ pub(crate) fn build_blob(
     log: &Logger,
 ) -> Result<u64> {
     let tmp = TempBlob::new(snapshot_dir, log);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp.path)
-        .map_err(|e| Error::io("create", &tmp.path, e))?;
+    let file = tmp.create(0o644)?;
     let root = meta_of(
         b,
         src_dir,
