@@ -18,7 +18,7 @@ use std::process::Stdio;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -277,22 +277,24 @@ type Chunk = io::Result<(Vec<u8>, usize)>;
 
 /// What the reading thread found, once the layer is read to its end.
 struct Digests {
-    /// SHA-256 and size of the uncompressed layer.
-    diff_id: String,
+    /// SHA-256 of the uncompressed layer, unless the converting thread
+    /// hashed it (see [`pipelined`]), and its size.
+    diff_id: Option<String>,
     size: u64,
     /// SHA-256 of the data as given, where it differs from the diffID and
     /// a digest is to be verified.
     raw: Option<String>,
 }
 
-/// The reading thread: `input` read, decompressed and hashed, in chunks
-/// sent to the converting thread, which sends them back to be filled again.
-/// An error is sent as the next chunk. `None` when it stopped early (an
-/// error, or the converting thread gone).
+/// The reading thread: `input` read, decompressed and (with `hash_stream`)
+/// hashed, in chunks sent to the converting thread, which sends them back
+/// to be filled again. An error is sent as the next chunk. `None` when it
+/// stopped early (an error, or the converting thread gone).
 fn produce(
     input: &mut (dyn Read + Send),
     declared: Compression,
     verify: bool,
+    hash_stream: bool,
     consumed: &AtomicU64,
     tx: SyncSender<Chunk>,
     free: Receiver<Vec<u8>>,
@@ -309,7 +311,7 @@ fn produce(
         let mut stream = Hashing::new(
             decompressor(BufReader::with_capacity(64 * 1024, &mut raw), chosen)
                 .map_err(crate::error::carry)?,
-            true,
+            hash_stream,
         );
         loop {
             let mut buf = free.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
@@ -329,7 +331,7 @@ fn produce(
         // Whatever follows the compressed stream still counts for the digest.
         io::copy(&mut raw, &mut io::sink())?;
         Ok(Some(Digests {
-            diff_id: diff_id.expect("hashed"),
+            diff_id,
             size,
             raw: raw.digest().0,
         }))
@@ -368,6 +370,10 @@ struct Source {
     end: usize,
     until: Instant,
     seconds: u64,
+    /// Hashing the stream here instead of on the reading thread: each
+    /// chunk as it arrives, the digest set once the stream has ended.
+    hash: Option<Sha256>,
+    diff_id: Arc<OnceLock<String>>,
 }
 
 impl Read for Source {
@@ -381,9 +387,23 @@ impl Read for Source {
             }
             let left = self.until.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok(Ok((buf, n))) => (self.cur, self.pos, self.end) = (buf, 0, n),
+                Ok(Ok((buf, n))) => {
+                    if let Some(h) = &mut self.hash {
+                        h.update(&buf[..n]);
+                    }
+                    (self.cur, self.pos, self.end) = (buf, 0, n)
+                }
                 Ok(Err(e)) => return Err(e),
-                Err(RecvTimeoutError::Disconnected) => return Ok(0),
+                // The reading thread is done: after an error it sent, the
+                // apply fails whatever this digest says.
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let Some(h) = self.hash.take() {
+                        let _ = self
+                            .diff_id
+                            .set(format!("sha256:{}", crate::integrity::hex(&h.finalize())));
+                    }
+                    return Ok(0);
+                }
                 Err(RecvTimeoutError::Timeout) => return Err(timed_out(self.seconds)),
             }
         }
@@ -398,6 +418,13 @@ impl Read for Source {
 /// from `input` on a thread of its own; returns what `convert` returned and
 /// the digests. `convert` gets the stream and how many bytes of the layer
 /// (as given) were read so far, and must read the stream to its end.
+///
+/// Decompression is most of a compressed layer's reading, so the converting
+/// thread hashes its stream (the diffID) and the two threads share the
+/// work more evenly; an uncompressed layer is hashed on the reading thread,
+/// which has little else to do. (`bench/writer.sh`, 5 runs each: the 709 MiB
+/// gzip synthetic layer 3.83 s before, 3.00 s after, against 3.49 and 3.70 s
+/// for gunzip + SHA-256 alone in the same runs.)
 fn pipelined<T>(
     config: &Config,
     input: &mut (dyn Read + Send),
@@ -408,6 +435,8 @@ fn pipelined<T>(
     let consumed = AtomicU64::new(0);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(IN_FLIGHT);
     let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
+    let hash_here = matches!(declared, Compression::Gzip | Compression::Zstd);
+    let diff_id = Arc::new(OnceLock::new());
     let source = Source {
         rx,
         free: free_tx,
@@ -416,12 +445,14 @@ fn pipelined<T>(
         end: 0,
         until: Instant::now() + config.convert_timeout(),
         seconds: config.convert_timeout_seconds,
+        hash: hash_here.then(Sha256::new),
+        diff_id: diff_id.clone(),
     };
     std::thread::scope(|scope| {
         let reader = std::thread::Builder::new()
             .name("layer-reader".into())
             .spawn_scoped(scope, || {
-                produce(input, declared, verify, &consumed, tx, free_rx)
+                produce(input, declared, verify, !hash_here, &consumed, tx, free_rx)
             })
             .map_err(|e| Error::internal(format!("start the layer reading thread: {e}")))?;
         let result = convert(source, &|| consumed.load(Ordering::Relaxed));
@@ -432,7 +463,14 @@ fn pipelined<T>(
             Err(panic) => std::panic::resume_unwind(panic),
         };
         match (result, digests) {
-            (Ok(v), Some(d)) => Ok((v, d)),
+            (Ok(v), Some(mut d)) => {
+                if d.diff_id.is_none() {
+                    d.diff_id = Some(diff_id.get().cloned().ok_or_else(|| {
+                        Error::internal("the layer was not read to its end".to_string())
+                    })?);
+                }
+                Ok((v, d))
+            }
             (Err(e), _) => Err(e),
             (Ok(_), None) => Err(Error::internal(
                 "the layer reading thread stopped before the end of the layer".to_string(),
@@ -564,9 +602,10 @@ pub(crate) fn convert(
                     r
                 }
             };
-            let got = d.raw.unwrap_or_else(|| d.diff_id.clone());
+            let diff_id = d.diff_id.expect("set by pipelined");
+            let got = d.raw.unwrap_or_else(|| diff_id.clone());
             let applied = Applied {
-                digest: d.diff_id,
+                digest: diff_id,
                 size: d.size,
                 media_type: MEDIA_TYPE_TAR.to_string(),
             };
