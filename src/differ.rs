@@ -4,10 +4,12 @@
 //! only it implements), instead of being unpacked into the upper dir and
 //! converted again at commit.
 //!
-//! An apply runs on two threads: one reads the layer, decompresses it and
-//! hashes it (the diffID, and the data as given when a compressed layer's
-//! digest is to be verified), a few buffers ahead of the other, the
-//! caller's, which checks the entries and writes the image.
+//! An apply runs on two threads: one reads the layer and decompresses it
+//! (and hashes the data as given when a compressed layer's digest is to be
+//! verified), a few buffers ahead of the other, the caller's, which checks
+//! the entries and writes the image. The diffID is hashed by whichever has
+//! less to do: the reading thread for a tar, the caller's for a compressed
+//! layer ([`pipelined`]).
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
