@@ -9,7 +9,7 @@
 //! verified), a few buffers ahead of the other, the caller's, which checks
 //! the entries and writes the image. The diffID is hashed by whichever has
 //! less to do: the reading thread for a tar, the caller's for a compressed
-//! layer ([`pipelined`]).
+//! layer (`pipelined`).
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};

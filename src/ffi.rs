@@ -1,6 +1,6 @@
 //! The C ABI: a thin shell over [`crate::Snapshotter`] that converts
 //! pointers, strings and JSON and maps errors to stable status codes. The
-//! core answers in types; the JSON of infos is made in [`wire`].
+//! core answers in types; the JSON of infos is made in `ffi/wire.rs`.
 //!
 //! Conventions (every function follows them):
 //! - Every function returns an `int32_t` status: `EROFS_OK` (0) or one of the
