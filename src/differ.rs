@@ -277,14 +277,21 @@ const IN_FLIGHT: usize = 4;
 /// A chunk of the tar stream (its first `.1` bytes), or why there is none.
 type Chunk = io::Result<(Vec<u8>, usize)>;
 
-/// What the reading thread found, once the layer is read to its end.
+/// What a pipelined conversion found, once the layer is read to its end.
 struct Digests {
-    /// SHA-256 of the uncompressed layer, unless the converting thread
-    /// hashed it (see [`pipelined`]), and its size.
-    diff_id: Option<String>,
+    /// SHA-256 and size of the uncompressed layer.
+    diff_id: String,
     size: u64,
     /// SHA-256 of the data as given, where it differs from the diffID and
     /// a digest is to be verified.
+    raw: Option<String>,
+}
+
+/// What the reading thread found: [`Digests`] but for the diffID where the
+/// converting thread hashed it (see [`pipelined`]).
+struct Found {
+    diff_id: Option<String>,
+    size: u64,
     raw: Option<String>,
 }
 
@@ -300,8 +307,8 @@ fn produce(
     consumed: &AtomicU64,
     tx: SyncSender<Chunk>,
     free: Receiver<Vec<u8>>,
-) -> Option<Digests> {
-    let result = (|| -> io::Result<Option<Digests>> {
+) -> Option<Found> {
+    let result = (|| -> io::Result<Option<Found>> {
         let counted = Counted {
             inner: input,
             count: consumed,
@@ -332,7 +339,7 @@ fn produce(
         let (diff_id, size) = stream.digest();
         // Whatever follows the compressed stream still counts for the digest.
         io::copy(&mut raw, &mut io::sink())?;
-        Ok(Some(Digests {
+        Ok(Some(Found {
             diff_id,
             size,
             raw: raw.digest().0,
@@ -465,13 +472,15 @@ fn pipelined<T>(
             Err(panic) => std::panic::resume_unwind(panic),
         };
         match (result, digests) {
-            (Ok(v), Some(mut d)) => {
-                if d.diff_id.is_none() {
-                    d.diff_id = Some(diff_id.get().cloned().ok_or_else(|| {
+            (Ok(v), Some(found)) => {
+                let diff_id = match found.diff_id {
+                    Some(d) => d,
+                    None => diff_id.get().cloned().ok_or_else(|| {
                         Error::internal("the layer was not read to its end".to_string())
-                    })?);
-                }
-                Ok((v, d))
+                    })?,
+                };
+                let (size, raw) = (found.size, found.raw);
+                Ok((v, Digests { diff_id, size, raw }))
             }
             (Err(e), _) => Err(e),
             (Ok(_), None) => Err(Error::internal(
@@ -604,10 +613,9 @@ pub(crate) fn convert(
                     r
                 }
             };
-            let diff_id = d.diff_id.expect("set by pipelined");
-            let got = d.raw.unwrap_or_else(|| diff_id.clone());
+            let got = d.raw.unwrap_or_else(|| d.diff_id.clone());
             let applied = Applied {
-                digest: diff_id,
+                digest: d.diff_id,
                 size: d.size,
                 media_type: MEDIA_TYPE_TAR.to_string(),
             };

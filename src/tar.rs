@@ -765,15 +765,7 @@ impl<R: Read> Reader<R> {
     /// Returns 0 at its end.
     pub fn read_data(&mut self, buf: &mut [u8]) -> Result<usize> {
         match &mut self.data {
-            Data::Plain => {
-                let n = (buf.len() as u64).min(self.stored_left) as usize;
-                if n == 0 {
-                    return Ok(0);
-                }
-                self.read_exact(&mut buf[..n], What::Data)?;
-                self.stored_left -= n as u64;
-                Ok(n)
-            }
+            Data::Plain => self.read_stored(buf),
             Data::Sparse {
                 fragments,
                 next,

@@ -96,6 +96,8 @@ fn prefetch(path: &Path) -> Result<fs::Metadata> {
     let md = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
     if md.is_file() && md.len() > 0 && md.len() <= SMALL {
         // Only a hint: a file that cannot be opened now fails when it is read.
+        // It is opened again then: keeping the descriptor would hold up to
+        // PREFETCH open per directory level of the walk.
         if let Ok(f) = sys::fs::open_nofollow(path) {
             let _ = sys::fs::will_need(&f, md.len());
         }

@@ -25,6 +25,29 @@ fn take(p: *mut c_char) -> String {
     s
 }
 
+/// `prepare` of `key` with no parent, no labels and no out-parameters.
+fn prepare_bare(h: *mut erofs_snapshotter, key: &CStr) -> i32 {
+    erofs_snapshotter_prepare(
+        h,
+        key.as_ptr(),
+        ptr::null(),
+        ptr::null(),
+        ptr::null_mut(),
+        ptr::null_mut(),
+    )
+}
+
+/// A handle on `env`'s root through the C ABI.
+fn open(env: &Env) -> *mut erofs_snapshotter {
+    let cfg = config(env);
+    let mut h = ptr::null_mut();
+    assert_eq!(
+        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
+        EROFS_OK
+    );
+    h
+}
+
 fn config(env: &Env) -> CString {
     CString::new(format!("{{\"root\": {:?}}}", env.root.to_string_lossy())).unwrap()
 }
@@ -57,12 +80,7 @@ fn a_panic_in_a_real_export_becomes_a_status() {
 fn json_arguments_of_the_wrong_type_name_the_field() {
     let _serial = serial();
     let env = Env::new();
-    let cfg = config(&env);
-    let mut h = ptr::null_mut();
-    assert_eq!(
-        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
-        EROFS_OK
-    );
+    let h = open(&env);
     let failure = |code: i32, err: *mut c_char| {
         assert_eq!(code, EROFS_ERR_INVALID_ARGUMENT);
         let m = take(err);
@@ -95,17 +113,7 @@ fn json_arguments_of_the_wrong_type_name_the_field() {
         prepare(c"[\"a=b\"]"),
         "labels_json: expected an object, got an array"
     );
-    assert_eq!(
-        erofs_snapshotter_prepare(
-            h,
-            c"a".as_ptr(),
-            ptr::null(),
-            ptr::null(),
-            ptr::null_mut(),
-            ptr::null_mut()
-        ),
-        EROFS_OK
-    );
+    assert_eq!(prepare_bare(h, c"a"), EROFS_OK);
     let commit = |labels: &CStr| {
         let mut err = ptr::null_mut();
         let code =
@@ -413,12 +421,7 @@ fn open_errors_and_logger() {
 fn stat_and_walk_json_follow_changes() {
     let _serial = serial();
     let env = Env::new();
-    let cfg = config(&env);
-    let mut h = ptr::null_mut();
-    assert_eq!(
-        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
-        EROFS_OK
-    );
+    let h = open(&env);
     let other = env.open();
     let stat = || {
         let mut out = ptr::null_mut();
@@ -534,12 +537,7 @@ fn rfc3339_helper_is_right() {
 fn info_times_as_integers_are_the_rfc3339_instants() {
     let _serial = serial();
     let env = Env::new();
-    let cfg = config(&env);
-    let mut h = ptr::null_mut();
-    assert_eq!(
-        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
-        EROFS_OK
-    );
+    let h = open(&env);
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -574,17 +572,7 @@ fn info_times_as_integers_are_the_rfc3339_instants() {
         serde_json::from_str::<serde_json::Value>(&take(out)).unwrap()
     };
     let before = now();
-    assert_eq!(
-        erofs_snapshotter_prepare(
-            h,
-            c"a".as_ptr(),
-            ptr::null(),
-            ptr::null(),
-            ptr::null_mut(),
-            ptr::null_mut()
-        ),
-        EROFS_OK
-    );
+    assert_eq!(prepare_bare(h, c"a"), EROFS_OK);
     let (created, updated) = check(&stat(c"a"));
     assert_eq!(created, updated);
     assert!(before <= created && created <= now(), "{before} {created}");
@@ -675,23 +663,8 @@ fn media_types_are_the_ones_apply_reads() {
 
     // apply reads a listed type, and refuses one that is not listed.
     let env = Env::new();
-    let cfg = config(&env);
-    let mut h = ptr::null_mut();
-    assert_eq!(
-        erofs_snapshotter_open(cfg.as_ptr(), &mut h, ptr::null_mut()),
-        EROFS_OK
-    );
-    assert_eq!(
-        erofs_snapshotter_prepare(
-            h,
-            c"a".as_ptr(),
-            ptr::null(),
-            ptr::null(),
-            ptr::null_mut(),
-            ptr::null_mut()
-        ),
-        EROFS_OK
-    );
+    let h = open(&env);
+    assert_eq!(prepare_bare(h, c"a"), EROFS_OK);
     let empty_tar = env.dir.path().join("empty.tar");
     std::fs::write(&empty_tar, [0u8; 1024]).unwrap();
     let path = CString::new(empty_tar.to_str().unwrap()).unwrap();

@@ -502,6 +502,15 @@ impl Builder {
         Ok(())
     }
 
+    /// Where the next file's (or chunk's) `size` (> 0) bytes go: the byte offset and the
+    /// first block, both checked to fit the format's block addresses.
+    fn place_data(&mut self, size: u64) -> Result<(u64, u32), Error> {
+        let at = self.align_data();
+        let start = self.block_of(at)?;
+        self.block_of(at + size - 1)?;
+        Ok((at, start))
+    }
+
     /// A regular file at `path` of `size` bytes read from `data`, written
     /// to its place in the image now.
     pub fn add_file(
@@ -515,9 +524,8 @@ impl Builder {
         let (dir, name) = self.parent_of(path)?;
         let mut start = 0;
         if size > 0 {
-            let at = self.align_data();
-            start = self.block_of(at)?;
-            self.block_of(at + size - 1)?;
+            let at;
+            (at, start) = self.place_data(size)?;
             self.stream(path, data, size, at)?;
             self.data_end = at + size;
         }
@@ -539,9 +547,8 @@ impl Builder {
         let (dir, name) = self.parent_of(path)?;
         let mut start = 0;
         if size > 0 {
-            let at = self.align_data();
-            start = self.block_of(at)?;
-            self.block_of(at + size - 1)?;
+            let at;
+            (at, start) = self.place_data(size)?;
             self.out.flush().map_err(Error::write)?;
             let copied = copy_range(src, &self.out.file, size, at)?;
             if copied < size {
@@ -598,9 +605,8 @@ impl Builder {
             let c = (frags[fi].0 + done) / chunk;
             let chunk_start = c * chunk;
             let chunk_end = (chunk_start + chunk).min(size);
-            let at = self.align_data();
-            chunks[c as usize] = self.block_of(at)?;
-            self.block_of(at + (chunk_end - chunk_start) - 1)?;
+            let at;
+            (at, chunks[c as usize]) = self.place_data(chunk_end - chunk_start)?;
             // The chunk's bytes: fragment data where there is some, zeros
             // between.
             let mut pos = chunk_start;
