@@ -194,6 +194,25 @@ int32_t erofs_snapshotter_commit(erofs_snapshotter *s,
                                  char **err);
 
 /**
+ * `erofs_snapshotter_commit` with a parent (containerd's
+ * `snapshots.WithParent`): an active snapshot prepared without a parent is
+ * committed on top of committed snapshot `parent`, and from then on its
+ * chain (and so the mounts of what is created on it) is `parent`'s. This is
+ * what containerd's parallel unpack does: each layer is prepared and applied
+ * with no parent, then committed in order onto the one below. `parent` NULL,
+ * "" or the parent `key` was prepared on changes nothing. Errors as for
+ * `erofs_snapshotter_commit`, and: `EROFS_ERR_INVALID_ARGUMENT` (`key` has
+ * another parent already), `EROFS_ERR_NOT_FOUND` (no snapshot `parent`),
+ * `EROFS_ERR_FAILED_PRECONDITION` (`parent` is not committed). Thread safe.
+ */
+int32_t erofs_snapshotter_commit_with_parent(erofs_snapshotter *s,
+                                             const char *name,
+                                             const char *key,
+                                             const char *parent,
+                                             const char *labels_json,
+                                             char **err);
+
+/**
  * The mounts of active snapshot or view `key`, as `erofs_snapshotter_prepare`
  * returns them. `EROFS_ERR_FAILED_PRECONDITION` for a committed snapshot.
  * On the path of every container start: no system call per layer once the

@@ -468,12 +468,35 @@ pub extern "C" fn erofs_snapshotter_commit(
     labels_json: *const c_char,
     err: *mut *mut c_char,
 ) -> i32 {
+    erofs_snapshotter_commit_with_parent(s, name, key, std::ptr::null(), labels_json, err)
+}
+
+/// `erofs_snapshotter_commit` with a parent (containerd's
+/// `snapshots.WithParent`): an active snapshot prepared without a parent is
+/// committed on top of committed snapshot `parent`, and from then on its
+/// chain (and so the mounts of what is created on it) is `parent`'s. This is
+/// what containerd's parallel unpack does: each layer is prepared and applied
+/// with no parent, then committed in order onto the one below. `parent` NULL,
+/// "" or the parent `key` was prepared on changes nothing. Errors as for
+/// `erofs_snapshotter_commit`, and: `EROFS_ERR_INVALID_ARGUMENT` (`key` has
+/// another parent already), `EROFS_ERR_NOT_FOUND` (no snapshot `parent`),
+/// `EROFS_ERR_FAILED_PRECONDITION` (`parent` is not committed). Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_commit_with_parent(
+    s: *mut erofs_snapshotter,
+    name: *const c_char,
+    key: *const c_char,
+    parent: *const c_char,
+    labels_json: *const c_char,
+    err: *mut *mut c_char,
+) -> i32 {
     boundary(err, || {
         let s = handle(s)?;
         let name = str_arg(name, "name")?;
         let key = str_arg(key, "key")?;
+        let parent = opt_str_arg(parent, "parent")?.unwrap_or("");
         let labels = labels_arg(labels_json, "labels_json")?;
-        s.commit(name, key, &labels)
+        s.commit_with_parent(name, key, parent, &labels)
     })
 }
 

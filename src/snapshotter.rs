@@ -188,7 +188,7 @@ impl Snapshotter {
                     "parent {parent:?} is not a committed snapshot"
                 )));
             }
-            self.ensure_layers(&chain(p), generation)?;
+            self.ensure_layers(&p.chain(), generation)?;
             if kind == Kind::Active {
                 let root = self.layout.fs_dir(p.id);
                 let md = std::fs::metadata(&root).map_err(|e| Error::io("stat", &root, e))?;
@@ -223,7 +223,7 @@ impl Snapshotter {
             let id = tx.insert(kind, key, p.as_ref(), labels, Timestamp::now())?;
             installed = Some(id);
             staging.install(&self.layout, id)?;
-            Ok((id, p.map(|p| chain(&p)).unwrap_or_default()))
+            Ok((id, p.map(|p| p.chain()).unwrap_or_default()))
         });
         let (id, parent_ids) = match result {
             Ok(v) => v,
@@ -335,11 +335,27 @@ impl Snapshotter {
     /// Commits active snapshot `key` as `name`: converts its upper dir into
     /// `layer.erofs` (outside the write transaction), then records it.
     pub fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<()> {
-        let op = self.log.op("commit", key);
-        op.finish(self.commit_inner(name, key, labels))
+        self.commit_with_parent(name, key, "", labels)
     }
 
-    fn commit_inner(&self, name: &str, key: &str, labels: &Labels) -> Result<()> {
+    /// [`Snapshotter::commit`] with containerd's `snapshots.WithParent`: a
+    /// snapshot prepared without a parent is committed on top of `parent`
+    /// (a rebase, what containerd's parallel unpack does), and from then on
+    /// its chain is `parent`'s. The same parent it was prepared on, or "",
+    /// changes nothing; another one is invalid-argument. `parent` must exist
+    /// (not-found) and be committed (failed-precondition).
+    pub fn commit_with_parent(
+        &self,
+        name: &str,
+        key: &str,
+        parent: &str,
+        labels: &Labels,
+    ) -> Result<()> {
+        let op = self.log.op("commit", key);
+        op.finish(self.commit_inner(name, key, parent, labels))
+    }
+
+    fn commit_inner(&self, name: &str, key: &str, parent: &str, labels: &Labels) -> Result<()> {
         check_key("name", name)?;
         check_key("key", key)?;
         validate_labels(labels)?;
@@ -349,7 +365,9 @@ impl Snapshotter {
                     "snapshot {name:?} already exists"
                 )));
             }
-            active_row(tx.get(key)?, key)
+            let row = active_row(tx.get(key)?, key)?;
+            rebase_onto(tx, &row, parent)?;
+            Ok(row)
         })?;
         let dir = self.layout.snapshot_dir(row.id);
         // Serializes commits of one snapshot (across processes) and keeps
@@ -454,8 +472,17 @@ impl Snapshotter {
                     )));
                 }
                 let current = tx.get_by_id(row.id)?.filter(|r| r.key == key);
-                active_row(current, key)?;
-                tx.commit(row.id, name, labels, Timestamp::now(), usage, &blob)
+                let current = active_row(current, key)?;
+                let onto = rebase_onto(tx, &current, parent)?;
+                tx.commit(
+                    row.id,
+                    name,
+                    onto.as_ref(),
+                    labels,
+                    Timestamp::now(),
+                    usage,
+                    &blob,
+                )
             })
             .map_err(undo)?;
 
@@ -822,13 +849,6 @@ impl Drop for Snapshotter {
     }
 }
 
-/// The snapshot and its ancestors, nearest first: the lowers of its children.
-fn chain(p: &SnapshotRow) -> Vec<i64> {
-    std::iter::once(p.id)
-        .chain(p.parent_ids.iter().copied())
-        .collect()
-}
-
 fn parse_filters(filters: &[String]) -> Result<Filter> {
     Filter::parse_all(filters).map_err(|e| Error::invalid_argument(e.to_string()))
 }
@@ -842,6 +862,39 @@ fn active_row(row: Option<SnapshotRow>, key: &str) -> Result<SnapshotRow> {
         )));
     }
     Ok(row)
+}
+
+/// The parent `row` is committed onto, when that is a change (containerd's
+/// `CommitActive` with `WithParent`): None for "" or the parent it has.
+fn rebase_onto(
+    tx: &crate::metastore::Tx<'_>,
+    row: &SnapshotRow,
+    parent: &str,
+) -> Result<Option<SnapshotRow>> {
+    if parent.is_empty() || parent == row.parent {
+        return Ok(None);
+    }
+    if !row.parent.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "cannot change the parent of active snapshot {:?} from {:?} to {parent:?} on commit; \
+             only a snapshot prepared without a parent can be given one",
+            row.key, row.parent
+        )));
+    }
+    let p = tx.get(parent)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "parent {parent:?} given to the commit of {:?} does not exist",
+            row.key
+        ))
+    })?;
+    if p.kind != Kind::Committed {
+        return Err(Error::failed_precondition(format!(
+            "parent {parent:?} given to the commit of {:?} is not committed ({})",
+            row.key,
+            p.kind.as_str()
+        )));
+    }
+    Ok(Some(p))
 }
 
 /// containerd's snapshot filter adaptor: `kind`, `name`, `parent`, `labels.<key>`.

@@ -125,6 +125,55 @@ fn error_classes_follow_containerd() {
     s.remove("c1").unwrap();
 }
 
+/// containerd's `WithParent` at commit (`storage.CommitActive`): a snapshot
+/// prepared without a parent takes the one given, and then its chain is
+/// that parent's: the mounts of what is made on it, removal order, walks.
+#[test]
+fn commit_with_a_parent_rebases_a_parentless_snapshot() {
+    let env = Env::new();
+    let s = env.open();
+    let m = s.prepare("a0", "", &no_labels()).unwrap();
+    with_mounted(&env, "a0", &m, |p| write(p, "base", "0"));
+    s.commit("c0", "a0", &no_labels()).unwrap();
+    // Prepared with no parent, written, committed onto c0.
+    let m = s.prepare("a1", "", &no_labels()).unwrap();
+    assert_eq!(m[0].kind, "bind");
+    with_mounted(&env, "a1", &m, |p| write(p, "top", "1"));
+    s.commit_with_parent("c1", "a1", "c0", &no_labels())
+        .unwrap();
+    assert_eq!(s.stat("c1").unwrap().parent, "c0");
+    let v = s.view("v", "c1", &no_labels()).unwrap();
+    assert_eq!(v[0].kind, "overlay", "two layers: {v:?}");
+    with_mounted(&env, "v", &v, |p| {
+        assert_eq!(read(p, "base"), "0");
+        assert_eq!(read(p, "top"), "1");
+    });
+    let (k, m) = kind_of(s.remove("c0"));
+    assert_eq!(k, ErrorKind::FailedPrecondition, "{m}");
+    let walked = s.walk(&["parent==c0".to_string()]).unwrap();
+    assert_eq!(walked.len(), 1);
+    assert_eq!(walked[0].name, "c1");
+
+    // The errors of containerd's storage, and a failed commit changes nothing.
+    s.prepare("b", "", &no_labels()).unwrap();
+    let (k, m) = kind_of(s.commit_with_parent("bc", "b", "nope", &no_labels()));
+    assert_eq!(k, ErrorKind::NotFound, "{m}");
+    assert!(m.contains("nope"), "{m}");
+    let (k, m) = kind_of(s.commit_with_parent("bc", "b", "v", &no_labels()));
+    assert_eq!(k, ErrorKind::FailedPrecondition, "{m}");
+    assert_eq!(s.stat("b").unwrap().kind, Kind::Active);
+    s.prepare("on-c0", "c0", &no_labels()).unwrap();
+    let (k, m) = kind_of(s.commit_with_parent("x", "on-c0", "c1", &no_labels()));
+    assert_eq!(k, ErrorKind::InvalidArgument, "{m}");
+    assert!(m.contains("c0") && m.contains("c1"), "{m}");
+    // Its own parent, or none, is no change.
+    s.commit_with_parent("x", "on-c0", "c0", &no_labels())
+        .unwrap();
+    assert_eq!(s.stat("x").unwrap().parent, "c0");
+    s.commit_with_parent("bc", "b", "", &no_labels()).unwrap();
+    assert_eq!(s.stat("bc").unwrap().parent, "");
+}
+
 #[test]
 fn keys_are_arbitrary_and_never_paths() {
     let env = Env::new();

@@ -20,6 +20,8 @@
 //				return nil, err
 //			}
 //			ic.Meta.Exports[plugins.SnapshotterRootDir] = s.Root()
+//			// Commit honours snapshots.WithParent: parallel unpack.
+//			ic.Meta.Capabilities = append(ic.Meta.Capabilities, snapshots.RebaseCap)
 //			return s, nil
 //		},
 //	})
@@ -33,10 +35,9 @@
 //     has started runs to completion.
 //   - Close is idempotent and waits for calls in flight; calls after it fail
 //     with errdefs.ErrFailedPrecondition.
-//   - Commit with snapshots.WithParent naming another parent than the one the
-//     snapshot was prepared on (containerd's rebase) is
-//     errdefs.ErrNotImplemented; the plugin must not advertise the "rebase"
-//     capability.
+//   - Commit honours snapshots.WithParent as containerd's storage does: a
+//     snapshot prepared without a parent is rebased onto it (parallel
+//     unpack), so the plugin advertises snapshots.RebaseCap.
 //   - Mounts are concrete (bind, erofs file-backed image, overlay with the
 //     layers already mounted by the library): plain mount(2) or mount.All
 //     handles them, no mount manager needed.

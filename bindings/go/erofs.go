@@ -282,22 +282,14 @@ func (s *Snapshotter) mountsResult(rc C.int32_t, out, cerr *C.char) ([]mount.Mou
 
 // Commit converts active snapshot key into committed snapshot name. The upper
 // dir must be unmounted. Labels come from opts. A parent given with
-// snapshots.WithParent (containerd's rebase) must be the snapshot's own
-// parent: rebasing onto another one is errdefs.ErrNotImplemented.
+// snapshots.WithParent rebases a snapshot prepared without a parent onto it
+// (containerd's parallel unpack, snapshots.RebaseCap): from then on its
+// chain is the parent's. The parent it was prepared on changes nothing;
+// another one is errdefs.ErrInvalidArgument, as in containerd's storage.
 func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
 	base, err := applyOpts(opts)
 	if err != nil {
 		return err
-	}
-	if base.Parent != "" {
-		info, err := s.Stat(ctx, key)
-		if err != nil {
-			return err
-		}
-		if info.Parent != base.Parent {
-			return fmt.Errorf("commit %q onto parent %q: snapshot was prepared on %q and rebasing is not supported: %w",
-				key, base.Parent, info.Parent, errdefs.ErrNotImplemented)
-		}
 	}
 	clabels, err := labelsCString(base.Labels)
 	if err != nil {
@@ -308,12 +300,16 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	defer C.free(unsafe.Pointer(cn))
 	ck := C.CString(key)
 	defer C.free(unsafe.Pointer(ck))
+	// snapshots.WithParent: a snapshot prepared without a parent is rebased
+	// onto it (containerd's parallel unpack; RebaseCap).
+	cp := C.CString(base.Parent)
+	defer C.free(unsafe.Pointer(cp))
 	h, err := s.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	var cerr *C.char
-	rc := C.erofs_snapshotter_commit(h, cn, ck, clabels, &cerr)
+	rc := C.erofs_snapshotter_commit_with_parent(h, cn, ck, cp, clabels, &cerr)
 	s.release()
 	if rc != C.EROFS_OK {
 		return newError(int32(rc), takeString(cerr))

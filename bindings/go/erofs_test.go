@@ -99,7 +99,7 @@ func TestErrorsFromTheLibrary(t *testing.T) {
 			_, err := s.Update(ctx, snapshots.Info{Name: "base"}, "parent")
 			return err
 		}(), errdefs.IsInvalidArgument},
-		{"rebase", s.Commit(ctx, "c", "child", snapshots.WithParent("other")), errdefs.IsNotImplemented},
+		{"rebase onto another parent", s.Commit(ctx, "c", "child", snapshots.WithParent("other")), errdefs.IsInvalidArgument},
 		{"bad config", func() error {
 			_, err := New(ctx, Config{RootPath: "relative"})
 			return err
@@ -244,6 +244,61 @@ func TestMountAllWithoutContainerd(t *testing.T) {
 	}
 	if err != nil || string(got) != "hi" {
 		t.Fatalf("read through the view: %q, %v", got, err)
+	}
+}
+
+// TestRebase is containerd's parallel unpack (snapshots.RebaseCap): layers
+// prepared without a parent, committed in order WithParent(the one below).
+func TestRebase(t *testing.T) {
+	s := open(t, Config{})
+	ctx := context.Background()
+	files := []string{"bottom", "middle", "top"}
+	for i, f := range files { // prepared and written before any commit
+		mounts, err := s.Prepare(ctx, "extract-"+f, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(mounts[0].Source, f), []byte{byte('0' + i)}, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parent := ""
+	for _, f := range files {
+		if err := s.Commit(ctx, f, "extract-"+f, snapshots.WithParent(parent)); err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Stat(ctx, f)
+		if err != nil || info.Parent != parent {
+			t.Fatalf("stat %s: %+v, %v; want parent %q", f, info, err, parent)
+		}
+		parent = f
+	}
+	mounts, err := s.View(ctx, "v", "top")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	if err := MountAll(mounts, target); err != nil {
+		t.Fatal(err)
+	}
+	defer UnmountAll(target, false)
+	for i, f := range files {
+		got, err := os.ReadFile(filepath.Join(target, f))
+		if err != nil || string(got) != string(rune('0'+i)) {
+			t.Errorf("%s through the view: %q, %v", f, got, err)
+		}
+	}
+	if err := s.Remove(ctx, "middle"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("remove a rebased parent: %v, want ErrFailedPrecondition", err)
+	}
+	if _, err := s.Prepare(ctx, "late", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "late-c", "late", snapshots.WithParent("nope")); !errdefs.IsNotFound(err) {
+		t.Errorf("rebase onto a missing parent: %v, want ErrNotFound", err)
+	}
+	if err := s.Commit(ctx, "late-c", "late", snapshots.WithParent("v")); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("rebase onto a view: %v, want ErrFailedPrecondition", err)
 	}
 }
 

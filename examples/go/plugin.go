@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
@@ -27,6 +28,9 @@ func init() {
 				return nil, err
 			}
 			ic.Meta.Exports[plugins.SnapshotterRootDir] = s.Root()
+			// Commit honours snapshots.WithParent, so containerd may unpack
+			// an image's layers in parallel (max_concurrent_unpacks).
+			ic.Meta.Capabilities = append(ic.Meta.Capabilities, snapshots.RebaseCap)
 			return s, nil
 		},
 	})

@@ -55,6 +55,13 @@ pub(crate) struct SnapshotRow {
 }
 
 impl SnapshotRow {
+    /// The snapshot and its ancestors, nearest first: the lowers of its children.
+    pub fn chain(&self) -> Vec<i64> {
+        std::iter::once(self.id)
+            .chain(self.parent_ids.iter().copied())
+            .collect()
+    }
+
     pub fn info(&self) -> Info {
         Info {
             kind: self.kind,
@@ -179,12 +186,7 @@ impl Tx<'_> {
         labels: &Labels,
         now: Timestamp,
     ) -> Result<i64> {
-        let parent_ids: Vec<i64> = match parent {
-            Some(p) => std::iter::once(p.id)
-                .chain(p.parent_ids.iter().copied())
-                .collect(),
-            None => Vec::new(),
-        };
+        let parent_ids: Vec<i64> = parent.map(SnapshotRow::chain).unwrap_or_default();
         let labels = serde_json::to_string(labels)
             .map_err(|e| Error::internal(format!("encode labels: {e}")))?;
         let mut st = self.tx.prepare_cached(
@@ -219,11 +221,14 @@ impl Tx<'_> {
     }
 
     /// Turns active snapshot `id` into committed snapshot `name`, keeping its id
-    /// (and so its directory), as containerd's storage does.
+    /// (and so its directory), as containerd's storage does; `rebase` gives a
+    /// snapshot created without a parent the parent `rebase`.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
         id: i64,
         name: &str,
+        rebase: Option<&SnapshotRow>,
         labels: &Labels,
         now: Timestamp,
         usage: Usage,
@@ -247,6 +252,12 @@ impl Tx<'_> {
             blob.size as i64,
             blob.verity_digest,
         ])?;
+        if let Some(p) = rebase {
+            let mut st = self.tx.prepare_cached(
+                "UPDATE snapshots SET parent_id = ?2, parent = ?3, parent_ids = ?4 WHERE id = ?1",
+            )?;
+            st.execute(params![id, p.id, p.key, encode_ids(&p.chain())])?;
+        }
         Ok(())
     }
 
@@ -343,6 +354,7 @@ mod tests {
                 tx.commit(
                     a,
                     "c",
+                    None,
                     &Labels::new(),
                     now,
                     Usage {

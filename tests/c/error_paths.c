@@ -115,6 +115,17 @@ int main(int argc, char **argv)
     EXPECT_OK(erofs_snapshotter_commit(s, "c", "a", NULL, &err_));
     EXPECT_OK(erofs_snapshotter_view(s, "v", "c", NULL, NULL, &err_));
     EXPECT_ERR(erofs_snapshotter_commit(s, "c2", "v", NULL, &err_), EROFS_ERR_FAILED_PRECONDITION, "view");
+    /* Rebase (containerd's WithParent): a parentless snapshot onto "c". */
+    EXPECT_OK(erofs_snapshotter_prepare(s, "r", NULL, NULL, NULL, &err_));
+    EXPECT_ERR(erofs_snapshotter_commit_with_parent(s, "rc", "r", "v", NULL, &err_), EROFS_ERR_FAILED_PRECONDITION,
+               "not committed");
+    EXPECT_ERR(erofs_snapshotter_commit_with_parent(s, "rc", "r", "gone", NULL, &err_), EROFS_ERR_NOT_FOUND, "gone");
+    EXPECT_OK(erofs_snapshotter_commit_with_parent(s, "rc", "r", "c", NULL, &err_));
+    EXPECT_OK(erofs_snapshotter_prepare(s, "r2", "rc", NULL, NULL, &err_));
+    EXPECT_ERR(erofs_snapshotter_commit_with_parent(s, "r2c", "r2", "c", NULL, &err_), EROFS_ERR_INVALID_ARGUMENT,
+               "cannot change the parent");
+    EXPECT_OK(erofs_snapshotter_remove(s, "r2", &err_));
+    EXPECT_OK(erofs_snapshotter_remove(s, "rc", &err_));
     EXPECT_ERR(erofs_snapshotter_remove(s, "c", &err_), EROFS_ERR_FAILED_PRECONDITION, "children");
     EXPECT_ERR(erofs_snapshotter_mounts(s, "c", &out, &err_), EROFS_ERR_FAILED_PRECONDITION, "committed");
     EXPECT_ERR(erofs_snapshotter_remove(s, "nope", &err_), EROFS_ERR_NOT_FOUND, "nope");

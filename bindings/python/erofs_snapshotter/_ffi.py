@@ -67,6 +67,10 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
         c_int32,
         [HANDLE, c_char_p, c_char_p, c_char_p, OUT_STRING],
     ),
+    "erofs_snapshotter_commit_with_parent": (
+        c_int32,
+        [HANDLE, c_char_p, c_char_p, c_char_p, c_char_p, OUT_STRING],
+    ),
     "erofs_snapshotter_mounts": (c_int32, [HANDLE, c_char_p, OUT_STRING, OUT_STRING]),
     "erofs_snapshotter_remove": (c_int32, [HANDLE, c_char_p, OUT_STRING]),
     "erofs_snapshotter_stat": (c_int32, [HANDLE, c_char_p, OUT_STRING, OUT_STRING]),

@@ -413,12 +413,28 @@ class Snapshotter:
             text = _call(self._lib, self._lib.cdll.erofs_snapshotter_view, h, *args, out=True)
         return _parse_mounts(text)
 
-    def commit(self, name: str, key: str, labels: Optional[Mapping[str, str]] = None) -> None:
+    def commit(
+        self,
+        name: str,
+        key: str,
+        labels: Optional[Mapping[str, str]] = None,
+        parent: Optional[str] = None,
+    ) -> None:
         """Commits active snapshot ``key`` as ``name`` (its labels replace the
-        active snapshot's). ``key`` must not be mounted any more."""
-        args = (_cstr(name, "name"), _cstr(key, "key"), _labels_json(labels))
+        active snapshot's). ``key`` must not be mounted any more.
+
+        ``parent`` (containerd's ``WithParent``) commits a snapshot prepared
+        without a parent on top of committed snapshot ``parent``, as
+        containerd's parallel unpack does; the parent it was prepared on
+        changes nothing, another one raises ``InvalidArgumentError``."""
+        args = (
+            _cstr(name, "name"),
+            _cstr(key, "key"),
+            _cstr(parent or None, "parent"),
+            _labels_json(labels),
+        )
         with self._use() as h:
-            _call(self._lib, self._lib.cdll.erofs_snapshotter_commit, h, *args)
+            _call(self._lib, self._lib.cdll.erofs_snapshotter_commit_with_parent, h, *args)
 
     def mounts(self, key: str) -> List[Mount]:
         """The mounts of active snapshot or view ``key``."""

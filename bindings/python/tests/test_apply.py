@@ -59,6 +59,59 @@ def test_apply_two_layers_from_paths_and_files(snap: es.Snapshotter, tmp_path: P
         assert not (root / "etc/gone").exists()
 
 
+def opaque(files: dict, dirs: tuple) -> bytes:
+    """A layer holding `files` and an opaque marker in each of `dirs`."""
+    return layer({**files, **{f"{d}/.wh..wh..opq": b"" for d in dirs}})
+
+
+def test_parallel_unpack_rebases_at_commit(snap: es.Snapshotter, tmp_path: Path) -> None:
+    """containerd's parallel unpack: every layer prepared and applied without
+    a parent (here in reverse order), then committed onto the one below.
+    Whiteouts and opaque directories in every layer position."""
+    layers = [
+        layer({"a/keep": b"1", "a/old": b"1", "d/x": b"1", "gone": b"1"}, whiteouts=("never",)),
+        opaque({"d/y": b"2", "b/two": b"2"}, dirs=("d",)),
+        layer({"c/three": b"3"}, whiteouts=("gone", "a/old")),
+        opaque({"a/new": b"4"}, dirs=("a",)),
+    ]
+    for i in reversed(range(len(layers))):
+        (tmp_path / f"{i}.tar").write_bytes(layers[i])
+        snap.prepare(f"extract-{i}", labels={"containerd.io/snapshot.ref": f"chain-{i}"})
+        snap.apply(f"extract-{i}", tmp_path / f"{i}.tar")
+    for i in range(len(layers)):
+        snap.commit(f"chain-{i}", f"extract-{i}", parent=f"chain-{i - 1}" if i else None)
+        assert snap.stat(f"chain-{i}").parent == (f"chain-{i - 1}" if i else None)
+
+    expected = [
+        {"a/keep": b"1", "a/old": b"1", "d/x": b"1", "gone": b"1"},
+        {"a/keep": b"1", "a/old": b"1", "d/y": b"2", "gone": b"1", "b/two": b"2"},
+        {"a/keep": b"1", "d/y": b"2", "b/two": b"2", "c/three": b"3"},
+        {"a/new": b"4", "d/y": b"2", "b/two": b"2", "c/three": b"3"},
+    ]
+    for i, want in enumerate(expected):
+        snap.view(f"v{i}", f"chain-{i}")
+        with snap.mounted(f"v{i}") as root:
+            got = {
+                str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+            }
+            assert got == want, i
+    # The rebased chain is the one removal follows: a parent with children stays.
+    with pytest.raises(es.FailedPreconditionError):
+        snap.remove("chain-2")
+    # containerd's WithParent semantics.
+    snap.prepare("late")
+    with pytest.raises(es.NotFoundError):
+        snap.commit("late-c", "late", parent="nope")
+    with pytest.raises(es.FailedPreconditionError):
+        snap.commit("late-c", "late", parent="v0")
+    snap.prepare("on-top", "chain-0")
+    snap.commit("on-top-c", "on-top", parent="chain-0")  # its own parent: no change
+    snap.prepare("on-top2", "chain-0")
+    with pytest.raises(es.InvalidArgumentError):
+        snap.commit("on-top2-c", "on-top2", parent="chain-1")
+    assert snap.stat("on-top2").kind == "active"
+
+
 def test_apply_errors(snap: es.Snapshotter, tmp_path: Path) -> None:
     good = layer({"f": b"x" * 10000})
     (tmp_path / "cut.tar").write_bytes(good[:700])

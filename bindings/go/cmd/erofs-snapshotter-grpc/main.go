@@ -13,6 +13,7 @@
 //	[proxy_plugins.erofs]
 //	  type = "snapshot"
 //	  address = "/run/erofs-snapshotter/erofs-snapshotter.sock"
+//	  capabilities = ["rebase"]
 //	[proxy_plugins.erofs-differ]
 //	  type = "diff"
 //	  address = "/run/erofs-snapshotter/erofs-snapshotter.sock"
