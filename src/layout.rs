@@ -42,6 +42,8 @@ pub(crate) struct Layout {
     pub root: PathBuf,
     pub snapshots: PathBuf,
     pub trash: PathBuf,
+    /// An empty directory, the lower layer of a snapshot awaiting a rebase.
+    pub empty: PathBuf,
 }
 
 /// Owner and mode for the root of a new upper dir.
@@ -58,6 +60,7 @@ impl Layout {
             root: root.to_path_buf(),
             snapshots: root.join("snapshots"),
             trash: root.join("trash"),
+            empty: root.join("empty"),
         }
     }
 
@@ -75,7 +78,7 @@ impl Layout {
                     _ => Error::invalid_argument(format!("config field \"root\": {}", e.message())),
                 }
             })?;
-        for dir in [&self.snapshots, &self.trash] {
+        for dir in [&self.snapshots, &self.trash, &self.empty] {
             match DirBuilder::new().mode(0o700).create(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

@@ -249,7 +249,8 @@ impl Snapshotter {
                 return Err(e);
             }
         };
-        Ok(self.build_mounts(kind, id, &parent_ids))
+        let rebase = awaits_rebase(kind, &parent_ids, labels);
+        Ok(self.build_mounts(kind, id, &parent_ids, rebase))
     }
 
     /// Mounts the layers of the committed snapshots `ids` (what their
@@ -276,13 +277,21 @@ impl Snapshotter {
             )));
         }
         self.ensure_layers(&row.parent_ids, generation)?;
-        Ok(self.build_mounts(row.kind, row.id, &row.parent_ids))
+        let rebase = awaits_rebase(row.kind, &row.parent_ids, &row.labels);
+        Ok(self.build_mounts(row.kind, row.id, &row.parent_ids, rebase))
     }
 
-    /// Mounts for snapshot `id` whose layers `parent_ids` (nearest first) are mounted.
-    fn build_mounts(&self, kind: Kind, id: i64, parent_ids: &[i64]) -> Vec<Mount> {
+    /// Mounts for snapshot `id` whose layers `parent_ids` (nearest first)
+    /// are mounted. A parentless active snapshot is a bind mount of its
+    /// upper dir, or, when it `awaits_rebase`, an overlay of it on an empty
+    /// lower dir: an applier given an overlay writes whiteouts and opaque
+    /// directories as overlayfs keeps them (containerd's walking differ
+    /// writes into `upperdir` directly), where into a plain directory it
+    /// would only delete what is not there, and the layer would lose them
+    /// once rebased (containerd issue #13030).
+    fn build_mounts(&self, kind: Kind, id: i64, parent_ids: &[i64], rebase: bool) -> Vec<Mount> {
         let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
-        if parent_ids.is_empty() {
+        if parent_ids.is_empty() && !rebase {
             let mode = if kind == Kind::Active { "rw" } else { "ro" };
             return vec![Mount {
                 kind: "bind".into(),
@@ -321,6 +330,9 @@ impl Snapshotter {
                 lower.push(':');
             }
             lower.push_str(&escape_overlay_path(&path(self.layout.fs_dir(*pid))));
+        }
+        if parent_ids.is_empty() {
+            lower.push_str(&escape_overlay_path(&path(self.layout.empty.clone())));
         }
         options.push(lower);
         options.extend(self.config.ovl_mount_options.iter().cloned());
@@ -862,6 +874,16 @@ fn active_row(row: Option<SnapshotRow>, key: &str) -> Result<SnapshotRow> {
         )));
     }
     Ok(row)
+}
+
+/// The label containerd's unpacker puts on the snapshot of every layer but
+/// the first: the chain ID of the layer below.
+const LABEL_PARENT_CHAIN_ID: &str = "containerd.io/snapshot/parent-chain-id";
+
+/// Whether a snapshot is a layer's extraction that containerd's parallel
+/// unpack prepared without its parent and will commit onto it.
+fn awaits_rebase(kind: Kind, parent_ids: &[i64], labels: &Labels) -> bool {
+    kind == Kind::Active && parent_ids.is_empty() && labels.contains_key(LABEL_PARENT_CHAIN_ID)
 }
 
 /// The parent `row` is committed onto, when that is a change (containerd's

@@ -154,6 +154,48 @@ fn commit_with_a_parent_rebases_a_parentless_snapshot() {
     assert_eq!(walked.len(), 1);
     assert_eq!(walked[0].name, "c1");
 
+    // A layer containerd's parallel unpack prepares without its parent
+    // (labelled with the parent's chain ID) is an overlay on an empty lower
+    // dir, which mount(2) takes as it is: an applier writing into it keeps
+    // whiteouts and opaque directories as overlayfs does (as containerd's
+    // walking differ does for an overlay), and the rebased layer hides what
+    // is below it. containerd issue #13030.
+    let unpack = labels(&[("containerd.io/snapshot/parent-chain-id", "sha256:c1")]);
+    let m = s.prepare("a2", "", &unpack).unwrap();
+    assert_eq!(m[0].kind, "overlay", "{m:?}");
+    let empty = fs::canonicalize(env.root.join("empty")).unwrap();
+    assert!(
+        m[0].options
+            .contains(&format!("lowerdir={}", empty.display())),
+        "{m:?}"
+    );
+    assert_eq!(s.mounts("a2").unwrap(), m);
+    with_mounted(&env, "a2", &m, |p| write(p, "new", "2"));
+    let upper = m[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .unwrap();
+    let upper = std::path::Path::new(upper);
+    // What containerd's archive.Apply writes for `.wh.top` and `.wh.base`.
+    for name in ["top", "base"] {
+        let c =
+            std::ffi::CString::new(upper.join(name).into_os_string().into_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) }, 0);
+    }
+    s.commit_with_parent("c2", "a2", "c1", &no_labels())
+        .unwrap();
+    let v = s.view("v2", "c2", &no_labels()).unwrap();
+    with_mounted(&env, "v2", &v, |p| {
+        assert_eq!(read(p, "new"), "2");
+        assert!(!p.join("top").exists() && !p.join("base").exists());
+    });
+    assert_eq!(
+        fs::read_dir(&empty).unwrap().count(),
+        0,
+        "the lower stays empty"
+    );
+
     // The errors of containerd's storage, and a failed commit changes nothing.
     s.prepare("b", "", &no_labels()).unwrap();
     let (k, m) = kind_of(s.commit_with_parent("bc", "b", "nope", &no_labels()));
@@ -382,7 +424,7 @@ fn root_layout_and_permissions() {
     let env = Env::new();
     let s = env.open();
     s.prepare("a", "", &no_labels()).unwrap();
-    for d in ["", "snapshots", "trash"] {
+    for d in ["", "snapshots", "trash", "empty"] {
         assert_eq!(mode(&env.root.join(d)), 0o700, "{d}");
     }
     assert!(env.root.join("metadata.db").is_file());
