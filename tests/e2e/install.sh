@@ -6,10 +6,16 @@
 #   containerd, ctr,            built with `go install` from the Go module proxy at
 #   containerd-shim-runc-v2     $CONTAINERD_VERSION into $E2E_BIN (not /usr/local/bin,
 #                               so nothing on the machine's PATH is shadowed)
+#   registry                    go-containerregistry's in-memory registry
+#                               (cmd/registry) at $REGISTRY_VERSION, built with
+#                               `go install` into $E2E_CACHE/registry-$REGISTRY_VERSION:
+#                               the local registry that parallel unpack needs
+#                               (containerd unpacks in parallel only on pull)
 #   debootstrap                 only with --bench (Debian package)
 #
-# Prints the directory of the containerd binaries on the last line of stdout
-# (run.sh and bench/launch.sh call this script and read it).
+# Prints "registry=PATH" and then, on the last line of stdout, the directory of
+# the containerd binaries (run.sh and bench/launch.sh call this script and
+# read both, through lib.sh).
 set -euo pipefail
 
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
@@ -19,6 +25,8 @@ E2E_BIN=${E2E_BIN:-$E2E_CACHE/containerd-$CONTAINERD_VERSION/bin}
 # no_cri, no_zfs, no_devmapper: plugins the tests do not use, left out so the build
 # is shorter; urfave_cli_no_docs as upstream's Makefile.
 CONTAINERD_TAGS=${CONTAINERD_TAGS:-no_btrfs no_cri no_zfs no_devmapper urfave_cli_no_docs}
+REGISTRY_VERSION=${REGISTRY_VERSION:-v0.22.1}
+REGISTRY_BIN=$E2E_CACHE/registry-$REGISTRY_VERSION/registry
 
 log() { echo "[install $(date +%T)] $*" >&2; }
 die() { echo "[install] ERROR: $*" >&2; exit 1; }
@@ -36,7 +44,7 @@ want_bench=0
 for arg in "$@"; do
 	case $arg in
 	--bench) want_bench=1 ;;
-	-h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,20p' "$0"; exit 0 ;;
 	*) die "unknown argument $arg" ;;
 	esac
 done
@@ -87,6 +95,18 @@ else
 	have_containerd || die "containerd $CONTAINERD_VERSION not usable in $E2E_BIN after the build"
 fi
 
+# A registry on localhost: go-containerregistry's (pkg/registry, in memory).
+if [ -x "$REGISTRY_BIN" ]; then
+	log "registry $REGISTRY_VERSION already in $REGISTRY_BIN"
+else
+	command -v go >/dev/null || die "go is not on PATH (Go 1.24+ is expected on the machine)"
+	mkdir -p "$(dirname "$REGISTRY_BIN")"
+	timed "go install registry@$REGISTRY_VERSION" env GOBIN="$(dirname "$REGISTRY_BIN")" GOFLAGS=-buildvcs=false \
+		go install -trimpath "github.com/google/go-containerregistry/cmd/registry@$REGISTRY_VERSION"
+	[ -x "$REGISTRY_BIN" ] || die "no $REGISTRY_BIN after the build"
+fi
+
 log "runc: $(runc --version | head -1)"
 log "containerd: $("$E2E_BIN/containerd" --version)"
+echo "registry=$REGISTRY_BIN"
 echo "$E2E_BIN"

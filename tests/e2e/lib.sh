@@ -17,9 +17,22 @@ E2E_KEEP=${E2E_KEEP:-0}                # 1: keep $E2E_TMP (logs) after the run
 E2E_PROXY_SOCKET_WAIT=${E2E_PROXY_SOCKET_WAIT:-30}
 E2E_TMPDIR=${E2E_TMPDIR:-/tmp}         # where the per-run directory is made
 [ -n "${E2E_INSTALL_ARGS+x}" ] || E2E_INSTALL_ARGS=() # arguments for install.sh
+# containerd's max_concurrent_unpacks (transfer service): empty leaves it out
+# (containerd's default, sequential); above 1 the transfer service's pulls
+# unpack layers in parallel on a snapshotter with the "rebase" capability.
+E2E_UNPACKS=${E2E_UNPACKS:-}
+# 1: declare capabilities = ["rebase"] for the proxy snapshotter; by default
+# exactly when E2E_UNPACKS is above 1.
+if [ -z "${E2E_PROXY_REBASE:-}" ]; then
+	E2E_PROXY_REBASE=0
+	[ -z "$E2E_UNPACKS" ] || [ "$E2E_UNPACKS" -le 1 ] || E2E_PROXY_REBASE=1
+fi
 
 CTD_PID=
 PROXY_PID=
+TAP_PID=
+REGISTRY_PID=
+REGISTRY=
 E2E_TMP=
 
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -34,6 +47,7 @@ e2e_init() {
 	local out
 	out=$("$E2E_LIB_DIR/install.sh" "${E2E_INSTALL_ARGS[@]}") || die "install.sh failed"
 	E2E_BIN=$(tail -n1 <<<"$out")
+	E2E_REGISTRY_BIN=$(sed -n 's/^registry=//p' <<<"$out")
 	export PATH="$E2E_BIN:$PATH" # containerd finds containerd-shim-runc-v2 here
 	E2E_TMP=$(mktemp -d "$E2E_TMPDIR/${1:-e2e}.XXXXXX")
 	chmod 0711 "$E2E_TMP"
@@ -43,6 +57,9 @@ e2e_init() {
 	RUNC_ROOT=$E2E_TMP/runc
 	PROXY_SOCK=$E2E_TMP/proxy.sock
 	PROXY_ROOT=$E2E_TMP/proxy-root
+	TAP_SOCK=$E2E_TMP/tap.sock
+	# The socket containerd's snapshot proxy plugin uses (tap_start: the tap's).
+	PROXY_SNAPSHOT_SOCK=$PROXY_SOCK
 	log "work dir $E2E_TMP, containerd $("$E2E_BIN/containerd" --version | awk '{print $3}')"
 }
 
@@ -60,7 +77,9 @@ snapshotter_of() {
 
 # ctd_config MODE [SET_IMMUTABLE]: write $E2E_TMP/config.toml for MODE
 # (overlayfs, erofs or erofs-*, proxy or proxy-*); SET_IMMUTABLE (true|false)
-# is the built-in EROFS snapshotter's set_immutable.
+# is the built-in EROFS snapshotter's set_immutable. E2E_UNPACKS sets the
+# transfer service's max_concurrent_unpacks, E2E_PROXY_REBASE=1 the proxy
+# snapshotter's rebase capability.
 ctd_config() {
 	local mode=$1 immutable=${2:-false} sn
 	sn=$(snapshotter_of "$mode")
@@ -149,6 +168,14 @@ ctd_config() {
 		# snapshotter; setting the list replaces the built-in overlayfs default.
 		cat <<-EOF
 			  [plugins.'io.containerd.transfer.v1.local']
+		EOF
+		[ -z "$E2E_UNPACKS" ] || cat <<-EOF
+			    # Above 1 (and with a snapshotter that has the "rebase" capability),
+			    # a pull unpacks up to this many layers at once: each prepared
+			    # without a parent, then committed in order onto its parent.
+			    max_concurrent_unpacks = $E2E_UNPACKS
+		EOF
+		cat <<-EOF
 			    [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
 			      platform = "linux/amd64"
 			      snapshotter = "overlayfs"
@@ -173,7 +200,12 @@ ctd_config() {
 				[proxy_plugins]
 				  [proxy_plugins.'$sn']
 				    type = "snapshot"
-				    address = "$PROXY_SOCK"
+				    address = "$PROXY_SNAPSHOT_SOCK"
+			EOF
+			[ "$E2E_PROXY_REBASE" != 1 ] || cat <<-EOF
+				    # Parallel unpack: layers prepared without a parent, committed
+				    # with one (snapshots.WithParent).
+				    capabilities = ["rebase"]
 			EOF
 			[ "$E2E_PROXY_DIFFER" != proxy ] || cat <<-EOF
 				  # The daemon's own differ.
@@ -320,6 +352,68 @@ proxy_stop() {
 	return $rc
 }
 
+# tap_start: put tests/e2e/fakeproxy --tap between containerd and the daemon's
+# snapshots service (the daemon's differ is still reached directly): it logs
+# every Prepare, View and Commit with its parent to $E2E_TMP/tap.log. Call
+# after proxy_start and before ctd_config.
+tap_start() {
+	local bin _
+	bin=$(fakeproxy_bin)
+	setsid "$bin" --socket "$TAP_SOCK" --tap "$PROXY_SOCK" >>"$E2E_TMP/tap.log" 2>&1 &
+	TAP_PID=$!
+	for _ in $(seq 1 200); do
+		[ -S "$TAP_SOCK" ] && break
+		kill -0 "$TAP_PID" 2>/dev/null || { cat "$E2E_TMP/tap.log" >&2; die "the tap exited at start"; }
+		sleep 0.05
+	done
+	[ -S "$TAP_SOCK" ] || die "the tap did not create $TAP_SOCK"
+	PROXY_SNAPSHOT_SOCK=$TAP_SOCK
+	log "tap (pid $TAP_PID) between containerd and the daemon: $TAP_SOCK -> $PROXY_SOCK"
+}
+
+# stop_pid PID: SIGTERM, wait up to 10 s, SIGKILL.
+stop_pid() {
+	local pid=$1 _
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for _ in $(seq 1 100); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+tap_stop() {
+	[ -n "$TAP_PID" ] || return 0
+	stop_pid "$TAP_PID"
+	TAP_PID=
+}
+
+# registry_start LOG: go-containerregistry's in-memory registry (install.sh)
+# on a free port of localhost, its log to LOG; sets REGISTRY (host:port) for
+# image references and REGISTRY_PID.
+registry_start() {
+	local rlog=$1 port='' _
+	[ -x "${E2E_REGISTRY_BIN:-}" ] || die "no registry binary (install.sh)"
+	setsid "$E2E_REGISTRY_BIN" -port 0 >>"$rlog" 2>&1 &
+	REGISTRY_PID=$!
+	for _ in $(seq 1 200); do
+		port=$(sed -n 's/.*serving on port \([0-9][0-9]*\).*/\1/p' "$rlog" | tail -n1)
+		[ -z "$port" ] || break
+		kill -0 "$REGISTRY_PID" 2>/dev/null || { cat "$rlog" >&2; die "the registry exited at start"; }
+		sleep 0.05
+	done
+	[ -n "$port" ] || die "the registry did not say its port (log: $rlog)"
+	REGISTRY=localhost:$port
+	log "registry (pid $REGISTRY_PID) on $REGISTRY"
+}
+
+registry_stop() {
+	[ -n "$REGISTRY_PID" ] || return 0
+	stop_pid "$REGISTRY_PID"
+	REGISTRY_PID=
+}
+
 # mounts_under DIR: mount points under DIR, deepest first.
 mounts_under() {
 	awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r
@@ -370,7 +464,8 @@ kill_tasks() {
 
 # e2e_cleanup: leave nothing behind, whatever state the run is in. Safe to
 # call twice. Processes: only the ones this run started (containerd, the proxy
-# daemon, and shims/containers found by this run's unique socket and runc root).
+# daemon, the tap, the registry, and shims/containers found by this run's
+# unique socket and runc root).
 e2e_cleanup() {
 	[ -n "$E2E_TMP" ] && [ -d "$E2E_TMP" ] || return 0
 	set +e
@@ -390,7 +485,9 @@ e2e_cleanup() {
 	for pid in $(our_pids); do
 		kill -KILL "$pid" 2>/dev/null
 	done
+	tap_stop
 	proxy_stop
+	registry_stop
 	for m in $(mounts_under "$E2E_TMP"); do
 		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
 	done

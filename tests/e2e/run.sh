@@ -22,6 +22,18 @@
 # <name>-differ on the same socket or E2E_PROXY_DIFF_SOCKET); E2E_PROXY_NAME
 # (default erofs-ours): the snapshotter's name in containerd.
 #
+# E2E_UNPACKS=N: the image comes by a pull instead of an import: it is
+# imported without unpacking, pushed to a local registry (go-containerregistry's,
+# from install.sh), removed (content garbage-collected), then pulled with
+# `ctr images pull --snapshotter` through containerd's transfer service with
+# max_concurrent_unpacks = N. Above 1 the unpack must be parallel (containerd
+# logs "image unpacked ... parallel=true"; a proxy snapshotter is declared with
+# capabilities = ["rebase"]), at 1 sequential; in proxy mode a tap
+# (tests/e2e/fakeproxy --tap, E2E_PROXY_TAP=0 leaves it out) between containerd
+# and the daemon's snapshots service must show every layer prepared without a
+# parent and committed onto the one below (parallel), or prepared on its
+# parent (sequential).
+#
 # Other knobs: E2E_TMPDIR (default /tmp) holds the run's directory (containerd
 # root and state, sockets); E2E_KEEP=1 keeps that directory; E2E_LOG_DIR
 # (default /tmp/erofs-e2e-logs) receives the logs of a failed run.
@@ -33,11 +45,19 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 
 MODE=${1:-}
-[ -n "$MODE" ] || { sed -n '2,30p' "$0" >&2; exit 2; }
+[ -n "$MODE" ] || { sed -n '2,40p' "$0" >&2; exit 2; }
 SN=$(snapshotter_of "$MODE")
 E2E_NS=e2e-$MODE
 E2E_LOG_DIR=${E2E_LOG_DIR:-/tmp/erofs-e2e-logs}
 IMAGE=$("$HERE/image.sh" test-name)
+PULL=0
+PARALLEL=0
+if [ -n "$E2E_UNPACKS" ]; then
+	[[ $E2E_UNPACKS =~ ^[1-9][0-9]*$ ]] || { echo "E2E_UNPACKS: a number above 0, not $E2E_UNPACKS" >&2; exit 2; }
+	PULL=1
+	[ "$E2E_UNPACKS" -le 1 ] || PARALLEL=1
+fi
+E2E_PROXY_TAP=${E2E_PROXY_TAP:-$PULL}
 
 PASSED=0
 FAILED=0
@@ -53,7 +73,7 @@ on_exit() {
 			keep=$E2E_LOG_DIR/$MODE-$(date +%Y%m%d-%H%M%S)
 			mkdir -p "$keep"
 			cp "$E2E_TMP"/*.log "$E2E_TMP"/config.toml "$keep"/ 2>/dev/null || true
-			for f in "$E2E_TMP"/containerd.log "$E2E_TMP"/proxy.log; do
+			for f in "$E2E_TMP"/containerd.log "$E2E_TMP"/proxy.log "$E2E_TMP"/tap.log; do
 				[ -s "$f" ] || continue
 				echo "----- last lines of $(basename "$f") (all in $keep) -----" >&2
 				tail -n 25 "$f" >&2
@@ -132,11 +152,16 @@ st_proxy_start() {
 	[ -n "${E2E_PROXY_CMD:-}" ] || fail "proxy mode needs E2E_PROXY_CMD, e.g. E2E_PROXY_CMD=ours or E2E_PROXY_CMD='/path/to/erofs-snapshotter-grpc --socket {socket} --root {root} --containerd-address {containerd}'"
 	proxy_start "$E2E_PROXY_CMD"
 	echo "  daemon pid $PROXY_PID, socket $PROXY_SOCK, root $PROXY_ROOT"
+	if [ "$E2E_PROXY_TAP" = 1 ]; then
+		tap_start
+		echo "  tap pid $TAP_PID: containerd's snapshot requests go through $TAP_SOCK (log: tap.log)"
+	fi
 }
 
 st_containerd_start() {
 	ctd_config "$MODE"
 	E2E_CTD_LOG_LEVEL=debug ctd_start
+	grep -E 'max_concurrent_unpacks|capabilities' "$E2E_TMP/config.toml" | sed 's/^ */  config.toml: /' || true
 	ctr_ version | sed 's/^/  /'
 	local plugins
 	plugins=$(ctr_ plugins ls)
@@ -155,11 +180,17 @@ st_containerd_start() {
 
 st_import() {
 	ctr_ images import --snapshotter "$SN" "$E2E_TMP/test-image.tar" | sed 's/^/  /'
+	check_unpacked
+}
+
+# check_unpacked: after an import or a pull, the image is listed and its three
+# layers are committed snapshots of $SN, written by the differ the mode says.
+check_unpacked() {
 	ctr_ images ls | sed 's/^/  /'
 	ctr_ images ls -q | grep -qxF "$IMAGE" || fail "$IMAGE not listed after import"
 	ctr_ snapshots --snapshotter "$SN" ls | sed 's/^/  /'
-	# Import unpacks through the transfer service: the three layers must be
-	# committed snapshots of this snapshotter now (not left for `ctr run`).
+	# Import and pull unpack through the transfer service: the three layers
+	# must be committed snapshots of this snapshotter now (not left for `ctr run`).
 	local committed
 	committed=$(ctr_ snapshots --snapshotter "$SN" ls | awk 'NR > 1 && $NF == "Committed"' | wc -l)
 	[ "$committed" -eq 3 ] || fail "want 3 committed snapshots after import, got $committed"
@@ -178,6 +209,84 @@ st_import() {
 		applied=$(grep -c 'layer applied' "$E2E_TMP/proxy.log" || true)
 		echo "  layers applied by the daemon's differ: $applied"
 		[ "$applied" -eq 3 ] || fail "the daemon's differ did not apply the 3 layers (walking differ used?)"
+	fi
+}
+
+# The image by a pull: imported without unpacking, pushed to a local registry,
+# removed here (and its content collected), so the pull downloads it.
+st_registry() {
+	registry_start "$E2E_TMP/registry.log"
+	ctr_ images import --no-unpack "$E2E_TMP/test-image.tar" >/dev/null
+	local ref=$REGISTRY/erofs-e2e/test:1
+	ctr_ images push --plain-http "$ref" "$IMAGE" >/dev/null
+	echo "  pushed $IMAGE to $ref"
+	ctr_ images rm --sync "$IMAGE" >/dev/null
+	# shellcheck disable=SC2016 # evaluated by retry
+	retry 10 eval '[ "$(ctr_ content ls -q | wc -l)" -eq 0 ] || { sync_gc; false; }' ||
+		fail "content left after removing the imported image: $(ctr_ content ls -q | tr '\n' ' ')"
+	[ -z "$(ctr_ snapshots --snapshotter "$SN" ls | tail -n +2)" ] || fail "snapshots exist before the pull"
+	IMAGE=$ref
+	echo "  image removed, no content, no snapshot: the pull downloads and unpacks everything"
+}
+
+st_pull() {
+	local out
+	out=$(ctr_ images pull --plain-http --snapshotter "$SN" "$IMAGE" 2>&1) || { echo "$out"; fail "pull failed"; }
+	tail -n 3 <<<"$out" | sed 's/^/  /'
+	check_unpacked
+	check_unpack_mode
+}
+
+# check_unpack_mode: containerd unpacked the image in parallel (E2E_UNPACKS
+# above 1) or sequentially, as containerd itself logs it; through the tap, what
+# the daemon's snapshots service was asked.
+check_unpack_mode() {
+	local want=false lines
+	[ "$PARALLEL" = 0 ] || want=true
+	lines=$(grep 'msg="image unpacked"' "$E2E_TMP/containerd.log" || true)
+	sed 's/^/  containerd.log: /' <<<"$lines"
+	[ "$(grep -c . <<<"$lines")" -eq 1 ] || fail "want one \"image unpacked\" record in containerd's log"
+	grep -q "parallel=$want" <<<"$lines" ||
+		fail "containerd did not unpack with parallel=$want (max_concurrent_unpacks = $E2E_UNPACKS)"
+	if [ "$want" = true ] && grep -q 'does not support rebase capability' "$E2E_TMP/containerd.log"; then
+		fail "containerd says the snapshotter has no rebase capability"
+	fi
+	echo "  containerd: unpack with parallel=$want"
+	[ "$MODE" = proxy ] && [ "$E2E_PROXY_TAP" = 1 ] || return 0
+
+	# The extraction snapshots (keys "<ns>/<n>/extract-<n>-<rand> <chainID>"
+	# in the backend) as the daemon saw them, in the order the calls returned.
+	local calls prepares commits
+	calls=$(grep -E 'tap: (Prepare|Commit) .*key="[^"]*extract-' "$E2E_TMP/tap.log" | sed 's/^.*tap: //' || true)
+	sed 's/^/  tap: /' <<<"$calls"
+	! grep -qv 'err=<nil>' <<<"$calls" || fail "a Prepare or Commit of the unpack failed"
+	prepares=$(grep '^Prepare' <<<"$calls" || true)
+	commits=$(grep '^Commit' <<<"$calls" || true)
+	[ "$(grep -c . <<<"$prepares")" -eq 3 ] && [ "$(grep -c . <<<"$commits")" -eq 3 ] ||
+		fail "want 3 Prepare and 3 Commit calls of extraction snapshots"
+	local names=() cparents=() pparents=() l
+	while IFS= read -r l; do
+		names+=("$(sed -E 's/.* name="([^"]*)".*/\1/' <<<"$l")")
+		cparents+=("$(sed -E 's/.* parent="([^"]*)".*/\1/' <<<"$l")")
+	done <<<"$commits"
+	while IFS= read -r l; do
+		pparents+=("$(sed -E 's/.* parent="([^"]*)".*/\1/' <<<"$l")")
+	done <<<"$prepares"
+	if [ "$want" = true ]; then
+		# Every layer prepared without a parent, and all of them before the
+		# first commit (in flight together); each committed onto the one below.
+		[ -z "${pparents[0]}${pparents[1]}${pparents[2]}" ] || fail "a layer was prepared with a parent"
+		[ "$(grep -n . <<<"$calls" | grep ':Prepare' | tail -n1 | cut -d: -f1)" -lt \
+			"$(grep -n . <<<"$calls" | grep ':Commit' | head -n1 | cut -d: -f1)" ] ||
+			fail "a layer was prepared after the first commit"
+		[ -z "${cparents[0]}" ] && [ "${cparents[1]}" = "${names[0]}" ] && [ "${cparents[2]}" = "${names[1]}" ] ||
+			fail "the commits do not rebase each layer onto the one below"
+		echo "  daemon: 3 layers prepared without a parent, all before the first commit; committed with parents (rebase)"
+	else
+		[ -z "${pparents[0]}" ] && [ "${pparents[1]}" = "${names[0]}" ] && [ "${pparents[2]}" = "${names[1]}" ] ||
+			fail "the layers were not prepared each on the one below"
+		[ -z "${cparents[0]}${cparents[1]}${cparents[2]}" ] || fail "a sequential commit carried a parent"
+		echo "  daemon: each layer prepared on the one below, committed without a parent (sequential)"
 	fi
 }
 
@@ -309,7 +418,12 @@ if [ "$MODE" = proxy ]; then
 	step "proxy daemon start" st_proxy_start
 fi
 step "containerd start, $SN plugin ok" st_containerd_start
-step "import onto $SN (3 committed snapshots)" st_import
+if [ "$PULL" = 1 ]; then
+	step "push the image to a local registry, remove it here" st_registry
+	step "pull onto $SN, max_concurrent_unpacks = $E2E_UNPACKS (3 committed snapshots, $([ "$PARALLEL" = 1 ] && echo parallel || echo sequential) unpack)" st_pull
+else
+	step "import onto $SN (3 committed snapshots)" st_import
+fi
 step "c1: layers, whiteouts, opaque dir; write to the writable layer" st_run_c1
 step "c1 again: writes persisted in its snapshot" st_restart_c1
 step "c2: fresh snapshot of the same image, c1 writes not visible" st_run_c2

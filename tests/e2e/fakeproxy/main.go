@@ -6,6 +6,10 @@
 //
 //	fakeproxy --socket PATH --root DIR [--snapshotter erofs|overlayfs] [--set-immutable] [--cleanup-delay D]
 //
+// With --tap UPSTREAM instead of --root, it serves no snapshotter of its own
+// but forwards every call to the snapshots service on the unix socket
+// UPSTREAM, logging each Prepare, View and Commit with its parent (tap.go).
+//
 // SIGTERM or SIGINT: stop serving, close the snapshotter, remove the socket, exit 0.
 package main
 
@@ -33,21 +37,25 @@ func main() {
 	kind := flag.String("snapshotter", "erofs", "containerd snapshotter to serve: erofs or overlayfs")
 	immutable := flag.Bool("set-immutable", false, "erofs: set FS_IMMUTABLE_FL on layer blobs")
 	cleanupDelay := flag.Duration("cleanup-delay", 0, "make each Cleanup take this long (to reproduce GC races)")
+	upstream := flag.String("tap", "", "forward to the snapshots service on this unix socket, logging Prepare, View and Commit")
 	flag.Parse()
-	if *socket == "" || *root == "" {
-		log.Fatal("--socket and --root are required")
+	if *socket == "" || (*root == "") == (*upstream == "") {
+		log.Fatal("--socket and one of --root and --tap are required")
 	}
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 
 	var sn snapshots.Snapshotter
 	var err error
-	switch *kind {
-	case "erofs":
+	switch {
+	case *upstream != "":
+		sn, err = newTap(*upstream)
+	case *kind == "erofs":
 		var opts []erofs.Opt
 		if *immutable {
 			opts = append(opts, erofs.WithImmutable())
 		}
 		sn, err = erofs.NewSnapshotter(*root, opts...)
-	case "overlayfs":
+	case *kind == "overlayfs":
 		sn, err = overlay.NewSnapshotter(*root)
 	default:
 		log.Fatalf("unknown --snapshotter %q", *kind)
@@ -75,7 +83,11 @@ func main() {
 		srv.GracefulStop() // closes the listener, which removes the socket file
 	}()
 
-	log.Printf("serving %s snapshotter, root %s, on %s", *kind, *root, *socket)
+	if *upstream != "" {
+		log.Printf("serving a tap to %s on %s", *upstream, *socket)
+	} else {
+		log.Printf("serving %s snapshotter, root %s, on %s", *kind, *root, *socket)
+	}
 	if err := srv.Serve(l); err != nil {
 		log.Fatalf("serve: %v", err)
 	}
