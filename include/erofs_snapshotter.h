@@ -273,6 +273,25 @@ int32_t erofs_snapshotter_usage(erofs_snapshotter *s,
                                 char **err);
 
 /**
+ * Puts the layer of committed snapshot `key` into the layer content cache
+ * directory `dir` (what `layer_content_caches` names; an absolute path),
+ * under the diffID of its `containerd.io/snapshot/diff-id` label (which
+ * containerd's unpacker sets), so roots using that cache convert it no
+ * more. The file is written whole, flushed and renamed into place; one
+ * already there that passes the checks is kept. `*path_out` (if not NULL)
+ * receives the file's path, freed with `erofs_snapshotter_string_free`.
+ * Errors: `EROFS_ERR_NOT_FOUND` (no such key),
+ * `EROFS_ERR_FAILED_PRECONDITION` (not committed, no diff-id label, or the
+ * blob is not what its commit recorded), `EROFS_ERR_INVALID_ARGUMENT`
+ * (`dir` relative, the label not a digest). Thread safe.
+ */
+int32_t erofs_snapshotter_export_layer(erofs_snapshotter *s,
+                                       const char *key,
+                                       const char *dir,
+                                       char **path_out,
+                                       char **err);
+
+/**
  * Every snapshot matching any of `filters_json` (a JSON array of containerd
  * filter expressions such as `"kind==active,labels.\"a\"==b"`, or NULL for
  * all); `*infos_json` receives a JSON array of infos ordered by name, each

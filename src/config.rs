@@ -56,6 +56,12 @@ pub struct Config {
     /// is killed and fails as unavailable.
     #[serde(default = "default_convert_timeout_seconds")]
     pub convert_timeout_seconds: u64,
+    /// Read-only directories of pre-converted EROFS layers, as containerd's
+    /// `layer_content_caches`: `<dir>/<algorithm>/<first two hex digits>/<hex>.erofs`
+    /// by the layer's diffID. An unpack whose layer is there uses that file
+    /// and converts nothing. Absolute paths; searched in order.
+    #[serde(default)]
+    pub layer_content_caches: Vec<PathBuf>,
 }
 
 /// Default of `max_layer_size`: 128 GiB.
@@ -118,6 +124,7 @@ impl Config {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             max_expansion_ratio: DEFAULT_MAX_EXPANSION_RATIO,
             convert_timeout_seconds: DEFAULT_CONVERT_TIMEOUT_SECONDS,
+            layer_content_caches: Vec::new(),
         }
     }
 
@@ -177,6 +184,30 @@ impl Config {
                 return Err(Error::invalid_argument(format!(
                     "config field \"ovl_mount_options\"[{i}]: {name:?} is set by the snapshotter itself"
                 )));
+            }
+        }
+        for (i, dir) in self.layer_content_caches.iter().enumerate() {
+            // Recorded in snapshots and mounted later, by any process.
+            if !dir.is_absolute() {
+                return Err(Error::invalid_argument(format!(
+                    "config field \"layer_content_caches\"[{i}]: {dir:?} must be an absolute path"
+                )));
+            }
+        }
+        if !self.layer_content_caches.is_empty() {
+            // A cached layer is shared with every root using the cache: as
+            // containerd, nothing may change its attributes.
+            for (on, field) in [
+                (self.enable_fsverity, "enable_fsverity"),
+                (self.set_immutable, "set_immutable"),
+            ] {
+                if on {
+                    return Err(Error::invalid_argument(format!(
+                        "config field \"{field}\" cannot be used with \"layer_content_caches\": \
+                         it would change the attributes of layers other roots share \
+                         (a cache's own fs-verity digests are checked at every mount)"
+                    )));
+                }
             }
         }
         if self.convert_timeout_seconds == 0 {
@@ -264,6 +295,27 @@ mod tests {
         assert_eq!(c.mkfs_options, ["-zlz4", "-T0"]);
         assert_eq!(c.ovl_mount_options, ["redirect_dir=on"]);
         assert_eq!(c.mkfs_path, "/usr/local/bin/mkfs.erofs");
+    }
+
+    #[test]
+    fn layer_content_caches_are_checked() {
+        let c =
+            Config::from_json(r#"{"root": "/r", "layer_content_caches": ["/a", "/b"]}"#).unwrap();
+        assert_eq!(
+            c.layer_content_caches,
+            [PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        let m = err(r#"{"root": "/r", "layer_content_caches": ["/a", "b"]}"#);
+        assert!(
+            m.contains("layer_content_caches\"[1]") && m.contains("absolute"),
+            "{m}"
+        );
+        for key in ["set_immutable", "enable_fsverity"] {
+            let m = err(&format!(
+                r#"{{"root": "/r", "layer_content_caches": ["/a"], "{key}": true}}"#
+            ));
+            assert!(m.contains(key) && m.contains("layer_content_caches"), "{m}");
+        }
     }
 
     #[test]

@@ -605,6 +605,37 @@ pub extern "C" fn erofs_snapshotter_usage(
     })
 }
 
+/// Puts the layer of committed snapshot `key` into the layer content cache
+/// directory `dir` (what `layer_content_caches` names; an absolute path),
+/// under the diffID of its `containerd.io/snapshot/diff-id` label (which
+/// containerd's unpacker sets), so roots using that cache convert it no
+/// more. The file is written whole, flushed and renamed into place; one
+/// already there that passes the checks is kept. `*path_out` (if not NULL)
+/// receives the file's path, freed with `erofs_snapshotter_string_free`.
+/// Errors: `EROFS_ERR_NOT_FOUND` (no such key),
+/// `EROFS_ERR_FAILED_PRECONDITION` (not committed, no diff-id label, or the
+/// blob is not what its commit recorded), `EROFS_ERR_INVALID_ARGUMENT`
+/// (`dir` relative, the label not a digest). Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_export_layer(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    dir: *const c_char,
+    path_out: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let key = str_arg(key, "key")?;
+        let dir = str_arg(dir, "dir")?;
+        let path = s.export_layer(key, std::path::Path::new(dir))?;
+        if !path_out.is_null() {
+            put(path_out, to_c(&path.to_string_lossy()));
+        }
+        Ok(())
+    })
+}
+
 /// Every snapshot matching any of `filters_json` (a JSON array of containerd
 /// filter expressions such as `"kind==active,labels.\"a\"==b"`, or NULL for
 /// all); `*infos_json` receives a JSON array of infos ordered by name, each

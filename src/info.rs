@@ -185,6 +185,9 @@ pub fn apply_label_update(
 pub(crate) struct BlobRecord {
     pub size: u64,
     pub verity_digest: Option<Vec<u8>>,
+    /// Where the blob is when it is not the snapshot's own `layer.erofs`:
+    /// a layer content cache's file.
+    pub path: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //! that can take it exclusively is the last user of the root and detaches the
 //! layer mounts (lazily: overlays of running containers keep their references).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -44,7 +44,9 @@ const MODE_LOOP: u8 = 2;
 
 struct Seen {
     generation: i64,
-    mounted: HashSet<i64>,
+    /// Layers known to be mounted, and whether each is the snapshot's own
+    /// `layer.erofs` (not a layer content cache's file).
+    mounted: HashMap<i64, bool>,
 }
 
 pub(crate) struct Layers {
@@ -67,7 +69,7 @@ impl Layers {
             verity,
             seen: Mutex::new(Seen {
                 generation: -1,
-                mounted: HashSet::new(),
+                mounted: HashMap::new(),
             }),
             users,
             mode: AtomicU8::new(MODE_UNKNOWN),
@@ -92,7 +94,7 @@ impl Layers {
             }
             ids.iter()
                 .copied()
-                .filter(|id| !seen.mounted.contains(id))
+                .filter(|id| !seen.mounted.contains_key(id))
                 .collect()
         };
         if missing.is_empty() {
@@ -108,7 +110,7 @@ impl Layers {
             self.mount_layer(*id, &blob)?;
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if seen.generation == generation {
-                seen.mounted.insert(*id);
+                seen.mounted.insert(*id, blob.path.is_none());
             }
         }
         Ok(())
@@ -127,7 +129,7 @@ impl Layers {
             Err(e) if e.kind() == io::ErrorKind::NotFound => crate::layout::make_mount_point(&fs)?,
             Err(e) => return Err(Error::io("statfs", &fs, e)),
         }
-        let path = self.layout.blob(id);
+        let path = blob.path.clone().unwrap_or_else(|| self.layout.blob(id));
         self.verify_blob(&path, blob)?;
         mount_erofs_file(&path, &fs, &self.mode).map_err(|e| {
             let kind = if crate::loopdev::is_unavailable(&e) {
@@ -160,7 +162,8 @@ impl Layers {
                 blob.size
             )));
         }
-        if self.verity {
+        // A cache's file is checked when it had fs-verity when first used.
+        if self.verity || (blob.path.is_some() && blob.verity_digest.is_some()) {
             let digest = integrity::measure_verity(path).map_err(|e| {
                 Error::failed_precondition(format!(
                     "fs-verity is not enabled on layer blob {} ({e}); refusing to mount it",
@@ -180,6 +183,13 @@ impl Layers {
             }
         }
         Ok(())
+    }
+
+    /// Whether the mounted layer of snapshot `id` is its own `layer.erofs`;
+    /// None when this handle does not know it to be mounted.
+    pub fn local_blob(&self, id: i64) -> Option<bool> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.mounted.get(&id).copied()
     }
 
     /// True when this root's images need a loop device to mount (known after

@@ -289,6 +289,23 @@ fn unique_suffix() -> String {
     format!("{}-{n}-{t:08x}", std::process::id())
 }
 
+/// Creates a new file `<parent>/<prefix><unique>` for writing.
+pub(crate) fn unique_file(parent: &Path, prefix: &str, mode: u32) -> Result<(PathBuf, File)> {
+    loop {
+        let path = parent.join(format!("{prefix}{}", unique_suffix()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create", &path, e)),
+        }
+    }
+}
+
 /// Creates a new directory `<parent>/<prefix><unique>`.
 pub(crate) fn unique_dir(parent: &Path, prefix: &str, mode: u32) -> Result<PathBuf> {
     loop {

@@ -36,6 +36,8 @@ pub mod integrity;
 /// cbindgen:ignore
 mod json;
 /// cbindgen:ignore
+mod layer_cache;
+/// cbindgen:ignore
 mod layer_mounts;
 /// cbindgen:ignore
 mod layer_out;

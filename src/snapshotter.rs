@@ -199,6 +199,14 @@ impl Snapshotter {
                 });
             }
         }
+        // An image layer's extraction whose layer a cache holds is served
+        // by that file: nothing to apply, and its commit converts nothing.
+        let cached = match kind {
+            Kind::Active => {
+                crate::layer_cache::lookup(&self.config.layer_content_caches, labels, &self.log)
+            }
+            _ => None,
+        };
         let staging = self.layout.stage(kind, attrs, &self.log)?;
         let mut installed = None;
         let result = self.store.write(|tx| {
@@ -221,11 +229,18 @@ impl Snapshotter {
                 )));
             }
             let id = tx.insert(kind, key, p.as_ref(), labels, Timestamp::now())?;
+            if let Some(blob) = &cached {
+                tx.record_cached(id, blob)?;
+            }
             installed = Some(id);
             staging.install(&self.layout, id)?;
-            Ok((id, p.map(|p| p.chain()).unwrap_or_default()))
+            Ok((
+                id,
+                p.map(|p| p.chain()).unwrap_or_default(),
+                tx.mount_generation()?,
+            ))
         });
-        let (id, parent_ids) = match result {
+        let (id, parent_ids, generation) = match result {
             Ok(v) => v,
             Err(e) => {
                 // The directory was renamed into place but the transaction did not commit.
@@ -249,8 +264,22 @@ impl Snapshotter {
                 return Err(e);
             }
         };
-        let rebase = awaits_rebase(kind, &parent_ids, labels);
-        Ok(self.build_mounts(kind, id, &parent_ids, rebase))
+        let top = match &cached {
+            Some(blob) => Top::Cached(blob.path.as_deref().unwrap_or(Path::new(""))),
+            None if awaits_rebase(kind, &parent_ids, labels) => Top::RebaseLater,
+            None => Top::Upper,
+        };
+        self.ensure_top(id, &parent_ids, &top, generation)?;
+        Ok(self.build_mounts(kind, id, &parent_ids, top))
+    }
+
+    /// A cached layer on top of parents is mounted on the snapshot's `fs/`
+    /// like a committed one, to be the overlay's top lower dir.
+    fn ensure_top(&self, id: i64, parent_ids: &[i64], top: &Top, generation: i64) -> Result<()> {
+        if matches!(top, Top::Cached(_)) && !parent_ids.is_empty() {
+            self.ensure_layers(&[id], generation)?;
+        }
+        Ok(())
     }
 
     /// Mounts the layers of the committed snapshots `ids` (what their
@@ -277,21 +306,27 @@ impl Snapshotter {
             )));
         }
         self.ensure_layers(&row.parent_ids, generation)?;
-        let rebase = awaits_rebase(row.kind, &row.parent_ids, &row.labels);
-        Ok(self.build_mounts(row.kind, row.id, &row.parent_ids, rebase))
+        let top = match &row.blob_ref {
+            Some(path) if row.kind == Kind::Active => Top::Cached(path),
+            _ if awaits_rebase(row.kind, &row.parent_ids, &row.labels) => Top::RebaseLater,
+            _ => Top::Upper,
+        };
+        self.ensure_top(row.id, &row.parent_ids, &top, generation)?;
+        Ok(self.build_mounts(row.kind, row.id, &row.parent_ids, top))
     }
 
     /// Mounts for snapshot `id` whose layers `parent_ids` (nearest first)
-    /// are mounted. A parentless active snapshot is a bind mount of its
-    /// upper dir, or, when it `awaits_rebase`, an overlay of it on an empty
-    /// lower dir: an applier given an overlay writes whiteouts and opaque
-    /// directories as overlayfs keeps them (containerd's walking differ
-    /// writes into `upperdir` directly), where into a plain directory it
-    /// would only delete what is not there, and the layer would lose them
-    /// once rebased (containerd issue #13030).
-    fn build_mounts(&self, kind: Kind, id: i64, parent_ids: &[i64], rebase: bool) -> Vec<Mount> {
+    /// are mounted, with `top` on them (see [`Top`]).
+    fn build_mounts(&self, kind: Kind, id: i64, parent_ids: &[i64], top: Top) -> Vec<Mount> {
         let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
-        if parent_ids.is_empty() && !rebase {
+        if let Top::Cached(blob) = top {
+            if parent_ids.is_empty() {
+                // Read only, which tells containerd's unpacker the layer is
+                // staged: it neither fetches nor applies it, only commits.
+                return vec![self.erofs_mount(blob)];
+            }
+        }
+        if parent_ids.is_empty() && matches!(top, Top::Upper) {
             let mode = if kind == Kind::Active { "rw" } else { "ro" };
             return vec![Mount {
                 kind: "bind".into(),
@@ -301,22 +336,22 @@ impl Snapshotter {
             }];
         }
         if kind == Kind::View && parent_ids.len() == 1 {
-            let mut options = vec!["ro".to_string()];
-            if self.layers.needs_loop() {
-                options.push("loop".into());
-            }
-            return vec![Mount {
-                kind: "erofs".into(),
-                source: path(self.layout.blob(parent_ids[0])),
-                target: None,
-                options,
+            return vec![match self.layers.local_blob(parent_ids[0]) {
+                Some(true) => self.erofs_mount(&self.layout.blob(parent_ids[0])),
+                // A cache's file (or not known): the layer mounted on fs/.
+                _ => Mount {
+                    kind: "bind".into(),
+                    source: path(self.layout.fs_dir(parent_ids[0])),
+                    target: None,
+                    options: vec!["ro".into(), "rbind".into()],
+                },
             }];
         }
         let mut options = Vec::with_capacity(4 + self.config.ovl_mount_options.len());
         if self.overlay_index_off {
             options.push("index=off".to_string());
         }
-        if kind == Kind::Active {
+        if kind == Kind::Active && !matches!(top, Top::Cached(_)) {
             options.push(format!("workdir={}", path(self.layout.work_dir(id))));
             options.push(format!("upperdir={}", path(self.layout.fs_dir(id))));
         } else {
@@ -325,6 +360,10 @@ impl Snapshotter {
             options.push("ro".to_string());
         }
         let mut lower = String::from("lowerdir=");
+        if let Top::Cached(_) = top {
+            lower.push_str(&escape_overlay_path(&path(self.layout.fs_dir(id))));
+            lower.push(':');
+        }
         for (i, pid) in parent_ids.iter().enumerate() {
             if i > 0 {
                 lower.push(':');
@@ -342,6 +381,20 @@ impl Snapshotter {
             target: None,
             options,
         }]
+    }
+
+    /// A read-only mount of the EROFS image `blob`.
+    fn erofs_mount(&self, blob: &Path) -> Mount {
+        let mut options = vec!["ro".to_string()];
+        if self.layers.needs_loop() {
+            options.push("loop".into());
+        }
+        Mount {
+            kind: "erofs".into(),
+            source: blob.to_string_lossy().into_owned(),
+            target: None,
+            options,
+        }
     }
 
     /// Commits active snapshot `key` as `name`: converts its upper dir into
@@ -391,6 +444,9 @@ impl Snapshotter {
             let current = tx.get_by_id(row.id)?;
             active_row(current.filter(|r| r.key == key), key).map(drop)
         })?;
+        if row.blob_ref.is_some() {
+            return self.commit_cached(name, key, parent, labels, &row);
+        }
         let blob_path = self.layout.blob(row.id);
         let existing = match std::fs::symlink_metadata(&blob_path) {
             Ok(md) if md.file_type().is_file() => Some(md.len()),
@@ -475,6 +531,7 @@ impl Snapshotter {
         let blob = BlobRecord {
             size,
             verity_digest,
+            path: None,
         };
         self.store
             .write(|tx| {
@@ -500,6 +557,65 @@ impl Snapshotter {
 
         // The upper dir's contents are deleted off the critical path.
         if let Err(e) = self.layout.retire_upper(row.id) {
+            self.log
+                .warn(format_args!("commit {name:?}: {e}; cleanup will retry"));
+        }
+        self.trash.kick();
+        Ok(())
+    }
+
+    /// The commit of a snapshot served by a layer content cache's file: the
+    /// file, checked again against what `prepare` recorded, is the layer;
+    /// nothing is converted or written, and the file's attributes are left
+    /// alone (it is shared). Called with the snapshot directory locked.
+    fn commit_cached(
+        &self,
+        name: &str,
+        key: &str,
+        parent: &str,
+        labels: &Labels,
+        row: &SnapshotRow,
+    ) -> Result<()> {
+        let blob = self
+            .store
+            .read(|tx| tx.blobs(&[row.id]))?
+            .pop()
+            .flatten()
+            .ok_or_else(|| Error::internal(format!("snapshot {key:?}: no cached blob recorded")))?;
+        let path = blob.path.clone().unwrap_or_default();
+        self.layers
+            .verify_blob(&path, &blob)
+            .map_err(|e| e.context(format!("commit {key:?} from the layer content cache")))?;
+        let md = std::fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
+        // Counted whole, as containerd counts a cached layer.
+        let usage = Usage {
+            size: (md.blocks() * 512) as i64,
+            inodes: 1,
+        };
+        self.store.write(|tx| {
+            if tx.get(name)?.is_some() {
+                return Err(Error::already_exists(format!(
+                    "snapshot {name:?} already exists"
+                )));
+            }
+            let current = active_row(tx.get_by_id(row.id)?.filter(|r| r.key == key), key)?;
+            let onto = rebase_onto(tx, &current, parent)?;
+            tx.commit(
+                row.id,
+                name,
+                onto.as_ref(),
+                labels,
+                Timestamp::now(),
+                usage,
+                &blob,
+            )
+        })?;
+        // The upper dir, never written, stays as the layer's mount point
+        // (the layer may be mounted on it already); the work dir goes.
+        if let Err(e) = self
+            .layout
+            .retire(&self.layout.work_dir(row.id), &format!("work-{}", row.id))
+        {
             self.log
                 .warn(format_args!("commit {name:?}: {e}; cleanup will retry"));
         }
@@ -581,6 +697,13 @@ impl Snapshotter {
                 row.kind.as_str()
             )));
         }
+        if let Some(path) = &row.blob_ref {
+            return Err(Error::failed_precondition(format!(
+                "snapshot {key:?} is served by {} from a layer content cache; \
+                 there is nothing to apply, commit it as it is",
+                path.display()
+            )));
+        }
         let dir = self.layout.snapshot_dir(row.id);
         let _lock =
             lock_dir(&dir, true).map_err(|e| Error::io("lock snapshot directory", &dir, e))?;
@@ -657,7 +780,7 @@ impl Snapshotter {
         })?;
         // The snapshot is gone from the metadata: what follows only reclaims
         // space, and what fails here is left to cleanup.
-        if row.kind == Kind::Committed {
+        if row.kind == Kind::Committed || row.blob_ref.is_some() {
             if let Err(e) = self.layers.unmount(row.id) {
                 self.log.warn(format_args!("remove {key:?}: {e}"));
             }
@@ -712,6 +835,8 @@ impl Snapshotter {
         op.finish((|| {
             let row = self.store.read(|tx| tx.must_get(key))?;
             match row.kind {
+                // Served by a cache's file, which may be mounted on fs/.
+                Kind::Active if row.blob_ref.is_some() => Ok(Usage::default()),
                 Kind::Active => crate::layout::disk_usage(&self.layout.fs_dir(row.id)),
                 _ => Ok(row.usage),
             }
@@ -736,6 +861,54 @@ impl Snapshotter {
                     .filter(|info| filter.matches(&|path: &[String]| field(info, path)))
                     .collect())
             })
+        })())
+    }
+
+    /// Puts the layer of committed snapshot `key` into layer content cache
+    /// `dir` (see `layer_content_caches`), under the diffID its
+    /// `containerd.io/snapshot/diff-id` label gives (containerd's unpacker
+    /// sets it), so that other roots using the cache convert it no more.
+    /// The file is written whole and then renamed into place; one already
+    /// there that passes the checks is kept. Returns its path.
+    pub fn export_layer(&self, key: &str, dir: &Path) -> Result<std::path::PathBuf> {
+        let op = self.log.op("export", key);
+        op.finish((|| {
+            check_key("key", key)?;
+            if !dir.is_absolute() {
+                return Err(Error::invalid_argument(format!(
+                    "layer content cache {dir:?} must be an absolute path"
+                )));
+            }
+            let (row, record) = self.store.read(|tx| {
+                let row = tx.must_get(key)?;
+                let record = tx.blobs(&[row.id])?.pop().flatten();
+                Ok((row, record))
+            })?;
+            if row.kind != Kind::Committed {
+                return Err(Error::failed_precondition(format!(
+                    "snapshot {key:?} is {}; only a committed layer can be exported",
+                    row.kind.as_str()
+                )));
+            }
+            let diff_id = row
+                .labels
+                .get(crate::layer_cache::LABEL_DIFF_ID)
+                .ok_or_else(|| {
+                    Error::failed_precondition(format!(
+                        "snapshot {key:?} has no {} label: its layer's diffID is not known",
+                        crate::layer_cache::LABEL_DIFF_ID
+                    ))
+                })?;
+            let blob = row
+                .blob_ref
+                .clone()
+                .unwrap_or_else(|| self.layout.blob(row.id));
+            // Never spread a blob that is not what its commit recorded.
+            let record = record.ok_or_else(|| {
+                Error::internal(format!("snapshot {key:?}: no blob recorded at commit"))
+            })?;
+            self.layers.verify_blob(&blob, &record)?;
+            crate::layer_cache::export(&blob, dir, diff_id)
         })())
     }
 
@@ -874,6 +1047,23 @@ fn active_row(row: Option<SnapshotRow>, key: &str) -> Result<SnapshotRow> {
         )));
     }
     Ok(row)
+}
+
+/// What is on top of the lower layers of an active snapshot or view.
+enum Top<'a> {
+    /// Its upper dir (none for a view).
+    Upper,
+    /// The upper dir of a layer's extraction that containerd's parallel
+    /// unpack will commit onto its parent (`awaits_rebase`). With no parent
+    /// it is an overlay of the upper dir on an empty lower dir, not a bind
+    /// mount: an applier given an overlay writes whiteouts and opaque
+    /// directories as overlayfs keeps them (containerd's walking differ
+    /// writes into `upperdir` directly), where into a plain directory it
+    /// would only delete what is not there, and the layer would lose them
+    /// once rebased (containerd issue #13030).
+    RebaseLater,
+    /// A layer content cache's file, read only (`layer_cache`).
+    Cached(&'a Path),
 }
 
 /// The label containerd's unpacker puts on the snapshot of every layer but

@@ -19,7 +19,7 @@ LAYERS = [
     ["sys"],
     ["error", "json", "logging", "filters"],
     ["info", "tar", "integrity", "trash", "subprocess", "loopdev"],
-    ["mkfs_options", "lowers", "layout", "mounts", "config", "metastore", "layer_out"],
+    ["mkfs_options", "lowers", "layout", "mounts", "config", "metastore", "layer_out", "layer_cache"],
     ["mkfs", "layer_tar", "layer_mounts"],
     ["upper_dir", "differ"],
     ["snapshotter"],

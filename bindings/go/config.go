@@ -42,6 +42,12 @@ type Config struct {
 	// for apply or commit) may take before it is killed; 0 keeps the
 	// library's default (3600).
 	ConvertTimeoutSeconds uint64 `json:"convert_timeout_seconds,omitempty" toml:"convert_timeout_seconds"`
+	// LayerContentCaches are read-only directories of pre-converted EROFS
+	// layers keyed by diffID (<dir>/sha256/<ab>/<hex>.erofs), as
+	// containerd's layer_content_caches: an unpack whose layer is there uses
+	// that file and converts nothing. Absolute paths; not with SetImmutable
+	// or EnableFsverity. Snapshotter.ExportLayer fills one.
+	LayerContentCaches []string `json:"layer_content_caches,omitempty" toml:"layer_content_caches"`
 }
 
 // document is what erofs_snapshotter_open reads, and the root it names.
@@ -65,8 +71,9 @@ func (c Config) document() (string, string, error) {
 		MaxFileSize           *uint64  `json:"max_file_size,omitempty"`
 		MaxExpansionRatio     *uint64  `json:"max_expansion_ratio,omitempty"`
 		ConvertTimeoutSeconds uint64   `json:"convert_timeout_seconds,omitempty"`
+		LayerContentCaches    []string `json:"layer_content_caches,omitempty"`
 	}{root, c.SetImmutable, c.EnableFsverity, c.SyncCommit, c.MkfsOptions, c.OvlMountOptions, c.MkfsPath, c.EnableTarIndex,
-		c.MaxLayerSize, c.MaxFileSize, c.MaxExpansionRatio, c.ConvertTimeoutSeconds}
+		c.MaxLayerSize, c.MaxFileSize, c.MaxExpansionRatio, c.ConvertTimeoutSeconds, c.LayerContentCaches}
 	b, err := json.Marshal(doc)
 	if err != nil {
 		return "", "", fmt.Errorf("config: %v: %w", err, errdefs.ErrInvalidArgument)

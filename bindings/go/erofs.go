@@ -214,6 +214,29 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, e
 	return snapshots.Usage{Size: int64(size), Inodes: int64(inodes)}, nil
 }
 
+// ExportLayer puts the layer of committed snapshot key into the layer
+// content cache directory dir (an absolute path; what another root's
+// Config.LayerContentCaches names), by the diffID of its
+// "containerd.io/snapshot/diff-id" label (containerd's unpacker sets it),
+// and returns the file's path. A root using that cache converts the layer
+// no more. The file is written whole and renamed into place.
+func (s *Snapshotter) ExportLayer(ctx context.Context, key, dir string) (string, error) {
+	h, err := s.acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	var out, cerr *C.char
+	ck, cd := C.CString(key), C.CString(dir)
+	rc := C.erofs_snapshotter_export_layer(h, ck, cd, &out, &cerr)
+	s.release()
+	C.free(unsafe.Pointer(ck))
+	C.free(unsafe.Pointer(cd))
+	if rc != C.EROFS_OK {
+		return "", newError(int32(rc), takeString(cerr))
+	}
+	return takeString(out), nil
+}
+
 // Mounts returns the mounts of active snapshot or view key.
 func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
 	h, err := s.acquire(ctx)

@@ -302,6 +302,58 @@ func TestRebase(t *testing.T) {
 	}
 }
 
+// TestLayerContentCache: a layer exported by one root is used by another
+// whose LayerContentCaches names the cache, with nothing converted; the
+// mounts are read only, which containerd's unpacker takes as staged.
+func TestLayerContentCache(t *testing.T) {
+	ctx := context.Background()
+	cache := t.TempDir()
+	labels := snapshots.WithLabels(map[string]string{
+		"containerd.io/snapshot.ref":     "chain",
+		"containerd.io/snapshot/diff-id": "sha256:" + strings.Repeat("ab", 32),
+	})
+	first := open(t, Config{})
+	mounts, err := first.Prepare(ctx, "x", "", labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mounts[0].Source, "hello"), []byte("hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Commit(ctx, "chain", "x", labels); err != nil {
+		t.Fatal(err)
+	}
+	path, err := first.ExportLayer(ctx, "chain", cache)
+	if err != nil || path != filepath.Join(cache, "sha256", "ab", strings.Repeat("ab", 32)+".erofs") {
+		t.Fatalf("ExportLayer: %q, %v", path, err)
+	}
+	if _, err := first.ExportLayer(ctx, "nope", cache); !errdefs.IsNotFound(err) {
+		t.Errorf("ExportLayer of a missing key: %v", err)
+	}
+
+	second := open(t, Config{LayerContentCaches: []string{cache}})
+	mounts, err = second.Prepare(ctx, "x", "", labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mounts) != 1 || mounts[0].Type != "erofs" || mounts[0].Source != path || !mounts[0].ReadOnly() {
+		t.Fatalf("a cached layer's mounts: %+v", mounts)
+	}
+	if err := second.Commit(ctx, "chain", "x", labels); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.View(ctx, "v", "chain"); err != nil {
+		t.Fatal(err)
+	}
+	blobs, _ := filepath.Glob(filepath.Join(second.Root(), "snapshots", "*", "layer.erofs"))
+	if len(blobs) != 0 {
+		t.Errorf("the second root wrote layers: %v", blobs)
+	}
+	if _, err := New(ctx, Config{RootPath: t.TempDir(), LayerContentCaches: []string{cache}, SetImmutable: true}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("set_immutable with layer_content_caches: %v", err)
+	}
+}
+
 func TestCanceledContext(t *testing.T) {
 	s := open(t, Config{})
 	ctx, cancel := context.WithCancel(context.Background())

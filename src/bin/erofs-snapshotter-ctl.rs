@@ -28,6 +28,7 @@ commands:
   stat KEY                  print a snapshot's info
   label KEY NAME=VALUE...   set labels (NAME= removes one)
   usage KEY                 print a snapshot's disk usage
+  export-layer KEY DIR      put a committed layer into a layer content cache
   apply KEY FILE [TYPE]     apply the OCI layer in FILE (- for stdin) of media
                             type TYPE to an active snapshot, print its diffID
   walk [FILTER...]          print the infos matching any filter
@@ -129,6 +130,11 @@ fn run(args: &[String]) -> Result<String, Error> {
             json(&InfoJson::from(&s.update(&update, &paths)?))
         }
         "usage" => json(&s.usage(arg(0, "KEY")?)?),
+        "export-layer" => {
+            let dir = Path::new(arg(1, "DIR")?);
+            let path = s.export_layer(arg(0, "KEY")?, dir)?;
+            Ok(format!("{}\n", path.display()))
+        }
         "apply" => {
             let file = arg(1, "FILE")?;
             let mut input: Box<dyn std::io::Read + Send> = if file == "-" {

@@ -19,14 +19,14 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::error::{Error, Result};
 
 use cache::{Cache, ChangeCounter};
-use queries::SCHEMA;
 pub(crate) use queries::{SnapshotRow, Tx};
+use queries::{MIGRATIONS, SCHEMA};
 
 /// How long an operation waits for another process's write transaction.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bumped whenever the schema changes; a newer database is refused.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 
 /// The metadata database of one root, with a small pool of connections so
 /// threads sharing a handle do not wait on each other for reads.
@@ -64,7 +64,14 @@ impl MetaStore {
                 path.display()
             )));
         }
-        tx.execute_batch(SCHEMA)?;
+        if version == 0 {
+            tx.execute_batch(SCHEMA)?;
+        } else {
+            // An older database: each step in turn, in this transaction.
+            for step in &MIGRATIONS[version as usize - 1..] {
+                tx.execute_batch(step)?;
+            }
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         tx.commit()?;
         store.put_back(conn);
@@ -219,6 +226,42 @@ mod tests {
         let store = opened.unwrap_or_else(|e| panic!("open failed after {waited:?}: {e}"));
         assert!(waited >= Duration::from_millis(300), "{waited:?}");
         store.write(|tx| tx.bump_mount_generation()).unwrap();
+    }
+
+    /// A database an older library made is brought up to date at open,
+    /// its rows kept.
+    #[test]
+    fn older_schemas_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        // Version 1's table: no blob_ref, the last column verity_digest.
+        let v1 = SCHEMA
+            .replace(
+                "\n    blob_ref      TEXT                               -- the layer's file in a layer content cache",
+                "",
+            )
+            .replace("verity_digest BLOB,", "verity_digest BLOB ");
+        assert_ne!(
+            v1, SCHEMA,
+            "the schema's last column moved; update this test"
+        );
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(&v1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO snapshots (key, kind, created, updated) VALUES ('old', 2, 1, 1);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = MetaStore::open(&db, &dir.path().join("changes"), false).unwrap();
+        let row = store.read(|tx| tx.must_get("old")).unwrap();
+        assert_eq!(row.blob_ref, None);
+        let version: i64 = store
+            .read_one(|tx| Ok(tx.tx.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // Opening again (another process, later) changes nothing.
+        MetaStore::open(&db, &dir.path().join("changes"), false).unwrap();
     }
 
     #[test]

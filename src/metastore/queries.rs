@@ -1,6 +1,7 @@
 //! The schema of the metadata database and every statement run on it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -21,18 +22,25 @@ CREATE TABLE IF NOT EXISTS snapshots (
     size          INTEGER NOT NULL DEFAULT 0,        -- usage of a committed snapshot
     inodes        INTEGER NOT NULL DEFAULT 0,
     blob_size     INTEGER,                           -- length of layer.erofs when committed
-    verity_digest BLOB                               -- fs-verity digest measured at commit
+    verity_digest BLOB,                              -- fs-verity digest measured at commit
+    blob_ref      TEXT                               -- the layer's file in a layer content cache
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent_id ON snapshots(parent_id);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO state (name, value) VALUES ('mount_generation', 0);
 ";
 
+/// What takes a database of schema version N (from 1) to N + 1, at index N - 1.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 2: layers served from a layer content cache.
+    "ALTER TABLE snapshots ADD COLUMN blob_ref TEXT;",
+];
+
 /// The columns `SnapshotRow::from_row` reads, as a macro so queries are
 /// `concat!`-ed at compile time (no formatting on the hot path).
 macro_rules! columns {
     () => {
-        "id, key, kind, parent, parent_ids, labels, created, updated, size, inodes, blob_size"
+        "id, key, kind, parent, parent_ids, labels, created, updated, size, inodes, blob_size, blob_ref"
     };
 }
 
@@ -52,6 +60,9 @@ pub(crate) struct SnapshotRow {
     /// Length of `layer.erofs`: recorded by commit, or by the differ for an
     /// active snapshot whose layer it applied.
     pub blob_size: Option<u64>,
+    /// The blob's path in a layer content cache; None: `layer.erofs` in
+    /// the snapshot's own directory.
+    pub blob_ref: Option<PathBuf>,
 }
 
 impl SnapshotRow {
@@ -90,6 +101,7 @@ impl SnapshotRow {
                 inodes: row.get(9)?,
             },
             blob_size: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+            blob_ref: row.get::<_, Option<String>>(11)?.map(PathBuf::from),
         })
     }
 }
@@ -135,7 +147,7 @@ impl Tx<'_> {
             columns!(),
             ", (SELECT value FROM state WHERE name = 'mount_generation') FROM snapshots WHERE key = ?1"
         ))?;
-        st.query_row([key], |r| Ok((SnapshotRow::from_row(r)?, r.get(11)?)))
+        st.query_row([key], |r| Ok((SnapshotRow::from_row(r)?, r.get(12)?)))
             .optional()?
             .ok_or_else(|| Error::not_found(format!("snapshot {key:?} does not exist")))
     }
@@ -157,18 +169,20 @@ impl Tx<'_> {
 
     /// The blob records of committed snapshots among `ids`, in the same order.
     pub fn blobs(&self, ids: &[i64]) -> Result<Vec<Option<BlobRecord>>> {
-        let mut st = self
-            .tx
-            .prepare_cached("SELECT blob_size, verity_digest FROM snapshots WHERE id = ?1")?;
+        let mut st = self.tx.prepare_cached(
+            "SELECT blob_size, verity_digest, blob_ref FROM snapshots WHERE id = ?1",
+        )?;
         ids.iter()
             .map(|id| {
                 let rec = st
                     .query_row([id], |r| {
                         let size: Option<i64> = r.get(0)?;
                         let digest: Option<Vec<u8>> = r.get(1)?;
+                        let path: Option<String> = r.get(2)?;
                         Ok(size.map(|s| BlobRecord {
                             size: s as u64,
                             verity_digest: digest,
+                            path: path.map(PathBuf::from),
                         }))
                     })
                     .optional()?;
@@ -258,6 +272,17 @@ impl Tx<'_> {
             )?;
             st.execute(params![id, p.id, p.key, encode_ids(&p.chain())])?;
         }
+        Ok(())
+    }
+
+    /// Records that active snapshot `id` is served by `blob`, a layer
+    /// content cache's file, which its commit uses as is.
+    pub fn record_cached(&self, id: i64, blob: &BlobRecord) -> Result<()> {
+        let mut st = self.tx.prepare_cached(
+            "UPDATE snapshots SET blob_size = ?2, verity_digest = ?3, blob_ref = ?4 WHERE id = ?1",
+        )?;
+        let path = blob.path.as_ref().map(|p| p.to_string_lossy().into_owned());
+        st.execute(params![id, blob.size as i64, blob.verity_digest, path])?;
         Ok(())
     }
 
@@ -364,6 +389,7 @@ mod tests {
                     &BlobRecord {
                         size: 4096,
                         verity_digest: None,
+                        path: None,
                     },
                 )
             })

@@ -83,6 +83,10 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
         [HANDLE, c_char_p, POINTER(c_int64), POINTER(c_int64), OUT_STRING],
     ),
     "erofs_snapshotter_walk": (c_int32, [HANDLE, c_char_p, OUT_STRING, OUT_STRING]),
+    "erofs_snapshotter_export_layer": (
+        c_int32,
+        [HANDLE, c_char_p, c_char_p, OUT_STRING, OUT_STRING],
+    ),
     "erofs_snapshotter_cleanup": (c_int32, [HANDLE, OUT_STRING]),
     "erofs_snapshotter_apply": (
         c_int32,

@@ -491,6 +491,17 @@ class Snapshotter:
             _call(self._lib, self._lib.cdll.erofs_snapshotter_usage, h, k, byref(size), byref(inodes))
         return Usage(size=size.value, inodes=inodes.value)
 
+    def export_layer(self, key: str, cache_dir: PathArg) -> Path:
+        """Puts the layer of committed snapshot ``key`` into layer content
+        cache ``cache_dir`` (an absolute path; what another root's
+        ``layer_content_caches`` names) by the diffID of its
+        ``containerd.io/snapshot/diff-id`` label, and returns the file's path.
+        A root using that cache then converts the layer no more."""
+        args = (_cstr(key, "key"), _cstr(cache_dir, "cache_dir"))
+        with self._use() as h:
+            text = _call(self._lib, self._lib.cdll.erofs_snapshotter_export_layer, h, *args, out=True)
+        return Path(text or "")
+
     def walk(self, *filters: str) -> List[Info]:
         """Every snapshot matching any of ``filters`` (containerd filter
         syntax, e.g. ``'kind==active,labels."a.b"==c'``), ordered by name."""

@@ -161,3 +161,36 @@ def test_media_types_come_from_the_library(snap: es.Snapshotter, tmp_path: Path)
         assert snap.apply("a", tmp_path / "l.tar.gz", media_type=t).size > 0
     with pytest.raises(es.InvalidArgumentError, match="not a layer type"):
         snap.apply("a", tmp_path / "l.tar.gz", media_type="application/vnd.oci.image.layer.v1.tar+encrypted")
+
+
+def test_layer_content_cache_shared_by_two_roots(snap: es.Snapshotter, root: Path, tmp_path: Path) -> None:
+    """The first root converts and exports; the second, whose
+    layer_content_caches names the cache, converts nothing."""
+    cache = tmp_path / "cache"
+    layers = [layer({"etc/a": b"1", "etc/gone": b"x"}), layer({"etc/b": b"2"}, whiteouts=("etc/gone",))]
+    diff_ids = [digest(data) for data in layers]
+
+    def unpack(s: es.Snapshotter) -> int:
+        applied = 0
+        for i, data in enumerate(layers):
+            labels = {"containerd.io/snapshot.ref": f"chain-{i}", "containerd.io/snapshot/diff-id": diff_ids[i]}
+            mounts = s.prepare(f"x{i}", f"chain-{i - 1}" if i else None, labels=labels)
+            if "ro" not in mounts[-1].options:  # staged: the cache had it
+                (tmp_path / f"{i}.tar").write_bytes(data)
+                s.apply(f"x{i}", tmp_path / f"{i}.tar")
+                applied += 1
+            s.commit(f"chain-{i}", f"x{i}", labels=labels)
+        return applied
+
+    assert unpack(snap) == 2
+    paths = [snap.export_layer(f"chain-{i}", cache) for i in range(2)]
+    assert [p.name for p in paths] == [d.split(":")[1] + ".erofs" for d in diff_ids]
+    with es.Snapshotter({"root": str(tmp_path / "second"), "layer_content_caches": [str(cache)]}) as second:
+        assert unpack(second) == 0
+        second.view("v", "chain-1")
+        with second.mounted("v") as p:
+            assert (p / "etc/a").read_bytes() == b"1" and (p / "etc/b").read_bytes() == b"2"
+            assert not (p / "etc/gone").exists()
+        assert not list((tmp_path / "second" / "snapshots").glob("*/layer.erofs"))
+    with pytest.raises(es.InvalidArgumentError, match="layer_content_caches"):
+        es.Snapshotter({"root": str(tmp_path / "third"), "layer_content_caches": ["relative"]})

@@ -86,7 +86,7 @@ const (
 // (erofs.Config: root, set_immutable, enable_fsverity, sync_commit,
 // mkfs_options, ovl_mount_options, mkfs_path, enable_tar_index,
 // max_layer_size, max_file_size, max_expansion_ratio,
-// convert_timeout_seconds).
+// convert_timeout_seconds, layer_content_caches).
 type Config struct {
 	Address           string `toml:"address"`
 	ContainerdAddress string `toml:"containerd_address"`
@@ -131,7 +131,9 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 		showVersion = fs.Bool("version", false, "print the daemon's and the library's versions and exit")
 		mkfsOpts    stringList
 		ovlOpts     stringList
+		caches      stringList
 	)
+	fs.Var(&caches, "layer-content-cache", "read-only directory of pre-converted EROFS layers by diffID, as containerd's layer_content_caches (repeatable, searched in order)")
 	fs.Var(&mkfsOpts, "mkfs-option", "extra mkfs.erofs argument (repeatable)")
 	fs.Var(&ovlOpts, "ovl-mount-option", "extra overlayfs mount option (repeatable)")
 	fs.StringVar(socket, "address", defaultSocket, "same as --socket")
@@ -190,6 +192,8 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 			cfg.MkfsOptions = mkfsOpts
 		case "ovl-mount-option":
 			cfg.OvlMountOptions = ovlOpts
+		case "layer-content-cache":
+			cfg.LayerContentCaches = caches
 		case "log-level":
 			cfg.LogLevel = *logLevel
 		case "log-format":
