@@ -36,6 +36,23 @@
 # modes. With the daemon's differ, the report also gives the time the daemon
 # spent applying the 4 layers (its "layer applied" log lines) per run.
 #
+# Parallel unpack (a second table): containerd unpacks layers in parallel only
+# on a pull through its transfer service, with max_concurrent_unpacks above 1
+# and a snapshotter with the "rebase" capability. So for each mode of
+# BENCH_PULL_MODES (default "overlayfs erofs proxy") and each N of
+# BENCH_UNPACKS (default "1 2 4"; empty: no such table), a containerd with
+# max_concurrent_unpacks = N (the proxy declared with capabilities = ["rebase"]
+# when N > 1), the image imported with --no-unpack as above and also served by
+# a local registry (go-containerregistry's, from tests/e2e/install.sh; the
+# image pushed once), then BENCH_PULL_RUNS (default BENCH_RUNS) times: drop the
+# page cache, `ctr images pull --plain-http --snapshotter <sn>` (the manifest
+# resolved from the registry, the blobs already in the content store: the
+# pull's work is the unpack) and `ctr run -d` as above, timed together until
+# the marker appears. Each run checks containerd's "image unpacked" record says
+# parallel=true (N > 1) or false (N = 1), so a silent fall-back to a
+# sequential unpack fails the benchmark. BENCH_MODES='' leaves the first table
+# out.
+#
 # Other knobs: BENCH_RUNS (5), BENCH_CACHE (/var/cache/erofs-snapshotter-bench:
 # rootfs and image, built once), BENCH_PACKAGES, BENCH_SUITE (bookworm),
 # BENCH_MIRROR (http://deb.debian.org/debian), BENCH_OUT (a copy of the report),
@@ -54,7 +71,10 @@ E2E_INSTALL_ARGS=(--bench)
 E2E_NS=bench
 
 BENCH_RUNS=${BENCH_RUNS:-5}
-BENCH_MODES=${BENCH_MODES:-overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable}
+BENCH_MODES=${BENCH_MODES-overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable}
+BENCH_UNPACKS=${BENCH_UNPACKS-1 2 4}
+BENCH_PULL_MODES=${BENCH_PULL_MODES-overlayfs erofs proxy}
+BENCH_PULL_RUNS=${BENCH_PULL_RUNS:-$BENCH_RUNS}
 BENCH_PROXY_CMD=${BENCH_PROXY_CMD:-ours}
 BENCH_PROXY_MKFS_CMD=${BENCH_PROXY_MKFS_CMD:-ours --mkfs-option -x2}
 BENCH_PROXY_IMMUTABLE_CMD=${BENCH_PROXY_IMMUTABLE_CMD:-ours --set-immutable}
@@ -65,11 +85,24 @@ BENCH_MIRROR=${BENCH_MIRROR:-http://deb.debian.org/debian}
 BENCH_PACKAGES=${BENCH_PACKAGES:-python3,perl,git,npm,vim,tzdata,python3-pandas,python3-sympy}
 BENCH_OUT=${BENCH_OUT:-/tmp/erofs-bench-$(date +%Y%m%d-%H%M%S).txt}
 IMAGE_NAME=localhost/erofs-bench/debian:1
+for n in $BENCH_UNPACKS; do
+	[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_UNPACKS: numbers above 0, not '$n'"
+done
+[ -n "$BENCH_UNPACKS" ] || BENCH_PULL_MODES=
 
 T_BENCH=$(now)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg) # the machine may be shared
 PROC_MOUNT=   # /proc of the rootfs being built, unmounted on exit
-trap '[ -z "$PROC_MOUNT" ] || umount "$PROC_MOUNT"; e2e_cleanup' EXIT
+BENCH_REGISTRY_PID= # the registry serving the image to pulls, for the whole run
+BENCH_REGISTRY_LOG=
+PULL_REF=
+bench_exit() {
+	[ -z "$PROC_MOUNT" ] || umount "$PROC_MOUNT"
+	e2e_cleanup
+	[ -z "$BENCH_REGISTRY_PID" ] || stop_pid "$BENCH_REGISTRY_PID"
+	[ -z "$BENCH_REGISTRY_LOG" ] || rm -f "$BENCH_REGISTRY_LOG"
+}
+trap bench_exit EXIT
 trap 'exit 130' INT TERM
 
 # --- the image ---------------------------------------------------------------
@@ -218,15 +251,35 @@ check_differ() {
 	[ "$applied" -eq "$want" ] || die "mode $MODE: the daemon's differ applied $applied layers, want $want"
 }
 
-# one_run N: prints "launch_seconds ctr_returned_seconds".
+# check_unpack N: after run N of a pull, containerd has logged N unpacks
+# ("image unpacked"), the last one parallel=true when max_concurrent_unpacks
+# is above 1, parallel=false otherwise.
+check_unpack() {
+	local want=false lines
+	[ "$E2E_UNPACKS" -le 1 ] || want=true
+	lines=$(grep 'msg="image unpacked"' "$E2E_TMP/containerd.log" || true)
+	[ "$(grep -c . <<<"$lines")" -eq "$1" ] ||
+		die "mode $MODE, run $1: containerd logged $(grep -c . <<<"$lines") unpacks, want $1"
+	tail -n1 <<<"$lines" | grep -q " parallel=$want" ||
+		die "mode $MODE, max_concurrent_unpacks $E2E_UNPACKS: containerd's unpack was not parallel=$want: $(tail -n1 <<<"$lines")"
+}
+
+# one_run N [REF]: prints "launch_seconds ctr_returned_seconds pull_seconds".
+# With REF, the clock starts with `ctr images pull REF` (pull_seconds: until it
+# returned) and the container runs REF; without, pull_seconds is "-".
 one_run() {
-	local n=$1 id=bench-$1 t0 t_ctr t_start _
+	local n=$1 ref=${2:-} image=$IMAGE_NAME id=bench-$1 t0 t_ctr t_start t_pull=- _
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
 	t0=$(now)
+	if [ -n "$ref" ]; then
+		ctr_ images pull --plain-http --snapshotter "$SN" "$ref" >/dev/null
+		t_pull=$(elapsed "$t0")
+		image=$ref
+	fi
 	ctr_ run -d --snapshotter "$SN" --runc-root "$RUNC_ROOT" --fifo-dir "$E2E_TMP/fifo" \
 		--mount "type=bind,src=$MARKS,dst=/bench,options=rbind:rw" \
-		"$IMAGE_NAME" "$id" /bin/sh -c "echo started > /bench/$id; exec sleep 600" >/dev/null
+		"$image" "$id" /bin/sh -c "echo started > /bench/$id; exec sleep 600" >/dev/null
 	t_ctr=$(elapsed "$t0")
 	for _ in $(seq 1 6000); do
 		[ -e "$MARKS/$id" ] && break
@@ -237,6 +290,7 @@ one_run() {
 	ctr_ tasks ls | grep -qE "^$id +[0-9]+ +RUNNING" || die "run $n: task not RUNNING"
 	check_blob_flags
 	check_differ "$n"
+	[ -z "$ref" ] || check_unpack "$n"
 	# Tear down: task, container (its active snapshot), the image's snapshots.
 	ctr_ tasks kill -s SIGKILL "$id" >/dev/null
 	for _ in $(seq 1 100); do
@@ -246,10 +300,10 @@ one_run() {
 	ctr_ containers delete "$id"
 	remove_snapshots
 	wait_backend_empty
-	echo "$t_start $t_ctr"
+	echo "$t_start $t_ctr $t_pull"
 }
 
-declare -A RESULT_MEDIAN RESULT_ALL RESULT_NOTE RESULT_APPLY
+declare -A RESULT_MEDIAN RESULT_ALL RESULT_NOTE RESULT_APPLY RESULT_PULL
 
 # apply_seconds: per run, the seconds the daemon's differ spent on the run's 4
 # layers (the "d" field of its "layer applied" lines, 4 lines a run).
@@ -262,8 +316,13 @@ apply_seconds() {
 
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-bench_mode() {
+# start_mode MODE: a private containerd (and for a proxy mode the daemon)
+# configured for MODE, the image imported without unpacking. Sets MODE, SN,
+# MARKS, E2E_PROXY_DIFFER. Returns 1 (after noting why in RESULT_NOTE[KEY])
+# when the mode cannot run. KEY (default MODE) names the result.
+start_mode() {
 	MODE=$1
+	local key=${2:-$1}
 	SN=$(snapshotter_of "$MODE")
 	local proxy_tmpl='' immutable=false
 	case $MODE in
@@ -277,38 +336,84 @@ bench_mode() {
 	esac
 	if [[ $MODE == proxy* ]] && [ -z "$proxy_tmpl" ]; then
 		log "SKIP mode $MODE: no daemon command"
-		RESULT_NOTE[$MODE]="skipped: no daemon command"
-		return 0
+		RESULT_NOTE[$key]="skipped: no daemon command"
+		return 1
 	fi
 
 	echo >&2
-	log "=== mode $MODE (snapshotter $SN)"
+	log "=== mode $key (snapshotter $SN)"
 	e2e_init "bench-$MODE"
 	MARKS=$E2E_TMP/marks
 	mkdir -p "$MARKS"
 	[ -z "$proxy_tmpl" ] || proxy_start "$proxy_tmpl"
 	ctd_config "$MODE" "$immutable"
-	ctd_start
+	# Debug level for pulls: containerd's "image unpacked ... parallel=" record.
+	E2E_CTD_LOG_LEVEL=$([ -n "$E2E_UNPACKS" ] && echo debug || echo info) ctd_start
 	local t0
 	t0=$(now)
 	ctr_ images import --no-unpack "$IMAGE_TAR" >/dev/null
 	log "import --no-unpack: $(elapsed "$t0") s"
 	[ -z "$(snapshots_of)" ] || die "snapshots exist before the first run"
+}
 
-	local n times=() line
-	for n in $(seq 1 "$BENCH_RUNS"); do
-		line=$(one_run "$n")
-		times+=("${line%% *}")
-		log "run $n: process started after ${line%% *} s (ctr run -d returned after ${line##* } s)"
+# run_mode KEY RUNS [REF]: RUNS runs (one_run) in the started mode, their
+# times as results of KEY.
+run_mode() {
+	local key=$1 runs=$2 ref=${3:-} n times=() pulls=() line t_start t_ctr t_pull
+	for n in $(seq 1 "$runs"); do
+		line=$(one_run "$n" "$ref")
+		read -r t_start t_ctr t_pull <<<"$line"
+		times+=("$t_start")
+		[ "$t_pull" = - ] || pulls+=("$t_pull")
+		log "run $n: process started after $t_start s (ctr run -d returned after $t_ctr s$([ "$t_pull" = - ] || echo ", the pull after $t_pull s"))"
 	done
-	RESULT_ALL[$MODE]="${times[*]}"
-	RESULT_MEDIAN[$MODE]=$(printf '%s\n' "${times[@]}" | median)
+	RESULT_ALL[$key]="${times[*]}"
+	RESULT_MEDIAN[$key]=$(printf '%s\n' "${times[@]}" | median)
+	[ ${#pulls[@]} -eq 0 ] || RESULT_PULL[$key]=$(printf '%s\n' "${pulls[@]}" | median)
 	if [[ $MODE == proxy* ]] && [ "$E2E_PROXY_DIFFER" = proxy ]; then
 		local applies
 		applies=$(apply_seconds)
-		[ -z "$applies" ] || RESULT_APPLY[$MODE]=$(median <<<"$applies")
+		[ -z "$applies" ] || RESULT_APPLY[$key]=$(median <<<"$applies")
 	fi
+}
+
+# bench_mode MODE: the first table's runs (ctr run's client-side unpack).
+bench_mode() {
+	E2E_UNPACKS=
+	start_mode "$1" || return 0
+	run_mode "$1" "$BENCH_RUNS"
 	e2e_cleanup
+}
+
+# bench_pull MODE N: the second table's runs, pulls with max_concurrent_unpacks N.
+bench_pull() {
+	E2E_UNPACKS=$2
+	start_mode "$1" "$1/u$2" || return 0
+	log "max_concurrent_unpacks = $2$([ "$(proxy_rebase)" = 1 ] && [[ $1 == proxy* ]] && echo ', rebase capability declared')"
+	run_mode "$1/u$2" "$BENCH_PULL_RUNS" "$PULL_REF"
+	e2e_cleanup
+	E2E_UNPACKS=
+}
+
+# serve_image: a registry on localhost for the whole run, holding the image
+# (pushed from a throw-away containerd); sets PULL_REF.
+serve_image() {
+	local t0
+	t0=$(now)
+	E2E_UNPACKS=
+	e2e_init bench-push
+	ctd_config overlayfs
+	ctd_start
+	ctr_ images import --no-unpack "$IMAGE_TAR" >/dev/null
+	BENCH_REGISTRY_LOG=$(mktemp "$E2E_TMPDIR/bench-registry.XXXXXX")
+	registry_start "$BENCH_REGISTRY_LOG"
+	# Kept past this containerd's cleanup (bench_exit stops it).
+	BENCH_REGISTRY_PID=$REGISTRY_PID
+	REGISTRY_PID=
+	PULL_REF=$REGISTRY/erofs-bench/debian:1
+	ctr_ images push --plain-http "$PULL_REF" "$IMAGE_NAME" >/dev/null
+	e2e_cleanup
+	log "image pushed to $PULL_REF in $(elapsed "$t0") s"
 }
 
 # --- main --------------------------------------------------------------------
@@ -329,6 +434,14 @@ IMAGE_MB=$(($(stat -c %s "$IMAGE_TAR") / 1048576))
 for m in $BENCH_MODES; do
 	bench_mode "$m"
 done
+if [ -n "$BENCH_PULL_MODES" ]; then
+	serve_image
+	for m in $BENCH_PULL_MODES; do
+		for u in $BENCH_UNPACKS; do
+			bench_pull "$m" "$u"
+		done
+	done
+fi
 
 # --- report ------------------------------------------------------------------
 
@@ -342,32 +455,55 @@ TMP_FS=$(findmnt -no FSTYPE,SOURCE --target "$E2E_TMPDIR" | head -1 | tr -s ' ')
 	echo "image: Debian $BENCH_SUITE minbase + $BENCH_PACKAGES; $ROOTFS_FILES files, $ROOTFS_MB MiB unpacked, $IMAGE_MB MiB as gzip layers, 4 layers"
 	echo "per run: sync; echo 3 > /proc/sys/vm/drop_caches; then timed until /bench/<id> exists:"
 	echo "  ctr run -d --snapshotter <sn> --mount type=bind,src=<marks>,dst=/bench,options=rbind:rw $IMAGE_NAME <id> /bin/sh -c 'echo started > /bench/<id>; exec sleep 600'"
-	echo "  (image imported with ctr images import --no-unpack; all snapshots removed between runs; $BENCH_RUNS runs per mode)"
-	for m in $BENCH_MODES; do
+	echo "  (image imported with ctr images import --no-unpack; all snapshots removed between runs)"
+	for m in $BENCH_MODES $BENCH_PULL_MODES; do
 		case $m in
-		proxy-walking) echo "proxy-walking: daemon '$BENCH_PROXY_CMD', differ walking" ;;
-		proxy) echo "proxy: daemon '$BENCH_PROXY_CMD', differ $BENCH_PROXY_DIFFER" ;;
-		proxy-mkfs) echo "proxy-mkfs: daemon '$BENCH_PROXY_MKFS_CMD', differ $BENCH_PROXY_DIFFER" ;;
-		proxy-immutable) echo "proxy-immutable: daemon '$BENCH_PROXY_IMMUTABLE_CMD', differ $BENCH_PROXY_DIFFER" ;;
+		proxy-walking) echo "$m: daemon '$BENCH_PROXY_CMD', differ walking" ;;
+		proxy) echo "$m: daemon '$BENCH_PROXY_CMD', differ $BENCH_PROXY_DIFFER" ;;
+		proxy-mkfs) echo "$m: daemon '$BENCH_PROXY_MKFS_CMD', differ $BENCH_PROXY_DIFFER" ;;
+		proxy-immutable) echo "$m: daemon '$BENCH_PROXY_IMMUTABLE_CMD', differ $BENCH_PROXY_DIFFER" ;;
 		esac
-	done
+	done | sort -u
 	echo "  ('ours' is bindings/go/cmd/erofs-snapshotter-grpc --socket {socket} --root {root} --containerd-address {containerd}; differ proxy: its own, as diff proxy plugin)"
-	echo "  (apply_s: with the daemon's differ, the seconds it spent applying the 4 layers in a run, median)"
+	echo "  (apply_s: with the daemon's differ, the seconds it spent applying the 4 layers in a run, summed, median)"
+	fmt2() { [ -n "${1:-}" ] && printf '%.2f' "$1" || echo -; }
+	ratio() { [ -n "${1:-}" ] && [ -n "${2:-}" ] && echo "$1 $2" | awk '{ printf "%.2fx", $1 / $2 }' || echo -; }
+	if [ -n "$BENCH_MODES" ]; then
+		echo
+		echo "Unpacked by ctr run (client-side, layer after layer), $BENCH_RUNS runs per mode:"
+		printf '%-16s %10s %10s %8s   %s\n' mode median_s vs_overlay apply_s "runs (s)"
+		base=${RESULT_MEDIAN[overlayfs]:-}
+		for m in $BENCH_MODES; do
+			if [ -n "${RESULT_MEDIAN[$m]:-}" ]; then
+				printf '%-16s %10.2f %10s %8s   %s\n' "$m" "${RESULT_MEDIAN[$m]}" \
+					"$(ratio "${RESULT_MEDIAN[$m]}" "$base")" "$(fmt2 "${RESULT_APPLY[$m]:-}")" \
+					"$(for t in ${RESULT_ALL[$m]}; do printf '%.2f ' "$t"; done)"
+			else
+				printf '%-16s %10s %10s %8s   %s\n' "$m" - - - "${RESULT_NOTE[$m]:-}"
+			fi
+		done
+	fi
+	if [ -n "$BENCH_PULL_MODES" ]; then
+		echo
+		echo "Pulled (ctr images pull --plain-http --snapshotter <sn> $PULL_REF, through the transfer service, then ctr run -d as above; the blobs already in the content store) with max_concurrent_unpacks = unpacks (above 1: parallel unpack, the proxy declared with capabilities = [\"rebase\"]), $BENCH_PULL_RUNS runs each:"
+		echo "  (vs_overlay: against overlayfs with the same unpacks; vs_u1: against the same mode with unpacks 1; pull_s: until ctr images pull returned)"
+		printf '%-16s %7s %9s %10s %7s %7s %8s   %s\n' mode unpacks median_s vs_overlay vs_u1 pull_s apply_s "runs (s)"
+		for m in $BENCH_PULL_MODES; do
+			for u in $BENCH_UNPACKS; do
+				k=$m/u$u
+				if [ -n "${RESULT_MEDIAN[$k]:-}" ]; then
+					printf '%-16s %7s %9.2f %10s %7s %7s %8s   %s\n' "$m" "$u" "${RESULT_MEDIAN[$k]}" \
+						"$(ratio "${RESULT_MEDIAN[$k]}" "${RESULT_MEDIAN[overlayfs/u$u]:-}")" \
+						"$(ratio "${RESULT_MEDIAN[$k]}" "${RESULT_MEDIAN[$m/u1]:-}")" \
+						"$(fmt2 "${RESULT_PULL[$k]:-}")" "$(fmt2 "${RESULT_APPLY[$k]:-}")" \
+						"$(for t in ${RESULT_ALL[$k]}; do printf '%.2f ' "$t"; done)"
+				else
+					printf '%-16s %7s %9s %10s %7s %7s %8s   %s\n' "$m" "$u" - - - - - "${RESULT_NOTE[$k]:-}"
+				fi
+			done
+		done
+	fi
 	echo
-	printf '%-16s %10s %10s %8s   %s\n' mode median_s vs_overlay apply_s "runs (s)"
-	base=${RESULT_MEDIAN[overlayfs]:-}
-	for m in $BENCH_MODES; do
-		if [ -n "${RESULT_MEDIAN[$m]:-}" ]; then
-			ratio=-
-			[ -z "$base" ] || ratio=$(echo "${RESULT_MEDIAN[$m]} $base" | awk '{ printf "%.2fx", $1 / $2 }')
-			printf '%-16s %10.2f %10s %8s   %s\n' "$m" "${RESULT_MEDIAN[$m]}" "$ratio" \
-				"$([ -z "${RESULT_APPLY[$m]:-}" ] && echo - || printf '%.2f' "${RESULT_APPLY[$m]}")" \
-				"$(for t in ${RESULT_ALL[$m]}; do printf '%.2f ' "$t"; done)"
-		else
-			printf '%-16s %10s %10s %8s   %s\n' "$m" - - - "${RESULT_NOTE[$m]:-}"
-		fi
-	done
-	echo
-	echo "whole benchmark run: $BENCH_SECONDS s (bench/launch.sh, BENCH_RUNS=$BENCH_RUNS)"
+	echo "whole benchmark run: $BENCH_SECONDS s (bench/launch.sh, BENCH_RUNS=$BENCH_RUNS BENCH_UNPACKS='$BENCH_UNPACKS' BENCH_PULL_RUNS=$BENCH_PULL_RUNS)"
 } | tee "$BENCH_OUT"
 log "report saved to $BENCH_OUT"

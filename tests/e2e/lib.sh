@@ -21,12 +21,9 @@ E2E_TMPDIR=${E2E_TMPDIR:-/tmp}         # where the per-run directory is made
 # (containerd's default, sequential); above 1 the transfer service's pulls
 # unpack layers in parallel on a snapshotter with the "rebase" capability.
 E2E_UNPACKS=${E2E_UNPACKS:-}
-# 1: declare capabilities = ["rebase"] for the proxy snapshotter; by default
-# exactly when E2E_UNPACKS is above 1.
-if [ -z "${E2E_PROXY_REBASE:-}" ]; then
-	E2E_PROXY_REBASE=0
-	[ -z "$E2E_UNPACKS" ] || [ "$E2E_UNPACKS" -le 1 ] || E2E_PROXY_REBASE=1
-fi
+# 1: declare capabilities = ["rebase"] for the proxy snapshotter, 0: do not;
+# empty (the default): exactly when E2E_UNPACKS is above 1 (proxy_rebase).
+E2E_PROXY_REBASE=${E2E_PROXY_REBASE:-}
 
 CTD_PID=
 PROXY_PID=
@@ -73,6 +70,18 @@ snapshotter_of() {
 	proxy | proxy-*) echo "$E2E_PROXY_NAME" ;;
 	*) die "unknown mode $1 (overlayfs, erofs, proxy)" ;;
 	esac
+}
+
+# proxy_rebase: 1 when the proxy snapshotter is declared with the rebase
+# capability (E2E_PROXY_REBASE, by default when E2E_UNPACKS is above 1).
+proxy_rebase() {
+	if [ -n "$E2E_PROXY_REBASE" ]; then
+		echo "$E2E_PROXY_REBASE"
+	elif [ -n "$E2E_UNPACKS" ] && [ "$E2E_UNPACKS" -gt 1 ]; then
+		echo 1
+	else
+		echo 0
+	fi
 }
 
 # ctd_config MODE [SET_IMMUTABLE]: write $E2E_TMP/config.toml for MODE
@@ -202,7 +211,7 @@ ctd_config() {
 				    type = "snapshot"
 				    address = "$PROXY_SNAPSHOT_SOCK"
 			EOF
-			[ "$E2E_PROXY_REBASE" != 1 ] || cat <<-EOF
+			[ "$(proxy_rebase)" != 1 ] || cat <<-EOF
 				    # Parallel unpack: layers prepared without a parent, committed
 				    # with one (snapshots.WithParent).
 				    capabilities = ["rebase"]
