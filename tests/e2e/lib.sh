@@ -404,6 +404,7 @@ tap_stop() {
 registry_start() {
 	local rlog=$1 port='' _
 	[ -x "${E2E_REGISTRY_BIN:-}" ] || die "no registry binary (install.sh)"
+	: >>"$rlog" # exists before the background redirection opens it
 	setsid "$E2E_REGISTRY_BIN" -port 0 >>"$rlog" 2>&1 &
 	REGISTRY_PID=$!
 	for _ in $(seq 1 200); do
