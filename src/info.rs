@@ -11,6 +11,58 @@ use crate::error::{Error, Result};
 /// Labels of a snapshot, ordered by key.
 pub type Labels = BTreeMap<String, String>;
 
+/// Labels as the metadata store keeps them in memory: sorted pairs, a
+/// fraction of a [`Labels`] map's size (a `BTreeMap` of strings allocates
+/// a node of eleven entries for one label), so a handle can keep every
+/// snapshot of a large host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowLabels(Box<[(Box<str>, Box<str>)]>);
+
+impl RowLabels {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The labels in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    pub fn to_map(&self) -> Labels {
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+impl From<&Labels> for RowLabels {
+    fn from(labels: &Labels) -> RowLabels {
+        RowLabels(
+            labels
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for RowLabels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
 /// containerd's limit on a label: key and value together.
 pub const MAX_LABEL_SIZE: usize = 4096;
 
@@ -112,6 +164,31 @@ pub struct Info {
     pub labels: Labels,
     pub created: Timestamp,
     pub updated: Timestamp,
+}
+
+/// An [`Info`] borrowed from where the snapshotter keeps it (a walk's
+/// result), labels in their compact form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InfoRef<'a> {
+    pub kind: Kind,
+    pub name: &'a str,
+    pub parent: &'a str,
+    pub labels: &'a RowLabels,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+}
+
+impl InfoRef<'_> {
+    pub fn to_info(&self) -> Info {
+        Info {
+            kind: self.kind,
+            name: self.name.to_string(),
+            parent: self.parent.to_string(),
+            labels: self.labels.to_map(),
+            created: self.created,
+            updated: self.updated,
+        }
+    }
 }
 
 /// Resources a snapshot takes by itself, as containerd's `snapshots.Usage`.

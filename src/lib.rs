@@ -75,10 +75,10 @@ mod upper_dir;
 pub use config::Config;
 pub use differ::{Applied, ApplyOptions};
 pub use error::{Error, ErrorKind, Result};
-pub use info::{Info, InfoUpdate, Kind, Labels, Timestamp, Usage};
+pub use info::{Info, InfoRef, InfoUpdate, Kind, Labels, RowLabels, Timestamp, Usage};
 pub use logging::{Level, Logger};
 pub use mounts::{mount_all, unmount_all, Mount};
-pub use snapshotter::Snapshotter;
+pub use snapshotter::{Snapshotter, Walked};
 
 /// The library version (the crate's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -12,8 +12,8 @@ use crate::differ::{self, Applied, ApplyOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filters::Filter;
 use crate::info::{
-    apply_label_update, validate_labels, BlobRecord, Info, InfoUpdate, Kind, Labels, Timestamp,
-    Usage,
+    apply_label_update, validate_labels, BlobRecord, Info, InfoRef, InfoUpdate, Kind, Labels,
+    Timestamp, Usage,
 };
 use crate::integrity;
 use crate::layer_mounts::Layers;
@@ -182,7 +182,7 @@ impl Snapshotter {
                 }
                 _ => e,
             })?;
-            let (p, generation) = (&cached.row, cached.generation);
+            let (p, generation) = (&cached.0.row, cached.1);
             if p.kind != Kind::Committed {
                 return Err(Error::invalid_argument(format!(
                     "parent {parent:?} is not a committed snapshot"
@@ -266,7 +266,14 @@ impl Snapshotter {
         };
         let top = match &cached {
             Some(blob) => Top::Cached(blob.path.as_deref().unwrap_or(Path::new(""))),
-            None if awaits_rebase(kind, &parent_ids, labels) => Top::RebaseLater,
+            None if awaits_rebase(
+                kind,
+                &parent_ids,
+                labels.contains_key(LABEL_PARENT_CHAIN_ID),
+            ) =>
+            {
+                Top::RebaseLater
+            }
             None => Top::Upper,
         };
         self.ensure_top(id, &parent_ids, &top, generation)?;
@@ -299,7 +306,7 @@ impl Snapshotter {
     fn mounts_inner(&self, key: &str) -> Result<Vec<Mount>> {
         check_key("key", key)?;
         let cached = self.store.cached_get(key)?;
-        let (row, generation) = (&cached.row, cached.generation);
+        let (row, generation) = (&cached.0.row, cached.1);
         if row.kind == Kind::Committed {
             return Err(Error::failed_precondition(format!(
                 "snapshot {key:?} is committed; only active snapshots and views have mounts"
@@ -308,7 +315,14 @@ impl Snapshotter {
         self.ensure_layers(&row.parent_ids, generation)?;
         let top = match &row.blob_ref {
             Some(path) if row.kind == Kind::Active => Top::Cached(path),
-            _ if awaits_rebase(row.kind, &row.parent_ids, &row.labels) => Top::RebaseLater,
+            _ if awaits_rebase(
+                row.kind,
+                &row.parent_ids,
+                row.labels.contains_key(LABEL_PARENT_CHAIN_ID),
+            ) =>
+            {
+                Top::RebaseLater
+            }
             _ => Top::Upper,
         };
         self.ensure_top(row.id, &row.parent_ids, &top, generation)?;
@@ -442,7 +456,7 @@ impl Snapshotter {
         // A concurrent commit of the same key may have won while we waited.
         self.store.read(|tx| {
             let current = tx.get_by_id(row.id)?;
-            active_row(current.filter(|r| r.key == key), key).map(drop)
+            active_row(current.filter(|r| &*r.key == key), key).map(drop)
         })?;
         if row.blob_ref.is_some() {
             return self.commit_cached(name, key, parent, labels, &row);
@@ -540,7 +554,7 @@ impl Snapshotter {
                         "snapshot {name:?} already exists"
                     )));
                 }
-                let current = tx.get_by_id(row.id)?.filter(|r| r.key == key);
+                let current = tx.get_by_id(row.id)?.filter(|r| &*r.key == key);
                 let current = active_row(current, key)?;
                 let onto = rebase_onto(tx, &current, parent)?;
                 tx.commit(
@@ -598,7 +612,7 @@ impl Snapshotter {
                     "snapshot {name:?} already exists"
                 )));
             }
-            let current = active_row(tx.get_by_id(row.id)?.filter(|r| r.key == key), key)?;
+            let current = active_row(tx.get_by_id(row.id)?.filter(|r| &*r.key == key), key)?;
             let onto = rebase_onto(tx, &current, parent)?;
             tx.commit(
                 row.id,
@@ -799,7 +813,7 @@ impl Snapshotter {
     /// Information about a snapshot.
     pub fn stat(&self, key: &str) -> Result<Info> {
         let op = self.log.op("stat", key);
-        op.finish(self.store.cached_get(key).map(|c| c.row.info()))
+        op.finish(self.store.cached_get(key).map(|(c, _)| c.row.info()))
     }
 
     /// [`Snapshotter::stat`] without a copy: the same `Arc` comes back while
@@ -808,7 +822,7 @@ impl Snapshotter {
     /// keep what it derives from an info keyed on the `Arc`'s identity.
     pub fn stat_shared(&self, key: &str) -> Result<Arc<Info>> {
         let op = self.log.op("stat", key);
-        op.finish(self.store.cached_get(key).map(|c| c.info()))
+        op.finish(self.store.cached_get(key).map(|(c, _)| c.info()))
     }
 
     /// Updates labels (the only mutable field) following containerd's field
@@ -817,7 +831,8 @@ impl Snapshotter {
         let op = self.log.op("update", &info.name);
         op.finish(self.store.write(|tx| {
             let row = tx.must_get(&info.name)?;
-            let labels = apply_label_update(&info.name, &row.labels, &info.labels, fieldpaths)?;
+            let labels =
+                apply_label_update(&info.name, &row.labels.to_map(), &info.labels, fieldpaths)?;
             validate_labels(&labels)?;
             let now = Timestamp::now();
             tx.update_labels(row.id, &labels, now)?;
@@ -845,22 +860,29 @@ impl Snapshotter {
 
     /// Every snapshot matching any of `filters` (containerd filter syntax), by key.
     pub fn walk(&self, filters: &[String]) -> Result<Vec<Info>> {
-        self.walk_shared(filters).map(|infos| infos.to_vec())
+        self.walk_shared(filters)
+            .map(|w| w.iter().map(|i| i.to_info()).collect())
     }
 
     /// [`Snapshotter::walk`] without a copy, as [`Snapshotter::stat_shared`]:
-    /// the same `Arc` for the same filters while nothing may have changed.
-    pub fn walk_shared(&self, filters: &[String]) -> Result<Arc<[Info]>> {
+    /// the snapshots as this handle keeps them, the same selection for the
+    /// same filters while nothing may have changed. Filters are evaluated
+    /// on the kept rows: a walk reads no row from the database once this
+    /// handle has them, and a filtered walk makes nothing for the rows it
+    /// does not return.
+    pub fn walk_shared(&self, filters: &[String]) -> Result<Walked> {
         let op = self.log.op("walk", "");
         op.finish((|| {
             let filter = parse_filters(filters)?;
-            self.store.cached_walk(filters, |rows| {
-                Ok(rows
-                    .iter()
-                    .map(|r| r.info())
-                    .filter(|info| filter.matches(&|path: &[String]| field(info, path)))
-                    .collect())
-            })
+            let all = filters.is_empty();
+            self.store
+                .cached_walk(filters, |rows| {
+                    Ok(rows
+                        .filter(|c| all || filter.matches(&|path: &[String]| field(&c.row, path)))
+                        .cloned()
+                        .collect())
+                })
+                .map(Walked)
         })())
     }
 
@@ -1049,6 +1071,38 @@ fn active_row(row: Option<SnapshotRow>, key: &str) -> Result<SnapshotRow> {
     Ok(row)
 }
 
+/// What a walk selected ([`Snapshotter::walk_shared`]), in name order. The
+/// same selection (see [`Walked::same`]) comes back while no process may
+/// have changed the snapshots.
+#[derive(Clone)]
+pub struct Walked(pub(crate) Arc<[Arc<crate::metastore::Cached>]>);
+
+impl Walked {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The snapshots, without copies.
+    pub fn iter(&self) -> impl Iterator<Item = InfoRef<'_>> {
+        self.0.iter().map(|c| c.row.info_ref())
+    }
+
+    /// Whether `other` is this very selection (not merely equal).
+    pub fn same(&self, other: &Walked) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Walked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// What is on top of the lower layers of an active snapshot or view.
 enum Top<'a> {
     /// Its upper dir (none for a view).
@@ -1072,8 +1126,9 @@ const LABEL_PARENT_CHAIN_ID: &str = "containerd.io/snapshot/parent-chain-id";
 
 /// Whether a snapshot is a layer's extraction that containerd's parallel
 /// unpack prepared without its parent and will commit onto it.
-fn awaits_rebase(kind: Kind, parent_ids: &[i64], labels: &Labels) -> bool {
-    kind == Kind::Active && parent_ids.is_empty() && labels.contains_key(LABEL_PARENT_CHAIN_ID)
+/// `labelled`: it has [`LABEL_PARENT_CHAIN_ID`].
+fn awaits_rebase(kind: Kind, parent_ids: &[i64], labelled: bool) -> bool {
+    kind == Kind::Active && parent_ids.is_empty() && labelled
 }
 
 /// The parent `row` is committed onto, when that is a change (containerd's
@@ -1110,17 +1165,16 @@ fn rebase_onto(
 }
 
 /// containerd's snapshot filter adaptor: `kind`, `name`, `parent`, `labels.<key>`.
-fn field(info: &Info, path: &[String]) -> Option<String> {
+fn field<'a>(row: &'a SnapshotRow, path: &[String]) -> Option<&'a str> {
     match path.first().map(String::as_str) {
-        Some("kind") => Some(info.kind.as_str().to_string()),
-        Some("name") => Some(info.name.clone()),
-        Some("parent") => Some(info.parent.clone()),
-        Some("labels") => {
-            if info.labels.is_empty() {
-                return None;
-            }
-            info.labels.get(&path[1..].join(".")).cloned()
-        }
+        Some("kind") => Some(row.kind.as_str()),
+        Some("name") => Some(&row.key),
+        Some("parent") => Some(&row.parent),
+        Some("labels") => match &path[1..] {
+            _ if row.labels.is_empty() => None,
+            [key] => row.labels.get(key),
+            keys => row.labels.get(&keys.join(".")),
+        },
         _ => None,
     }
 }

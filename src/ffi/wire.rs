@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, Weak};
 use serde::{Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::info::{Info, Labels, Timestamp};
+use crate::info::{Info, InfoRef, Labels, RowLabels, Timestamp};
+use crate::metastore::Cached;
+use crate::snapshotter::Walked;
 
 /// An info as the C ABI writes it: `{"kind", "name", "parent", "labels",
 /// "created", "updated", "created_ns", "updated_ns"}`. Each time is given
@@ -21,7 +23,7 @@ pub struct InfoJson<'a> {
     kind: &'static str,
     name: &'a str,
     parent: &'a str,
-    labels: &'a Labels,
+    labels: LabelsJson<'a>,
     #[serde(serialize_with = "rfc3339")]
     created: Timestamp,
     #[serde(serialize_with = "rfc3339")]
@@ -36,11 +38,42 @@ impl<'a> From<&'a Info> for InfoJson<'a> {
             kind: info.kind.as_str(),
             name: &info.name,
             parent: &info.parent,
-            labels: &info.labels,
+            labels: LabelsJson::Map(&info.labels),
             created: info.created,
             updated: info.updated,
             created_ns: info.created.0,
             updated_ns: info.updated.0,
+        }
+    }
+}
+
+impl<'a> From<InfoRef<'a>> for InfoJson<'a> {
+    fn from(info: InfoRef<'a>) -> InfoJson<'a> {
+        InfoJson {
+            kind: info.kind.as_str(),
+            name: info.name,
+            parent: info.parent,
+            labels: LabelsJson::Row(info.labels),
+            created: info.created,
+            updated: info.updated,
+            created_ns: info.created.0,
+            updated_ns: info.updated.0,
+        }
+    }
+}
+
+/// Labels as a JSON object, from either form.
+#[derive(Debug)]
+enum LabelsJson<'a> {
+    Map(&'a Labels),
+    Row(&'a RowLabels),
+}
+
+impl Serialize for LabelsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            LabelsJson::Map(m) => m.serialize(s),
+            LabelsJson::Row(r) => r.serialize(s),
         }
     }
 }
@@ -60,8 +93,19 @@ pub(crate) fn info(info: &Info) -> Result<String> {
 }
 
 /// The JSON array of infos.
-pub(crate) fn infos(infos: &[Info]) -> Result<String> {
-    encode(&infos.iter().map(InfoJson::from).collect::<Vec<_>>())
+pub(crate) fn infos(infos: &[Arc<Cached>]) -> Result<String> {
+    // One buffer, one info after the other: no vector of all of them.
+    let mut out = Vec::with_capacity(infos.len() * 320 + 2);
+    out.push(b'[');
+    for (i, c) in infos.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &InfoJson::from(c.row.info_ref()))
+            .map_err(|e| Error::internal(format!("encode JSON: {e}")))?;
+    }
+    out.push(b']');
+    String::from_utf8(out).map_err(|e| Error::internal(format!("encode JSON: {e}")))
 }
 
 /// Distinct keys whose info JSON a handle keeps at most; past that it starts
@@ -84,7 +128,7 @@ const MAX_WALKS: usize = 16;
 #[derive(Default)]
 pub(crate) struct JsonCache {
     infos: Mutex<Table<String, Info>>,
-    walks: Mutex<Table<Vec<String>, [Info]>>,
+    walks: Mutex<Table<Vec<String>, [Arc<Cached>]>>,
 }
 
 struct Table<K, T: ?Sized> {
@@ -114,8 +158,8 @@ impl JsonCache {
     }
 
     /// The JSON of `value`, what the core's walk returned for `filters`.
-    pub fn infos(&self, filters: &[String], value: Arc<[Info]>) -> Result<Arc<str>> {
-        cached(&self.walks, filters, value, MAX_WALKS, infos)
+    pub fn infos(&self, filters: &[String], value: &Walked) -> Result<Arc<str>> {
+        cached(&self.walks, filters, value.0.clone(), MAX_WALKS, infos)
     }
 }
 
@@ -175,6 +219,24 @@ mod tests {
         }
     }
 
+    /// `sample()` as the metadata store keeps it.
+    fn sample_row() -> Arc<Cached> {
+        let i = sample();
+        Cached::new(crate::metastore::SnapshotRow {
+            id: 1,
+            key: i.name.as_str().into(),
+            kind: i.kind,
+            parent: i.parent.clone(),
+            parent_ids: Vec::new(),
+            labels: RowLabels::from(&i.labels),
+            created: i.created,
+            updated: i.updated,
+            usage: crate::info::Usage::default(),
+            blob_size: None,
+            blob_ref: None,
+        })
+    }
+
     #[test]
     fn info_json_shape() {
         assert_eq!(
@@ -182,6 +244,11 @@ mod tests {
             r#"{"kind":"committed","name":"n","parent":"","labels":{"a":"b"},"created":"1970-01-01T00:00:00.000000000Z","updated":"2023-11-14T22:13:20.123456789Z","created_ns":0,"updated_ns":1700000000123456789}"#
         );
         assert_eq!(infos(&[]).unwrap(), "[]");
+        // A walk's infos are written from the rows kept, exactly as a stat's.
+        assert_eq!(
+            infos(&[sample_row(), sample_row()]).unwrap(),
+            format!("[{0},{0}]", info(&sample()).unwrap())
+        );
     }
 
     #[test]
@@ -214,10 +281,10 @@ mod tests {
         );
         assert!(Arc::ptr_eq(&second, &cache.info("n", b).unwrap()));
 
-        let all: Arc<[Info]> = vec![sample(), sample()].into();
+        let all = Walked(vec![sample_row(), sample_row()].into());
         let filters = vec!["kind==committed".to_string()];
-        let walked = cache.infos(&filters, all.clone()).unwrap();
-        assert!(Arc::ptr_eq(&walked, &cache.infos(&filters, all).unwrap()));
+        let walked = cache.infos(&filters, &all).unwrap();
+        assert!(Arc::ptr_eq(&walked, &cache.infos(&filters, &all).unwrap()));
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&walked)
                 .unwrap()

@@ -13,7 +13,7 @@ pub struct Filter {
 impl Filter {
     /// `field` resolves a field path (e.g. ["labels", "containerd.io/gc.root"] or ["kind"]) to
     /// its value, or None when the field is not present — the role of containerd's Adaptor.
-    pub fn matches(&self, field: &dyn Fn(&[String]) -> Option<String>) -> bool {
+    pub fn matches<S: AsRef<str>>(&self, field: &dyn Fn(&[String]) -> Option<S>) -> bool {
         self.exprs
             .iter()
             .any(|sels| sels.iter().all(|s| s.matches(field)))
@@ -38,8 +38,9 @@ pub(super) enum Op {
 }
 
 impl Selector {
-    fn matches(&self, field: &dyn Fn(&[String]) -> Option<String>) -> bool {
+    fn matches<S: AsRef<str>>(&self, field: &dyn Fn(&[String]) -> Option<S>) -> bool {
         let value = field(&self.fieldpath);
+        let value = value.as_ref().map(AsRef::as_ref);
         match &self.op {
             Op::Present => value.is_some(),
             Op::Equal(want) => match (&value, want) {
@@ -48,10 +49,10 @@ impl Selector {
             },
             // An absent field reads as "", as with containerd's adaptors.
             Op::NotEqual(want) => match want {
-                Some(w) => value.as_deref().unwrap_or("") != w,
+                Some(w) => value.unwrap_or("") != w,
                 None => true,
             },
-            Op::Matches(Ok(re)) => re.is_match(value.as_deref().unwrap_or("")),
+            Op::Matches(Ok(re)) => re.is_match(value.unwrap_or("")),
             Op::Matches(Err(_)) => false,
         }
     }

@@ -2,7 +2,7 @@
 //! shared by every process of the root that tells it when to stop trusting
 //! it (see [`ChangeCounter`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
@@ -11,25 +11,43 @@ use super::{MetaStore, SnapshotRow};
 use crate::error::{Error, Result};
 use crate::info::Info;
 
-/// Rows read while the change counter stood at `seq` (see [`ChangeCounter`]).
+/// What a handle knows of the database, brought up to date by reading only
+/// what changed since (see `seq_schema` in `queries`): no size limit to
+/// fall off, and a write by any process costs the next read one indexed
+/// query for the rows it wrote, not a reload.
 #[derive(Default)]
 pub(super) struct Cache {
-    seq: u64,
-    rows: HashMap<String, Arc<Cached>>,
-    all: Option<Arc<Vec<SnapshotRow>>>,
-    /// Walk results, by filter list (the few a host repeats).
-    walks: HashMap<Vec<String>, Arc<[Info]>>,
+    /// The change counter when the cache was last found up to date; a read
+    /// while it still holds that value needs no query at all.
+    counter: Option<u64>,
+    /// The database change the rows reflect.
+    seq: i64,
+    /// The mount generation as of `seq`.
+    generation: i64,
+    /// Snapshots by key: every one once `complete` (a walk loaded them),
+    /// else those read so far.
+    rows: BTreeMap<Arc<str>, Arc<Cached>>,
+    complete: bool,
+    /// Walk results by filter list (the few a host repeats), until a change.
+    walks: HashMap<Vec<String>, Arc<[Arc<Cached>]>>,
 }
 
-/// A snapshot as read from the database, with the mount generation read in
-/// the same statement and its [`Info`] made once on demand.
+/// A snapshot as read from the database, with its [`Info`] made once on
+/// demand.
+#[derive(Debug)]
 pub(crate) struct Cached {
     pub row: SnapshotRow,
-    pub generation: i64,
     info: OnceLock<Arc<Info>>,
 }
 
 impl Cached {
+    pub(crate) fn new(row: SnapshotRow) -> Arc<Cached> {
+        Arc::new(Cached {
+            row,
+            info: OnceLock::new(),
+        })
+    }
+
     /// The snapshot's info: the same `Arc` for as long as this entry is
     /// served, so callers may key what they derive from it on its identity.
     pub fn info(&self) -> Arc<Info> {
@@ -40,97 +58,91 @@ impl Cached {
 /// Distinct walk filter lists kept at most.
 const MAX_CACHED_WALKS: usize = 16;
 
-/// Entries kept at most; past that the cache starts over.
-const MAX_CACHED_ROWS: usize = 16 * 1024;
-
 impl MetaStore {
-    /// The cache protocol (see [`ChangeCounter`]): serve `lookup` while no
-    /// process has written since the entry was cached; otherwise `load`, and
-    /// `store` the result if no write began meanwhile.
-    fn cached<T: Clone>(
-        &self,
-        lookup: impl FnOnce(&Cache) -> Option<T>,
-        load: impl FnOnce() -> Result<T>,
-        store: impl FnOnce(&mut Cache, T),
-    ) -> Result<T> {
-        let seq = self.changes.stable();
-        if let Some(seq) = seq {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.seq == seq {
-                if let Some(hit) = lookup(&cache) {
-                    return Ok(hit);
-                }
+    /// Brings `c` up to date: nothing to do while the change counter holds
+    /// the value it had when `c` last was; else the rows written and the
+    /// keys removed since `c.seq`, read in one transaction, applied in
+    /// order (removals first: a key removed and used again comes back with
+    /// its new row). The database is the truth at every step, so a row read
+    /// later than `c.seq` (a point read) may sit in `c` too.
+    fn sync(&self, c: &mut Cache) -> Result<()> {
+        let before = self.changes.stable();
+        if before.is_some() && c.counter == before {
+            return Ok(());
+        }
+        let delta = self.read(|tx| tx.changes_since(c.seq))?;
+        if delta.seq < c.seq || c.seq < delta.floor {
+            // Further behind than the removal records go (or another
+            // database): start again.
+            c.rows.clear();
+            c.complete = false;
+            c.walks.clear();
+        } else if !delta.rows.is_empty() || !delta.removed.is_empty() {
+            c.walks.clear();
+            for key in &delta.removed {
+                c.rows.remove(key.as_str());
+            }
+            for row in delta.rows {
+                c.rows.insert(row.key.clone(), Cached::new(row));
             }
         }
-        let value = load()?;
-        if let Some(seq) = seq {
-            if self.changes.stable() == Some(seq) {
-                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                cache.reset_to(seq);
-                store(&mut cache, value.clone());
-            }
+        c.seq = delta.seq;
+        c.generation = delta.generation;
+        let after = self.changes.stable();
+        c.counter = if before.is_some() && before == after {
+            before
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// A snapshot and the mount generation, from this handle's cache once
+    /// it is up to date, else read (and kept).
+    pub fn cached_get(&self, key: &str) -> Result<(Arc<Cached>, i64)> {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync(&mut c)?;
+        if let Some(hit) = c.rows.get(key) {
+            return Ok((hit.clone(), c.generation));
         }
-        Ok(value)
+        if c.complete {
+            return Err(Error::not_found(format!("snapshot {key:?} does not exist")));
+        }
+        let (row, generation) = self.read_one(|tx| tx.get_with_generation(key))?;
+        let entry = Cached::new(row);
+        c.rows.insert(entry.row.key.clone(), entry.clone());
+        Ok((entry, generation))
     }
 
-    /// A snapshot and the mount generation, from this handle's cache when no
-    /// process has written since they were read.
-    pub fn cached_get(&self, key: &str) -> Result<Arc<Cached>> {
-        self.cached(
-            |c| c.rows.get(key).cloned(),
-            || {
-                let (row, generation) = self.read_one(|tx| tx.get_with_generation(key))?;
-                Ok(Arc::new(Cached {
-                    row,
-                    generation,
-                    info: OnceLock::new(),
-                }))
-            },
-            |c, v| {
-                if c.rows.len() >= MAX_CACHED_ROWS {
-                    c.rows.clear();
-                }
-                c.rows.insert(key.to_string(), v);
-            },
-        )
-    }
-
-    /// What `make` selects from every row for `filters` (a walk), cached by
-    /// filter list.
+    /// The snapshots `select` picks from all of them (a walk), in key
+    /// order; cached by filter list until something changes.
     pub fn cached_walk(
         &self,
         filters: &[String],
-        make: impl FnOnce(&[SnapshotRow]) -> Result<Arc<[Info]>>,
-    ) -> Result<Arc<[Info]>> {
-        self.cached(
-            |c| c.walks.get(filters).cloned(),
-            || make(&self.cached_all()?),
-            |c, v| {
-                if c.walks.len() >= MAX_CACHED_WALKS {
-                    c.walks.clear();
-                }
-                c.walks.insert(filters.to_vec(), v);
-            },
-        )
-    }
-
-    /// Every snapshot by key.
-    pub fn cached_all(&self) -> Result<Arc<Vec<SnapshotRow>>> {
-        self.cached(
-            |c| c.all.clone(),
-            || Ok(Arc::new(self.read_one(|tx| tx.all())?)),
-            |c, v| c.all = Some(v),
-        )
-    }
-}
-impl Cache {
-    fn reset_to(&mut self, seq: u64) {
-        if self.seq != seq {
-            self.seq = seq;
-            self.rows.clear();
-            self.all = None;
-            self.walks.clear();
+        select: impl FnOnce(&mut dyn Iterator<Item = &Arc<Cached>>) -> Result<Arc<[Arc<Cached>]>>,
+    ) -> Result<Arc<[Arc<Cached>]>> {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync(&mut c)?;
+        if !c.complete {
+            let (rows, (seq, _, generation)) = self.read(|tx| Ok((tx.all()?, tx.positions()?)))?;
+            c.rows = rows
+                .into_iter()
+                .map(|r| (r.key.clone(), Cached::new(r)))
+                .collect();
+            c.seq = seq;
+            c.generation = generation;
+            c.complete = true;
+            c.walks.clear();
         }
+        if let Some(hit) = c.walks.get(filters) {
+            return Ok(hit.clone());
+        }
+        let selected = select(&mut c.rows.values())?;
+        if c.walks.len() >= MAX_CACHED_WALKS {
+            c.walks.clear();
+        }
+        c.walks.insert(filters.to_vec(), selected.clone());
+        Ok(selected)
     }
 }
 
@@ -228,7 +240,7 @@ mod tests {
         let b = MetaStore::open(&db, &changes, false).unwrap();
         a.write(|tx| tx.insert(Kind::Active, "k", None, &Labels::new(), Timestamp::now()))
             .unwrap();
-        let row = a.cached_get("k").unwrap().row.clone();
+        let row = a.cached_get("k").unwrap().0.row.clone();
         // A change made behind SQLite's back is invisible while cached ...
         a.read_one(|tx| {
             tx.tx
@@ -236,9 +248,87 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(a.cached_get("k").unwrap().row.parent, row.parent);
-        // ... and any write through a store (here: another handle's) ends it.
-        b.write(|tx| tx.bump_mount_generation()).unwrap();
-        assert_eq!(a.cached_get("k").unwrap().row.parent, "sneaky");
+        assert_eq!(a.cached_get("k").unwrap().0.row.parent, row.parent);
+        // ... and a write through a store (here: another handle's) is seen
+        // by the next read: what it wrote, nothing else.
+        b.write(|tx| tx.insert(Kind::Active, "k2", None, &Labels::new(), Timestamp::now()))
+            .unwrap();
+        assert_eq!(a.cached_get("k2").unwrap().0.row.key.as_ref(), "k2");
+        assert_eq!(a.cached_get("k").unwrap().0.row.parent, row.parent);
+    }
+
+    fn keys(store: &MetaStore) -> Vec<String> {
+        store
+            .cached_walk(&[], |rows| Ok(rows.cloned().collect()))
+            .unwrap()
+            .iter()
+            .map(|c| c.row.key.to_string())
+            .collect()
+    }
+
+    /// Another handle's writes (insert, labels, commit under a new name,
+    /// delete) reach this handle's cache by what changed, in key order, and
+    /// a handle further behind than the removal records go starts over.
+    #[test]
+    fn changes_reach_the_cache_incrementally() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let changes = dir.path().join("changes");
+        let a = MetaStore::open(&db, &changes, false).unwrap();
+        let b = MetaStore::open(&db, &changes, false).unwrap();
+        let now = Timestamp::now();
+        for k in ["b", "a", "c"] {
+            b.write(|tx| tx.insert(Kind::Active, k, None, &Labels::new(), now))
+                .unwrap();
+        }
+        assert_eq!(keys(&a), ["a", "b", "c"]);
+        let id_b = a.cached_get("b").unwrap().0.row.id;
+        let labels: Labels = [("x".to_string(), "1".to_string())].into();
+        b.write(|tx| tx.update_labels(id_b, &labels, now)).unwrap();
+        assert_eq!(a.cached_get("b").unwrap().0.row.labels.get("x"), Some("1"));
+        let blob = crate::info::BlobRecord {
+            size: 1,
+            verity_digest: None,
+            path: None,
+        };
+        b.write(|tx| {
+            tx.commit(
+                id_b,
+                "z",
+                None,
+                &Labels::new(),
+                now,
+                Default::default(),
+                &blob,
+            )
+        })
+        .unwrap();
+        assert_eq!(keys(&a), ["a", "c", "z"]);
+        assert_eq!(
+            a.cached_get("b").unwrap_err().kind(),
+            crate::ErrorKind::NotFound
+        );
+        let id_a = a.cached_get("a").unwrap().0.row.id;
+        b.write(|tx| tx.delete(id_a)).unwrap();
+        // The key is used again at once: the new row, not the removal, wins.
+        b.write(|tx| tx.insert(Kind::View, "a", None, &Labels::new(), now))
+            .unwrap();
+        assert_eq!(keys(&a), ["a", "c", "z"]);
+        assert_eq!(a.cached_get("a").unwrap().0.row.kind, Kind::View);
+
+        // Behind the removal records: everything is read again.
+        b.write(|tx| {
+            tx.tx.execute(
+                "UPDATE state SET value = (SELECT value FROM state WHERE name = 'seq') + 1
+                 WHERE name = 'removed_floor'",
+                [],
+            )?;
+            tx.tx.execute("DELETE FROM snapshots WHERE key = 'c'", [])?;
+            Ok(())
+        })
+        .unwrap();
+        b.write(|tx| tx.insert(Kind::Active, "d", None, &Labels::new(), now))
+            .unwrap();
+        assert_eq!(keys(&a), ["a", "d", "z"]);
     }
 }

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
+pub(crate) use cache::Cached;
 use cache::{Cache, ChangeCounter};
 pub(crate) use queries::{SnapshotRow, Tx};
 use queries::{MIGRATIONS, SCHEMA};
@@ -234,19 +235,19 @@ mod tests {
     fn older_schemas_are_migrated() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
-        // Version 1's table: no blob_ref, the last column verity_digest.
-        let v1 = SCHEMA
-            .replace(
-                "\n    blob_ref      TEXT                               -- the layer's file in a layer content cache",
-                "",
-            )
-            .replace("verity_digest BLOB,", "verity_digest BLOB ");
-        assert_ne!(
-            v1, SCHEMA,
-            "the schema's last column moved; update this test"
-        );
+        // Version 1's schema, as it was.
+        let v1 = "
+CREATE TABLE snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, kind INTEGER NOT NULL,
+    parent_id INTEGER REFERENCES snapshots(id), parent TEXT NOT NULL DEFAULT '',
+    parent_ids TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '{}',
+    created INTEGER NOT NULL, updated INTEGER NOT NULL, size INTEGER NOT NULL DEFAULT 0,
+    inodes INTEGER NOT NULL DEFAULT 0, blob_size INTEGER, verity_digest BLOB);
+CREATE INDEX snapshots_parent_id ON snapshots(parent_id);
+CREATE TABLE state (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO state (name, value) VALUES ('mount_generation', 0);";
         let conn = Connection::open(&db).unwrap();
-        conn.execute_batch(&v1).unwrap();
+        conn.execute_batch(v1).unwrap();
         conn.execute_batch(
             "INSERT INTO snapshots (key, kind, created, updated) VALUES ('old', 2, 1, 1);
              PRAGMA user_version = 1;",
@@ -256,6 +257,15 @@ mod tests {
         let store = MetaStore::open(&db, &dir.path().join("changes"), false).unwrap();
         let row = store.read(|tx| tx.must_get("old")).unwrap();
         assert_eq!(row.blob_ref, None);
+        // The cache sees rows written before and after the migration.
+        store
+            .write(|tx| tx.insert(Kind::Active, "new", None, &Labels::new(), Timestamp::now()))
+            .unwrap();
+        assert_eq!(store.cached_get("old").unwrap().0.row.id, row.id);
+        let all = store
+            .cached_walk(&[], |rows| Ok(rows.cloned().collect()))
+            .unwrap();
+        assert_eq!(all.len(), 2);
         let version: i64 = store
             .read_one(|tx| Ok(tx.tx.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .unwrap();

@@ -2,13 +2,34 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::{Error, Result};
-use crate::info::{BlobRecord, Info, Kind, Labels, Timestamp, Usage};
+use crate::info::{BlobRecord, Info, InfoRef, Kind, Labels, RowLabels, Timestamp, Usage};
 
-pub(super) const SCHEMA: &str = "
+/// What lets a handle bring its cache up to date by reading only what
+/// changed: every write of a row stamps it with the next `seq`, and every
+/// key that stops naming a row (remove, the active key of a commit) is
+/// recorded in `removed` with its `seq`. `removed` keeps the last
+/// [`REMOVED_KEPT`] or so; a handle further behind (`removed_floor`) reads
+/// everything again.
+macro_rules! seq_schema {
+    () => {
+        "
+CREATE INDEX IF NOT EXISTS snapshots_seq ON snapshots(seq);
+CREATE TABLE IF NOT EXISTS removed (seq INTEGER PRIMARY KEY, key TEXT NOT NULL);
+INSERT OR IGNORE INTO state (name, value) VALUES ('seq', 0), ('removed_floor', 0);
+"
+    };
+}
+
+/// Removal records kept at least.
+const REMOVED_KEPT: i64 = 64 * 1024;
+
+pub(super) const SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS snapshots (
     id            INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: names snapshots/<id>/
     key           TEXT NOT NULL UNIQUE,
@@ -23,17 +44,25 @@ CREATE TABLE IF NOT EXISTS snapshots (
     inodes        INTEGER NOT NULL DEFAULT 0,
     blob_size     INTEGER,                           -- length of layer.erofs when committed
     verity_digest BLOB,                              -- fs-verity digest measured at commit
-    blob_ref      TEXT                               -- the layer's file in a layer content cache
+    blob_ref      TEXT,                              -- the layer's file in a layer content cache
+    seq           INTEGER NOT NULL DEFAULT 0         -- the change that last wrote the row
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent_id ON snapshots(parent_id);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO state (name, value) VALUES ('mount_generation', 0);
-";
+",
+    seq_schema!()
+);
 
 /// What takes a database of schema version N (from 1) to N + 1, at index N - 1.
 pub(super) const MIGRATIONS: &[&str] = &[
     // 2: layers served from a layer content cache.
     "ALTER TABLE snapshots ADD COLUMN blob_ref TEXT;",
+    // 3: caches kept up to date by what changed (see `seq_schema`).
+    concat!(
+        "ALTER TABLE snapshots ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;",
+        seq_schema!()
+    ),
 ];
 
 /// The columns `SnapshotRow::from_row` reads, as a macro so queries are
@@ -48,12 +77,12 @@ macro_rules! columns {
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotRow {
     pub id: i64,
-    pub key: String,
+    pub key: Arc<str>,
     pub kind: Kind,
     pub parent: String,
     /// Every ancestor, nearest first.
     pub parent_ids: Vec<i64>,
-    pub labels: Labels,
+    pub labels: RowLabels,
     pub created: Timestamp,
     pub updated: Timestamp,
     pub usage: Usage,
@@ -66,6 +95,17 @@ pub(crate) struct SnapshotRow {
 }
 
 impl SnapshotRow {
+    pub fn info_ref(&self) -> InfoRef<'_> {
+        InfoRef {
+            kind: self.kind,
+            name: &self.key,
+            parent: &self.parent,
+            labels: &self.labels,
+            created: self.created,
+            updated: self.updated,
+        }
+    }
+
     /// The snapshot and its ancestors, nearest first: the lowers of its children.
     pub fn chain(&self) -> Vec<i64> {
         std::iter::once(self.id)
@@ -76,9 +116,9 @@ impl SnapshotRow {
     pub fn info(&self) -> Info {
         Info {
             kind: self.kind,
-            name: self.key.clone(),
+            name: self.key.to_string(),
             parent: self.parent.clone(),
-            labels: self.labels.clone(),
+            labels: self.labels.to_map(),
             created: self.created,
             updated: self.updated,
         }
@@ -87,13 +127,15 @@ impl SnapshotRow {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
         let parent_ids: String = row.get(4)?;
         let labels: String = row.get(5)?;
+        let labels: Labels = serde_json::from_str(&labels).map_err(|e| corrupt(5, e))?;
+        let key: String = row.get(1)?;
         Ok(SnapshotRow {
             id: row.get(0)?,
-            key: row.get(1)?,
+            key: key.into(),
             kind: Kind::from_i64(row.get(2)?).map_err(|e| corrupt(2, e))?,
             parent: row.get(3)?,
             parent_ids: decode_ids(&parent_ids).map_err(|e| corrupt(4, e))?,
-            labels: serde_json::from_str(&labels).map_err(|e| corrupt(5, e))?,
+            labels: RowLabels::from(&labels),
             created: Timestamp(row.get(6)?),
             updated: Timestamp(row.get(7)?),
             usage: Usage {
@@ -122,6 +164,20 @@ fn decode_ids(s: &str) -> Result<Vec<i64>> {
             })
         })
         .collect()
+}
+
+/// What changed since a handle's cache was last brought up to date
+/// ([`Tx::changes_since`]).
+pub(crate) struct Delta {
+    /// The last change.
+    pub seq: i64,
+    /// Changes up to this one may be missing from `removed`.
+    pub floor: i64,
+    pub generation: i64,
+    /// Rows written since, as they are now.
+    pub rows: Vec<SnapshotRow>,
+    /// Keys that stopped naming a row since, oldest first.
+    pub removed: Vec<String>,
 }
 
 /// A connection inside a transaction (or running one statement), with the
@@ -203,18 +259,20 @@ impl Tx<'_> {
         let parent_ids: Vec<i64> = parent.map(SnapshotRow::chain).unwrap_or_default();
         let labels = serde_json::to_string(labels)
             .map_err(|e| Error::internal(format!("encode labels: {e}")))?;
+        let seq = self.next_seq()?;
         let mut st = self.tx.prepare_cached(
-            "INSERT INTO snapshots (key, kind, parent_id, parent, parent_ids, labels, created, updated)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            "INSERT INTO snapshots (key, kind, parent_id, parent, parent_ids, labels, created, updated, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
         )?;
         st.execute(params![
             key,
             kind as i64,
             parent.map(|p| p.id),
-            parent.map(|p| p.key.as_str()).unwrap_or(""),
+            parent.map(|p| &*p.key).unwrap_or(""),
             encode_ids(&parent_ids),
             labels,
             now.0,
+            seq,
         ])?;
         Ok(self.tx.last_insert_rowid())
     }
@@ -229,9 +287,81 @@ impl Tx<'_> {
     pub fn delete(&self, id: i64) -> Result<()> {
         let mut st = self
             .tx
-            .prepare_cached("DELETE FROM snapshots WHERE id = ?1")?;
-        st.execute([id])?;
+            .prepare_cached("DELETE FROM snapshots WHERE id = ?1 RETURNING key")?;
+        let key: Option<String> = st.query_row([id], |r| r.get(0)).optional()?;
+        if let Some(key) = key {
+            self.record_removed(&key)?;
+        }
         Ok(())
+    }
+
+    /// The next change number (see `seq_schema`).
+    fn next_seq(&self) -> Result<i64> {
+        let mut st = self.tx.prepare_cached(
+            "UPDATE state SET value = value + 1 WHERE name = 'seq' RETURNING value",
+        )?;
+        Ok(st.query_row([], |r| r.get(0))?)
+    }
+
+    /// Records that `key` no longer names the row it named.
+    fn record_removed(&self, key: &str) -> Result<()> {
+        let seq = self.next_seq()?;
+        let mut st = self
+            .tx
+            .prepare_cached("INSERT INTO removed (seq, key) VALUES (?1, ?2)")?;
+        st.execute(params![seq, key])?;
+        // Now and then, forget the oldest: a handle that far behind reloads.
+        if seq % 1024 == 0 && seq > REMOVED_KEPT {
+            let floor = seq - REMOVED_KEPT;
+            self.tx
+                .execute("DELETE FROM removed WHERE seq <= ?1", [floor])?;
+            self.tx.execute(
+                "UPDATE state SET value = max(value, ?1) WHERE name = 'removed_floor'",
+                [floor],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// What changed since change `since`, and where the database stands.
+    pub fn changes_since(&self, since: i64) -> Result<Delta> {
+        let (seq, floor, generation) = self.positions()?;
+        let mut delta = Delta {
+            seq,
+            floor,
+            generation,
+            rows: Vec::new(),
+            removed: Vec::new(),
+        };
+        if seq == since || since < floor {
+            return Ok(delta);
+        }
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM snapshots WHERE seq > ?1"
+        ))?;
+        delta.rows = st
+            .query_map([since], SnapshotRow::from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut st = self
+            .tx
+            .prepare_cached("SELECT key FROM removed WHERE seq > ?1 ORDER BY seq")?;
+        delta.removed = st
+            .query_map([since], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(delta)
+    }
+
+    /// The last change, the oldest one `removed` still holds, and the
+    /// mount generation.
+    pub fn positions(&self) -> Result<(i64, i64, i64)> {
+        let mut st = self.tx.prepare_cached(
+            "SELECT (SELECT value FROM state WHERE name = 'seq'),
+                    (SELECT value FROM state WHERE name = 'removed_floor'),
+                    (SELECT value FROM state WHERE name = 'mount_generation')",
+        )?;
+        Ok(st.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)
     }
 
     /// Turns active snapshot `id` into committed snapshot `name`, keeping its id
@@ -250,9 +380,15 @@ impl Tx<'_> {
     ) -> Result<()> {
         let labels = serde_json::to_string(labels)
             .map_err(|e| Error::internal(format!("encode labels: {e}")))?;
+        let old: String = self
+            .tx
+            .prepare_cached("SELECT key FROM snapshots WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        self.record_removed(&old)?;
+        let seq = self.next_seq()?;
         let mut st = self.tx.prepare_cached(
             "UPDATE snapshots SET key = ?2, kind = ?3, labels = ?4, created = ?5, updated = ?5,
-                 size = ?6, inodes = ?7, blob_size = ?8, verity_digest = ?9
+                 size = ?6, inodes = ?7, blob_size = ?8, verity_digest = ?9, seq = ?10
              WHERE id = ?1",
         )?;
         st.execute(params![
@@ -265,12 +401,13 @@ impl Tx<'_> {
             usage.inodes,
             blob.size as i64,
             blob.verity_digest,
+            seq,
         ])?;
         if let Some(p) = rebase {
             let mut st = self.tx.prepare_cached(
                 "UPDATE snapshots SET parent_id = ?2, parent = ?3, parent_ids = ?4 WHERE id = ?1",
             )?;
-            st.execute(params![id, p.id, p.key, encode_ids(&p.chain())])?;
+            st.execute(params![id, p.id, &*p.key, encode_ids(&p.chain())])?;
         }
         Ok(())
     }
@@ -279,29 +416,33 @@ impl Tx<'_> {
     /// content cache's file, which its commit uses as is.
     pub fn record_cached(&self, id: i64, blob: &BlobRecord) -> Result<()> {
         let mut st = self.tx.prepare_cached(
-            "UPDATE snapshots SET blob_size = ?2, verity_digest = ?3, blob_ref = ?4 WHERE id = ?1",
+            "UPDATE snapshots SET blob_size = ?2, verity_digest = ?3, blob_ref = ?4, seq = ?5
+             WHERE id = ?1",
         )?;
         let path = blob.path.as_ref().map(|p| p.to_string_lossy().into_owned());
-        st.execute(params![id, blob.size as i64, blob.verity_digest, path])?;
+        let seq = self.next_seq()?;
+        st.execute(params![id, blob.size as i64, blob.verity_digest, path, seq])?;
         Ok(())
     }
 
     /// Records the blob the differ wrote for active snapshot `id`.
     pub fn record_applied(&self, id: i64, blob_size: u64) -> Result<()> {
+        let seq = self.next_seq()?;
         let mut st = self
             .tx
-            .prepare_cached("UPDATE snapshots SET blob_size = ?2 WHERE id = ?1")?;
-        st.execute(params![id, blob_size as i64])?;
+            .prepare_cached("UPDATE snapshots SET blob_size = ?2, seq = ?3 WHERE id = ?1")?;
+        st.execute(params![id, blob_size as i64, seq])?;
         Ok(())
     }
 
     pub fn update_labels(&self, id: i64, labels: &Labels, now: Timestamp) -> Result<()> {
         let labels = serde_json::to_string(labels)
             .map_err(|e| Error::internal(format!("encode labels: {e}")))?;
-        let mut st = self
-            .tx
-            .prepare_cached("UPDATE snapshots SET labels = ?2, updated = ?3 WHERE id = ?1")?;
-        st.execute(params![id, labels, now.0])?;
+        let seq = self.next_seq()?;
+        let mut st = self.tx.prepare_cached(
+            "UPDATE snapshots SET labels = ?2, updated = ?3, seq = ?4 WHERE id = ?1",
+        )?;
+        st.execute(params![id, labels, now.0, seq])?;
         Ok(())
     }
 
