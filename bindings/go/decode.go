@@ -46,16 +46,40 @@ func decodeInfo(b []byte, info *snapshots.Info) error {
 const minInfoJSON = 166
 
 func decodeInfos(b []byte, infos *[]snapshots.Info) error {
-	d := decoder{b: string(b)}
 	// At most this many: one allocation instead of a growing slice.
 	out := make([]snapshots.Info, 0, len(b)/minInfoJSON+1)
-	d.array(func() {
-		out = append(out, snapshots.Info{})
-		d.info(&out[len(out)-1])
+	err := decodeEachInfo(b, func(info snapshots.Info) error {
+		out = append(out, info)
+		return nil
 	})
 	*infos = out
+	return err
+}
+
+// decodeEachInfo calls fn with each info of the array b in turn, keeping
+// none: a Walk of many snapshots holds one info at a time, not all of them.
+// It stops at fn's first error, which it returns.
+func decodeEachInfo(b []byte, fn func(snapshots.Info) error) error {
+	d := decoder{b: string(b)}
+	var ferr error
+	d.array(func() {
+		var info snapshots.Info
+		d.info(&info)
+		if d.err == nil && ferr == nil {
+			ferr = fn(info)
+		}
+		if ferr != nil && d.err == nil {
+			d.err = errStop
+		}
+	})
+	if ferr != nil {
+		return ferr
+	}
 	return d.finish("infos")
 }
+
+// errStop ends decodeEachInfo's array when its function failed.
+var errStop = fmt.Errorf("stopped")
 
 func decodeMounts(b []byte, mounts *[]mount.Mount) error {
 	d := decoder{b: string(b)}

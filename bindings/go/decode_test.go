@@ -2,6 +2,7 @@ package erofs
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -41,6 +42,11 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 	var gotInfos []snapshots.Info
 	if err := decodeInfos([]byte(list), &gotInfos); err != nil || len(gotInfos) != 2 || gotInfos[1].Parent != "p" {
 		t.Fatalf("infos: %v %+v", err, gotInfos)
+	}
+	// A Walk function's error stops the decoding there, and is returned.
+	calls, stop := 0, errors.New("enough")
+	if err := decodeEachInfo([]byte(list), func(snapshots.Info) error { calls++; return stop }); err != stop || calls != 1 {
+		t.Errorf("decodeEachInfo stopped by its function: %v after %d calls", err, calls)
 	}
 	if err := decodeInfos([]byte("[]"), &gotInfos); err != nil || len(gotInfos) != 0 {
 		t.Fatalf("empty infos: %v %+v", err, gotInfos)

@@ -378,16 +378,11 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, filters .
 	if rc != C.EROFS_OK {
 		return newError(int32(rc), takeString(cerr))
 	}
-	var infos []snapshots.Info
-	if err := withBytes(out, func(b []byte) error { return decodeInfos(b, &infos) }); err != nil {
-		return err
-	}
-	for _, info := range infos {
-		if err := fn(ctx, info); err != nil {
-			return err
-		}
-	}
-	return nil
+	// One info at a time: memory does not grow with the number of snapshots
+	// beyond the library's answer itself.
+	return withBytes(out, func(b []byte) error {
+		return decodeEachInfo(b, func(info snapshots.Info) error { return fn(ctx, info) })
+	})
 }
 
 // Cleanup deletes what no snapshot owns (snapshots.Cleaner).
