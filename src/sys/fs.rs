@@ -126,6 +126,47 @@ pub(crate) fn dir_names(fd: &impl AsFd) -> io::Result<Vec<Vec<u8>>> {
     Ok(names)
 }
 
+/// The entries of directory `fd` but `.` and `..`, each with whether it is
+/// a directory (from `d_type`, else `fstatat` without following).
+pub(crate) fn dir_entries(fd: &impl AsFd) -> io::Result<Vec<(Vec<u8>, bool)>> {
+    let dir = rustix::fs::openat(
+        fd,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    for ent in rustix::fs::Dir::new(dir)? {
+        let ent = ent?;
+        let name = ent.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let is_dir = match ent.file_type() {
+            FileType::Directory => true,
+            FileType::Unknown => {
+                let st =
+                    rustix::fs::statat(fd, ent.file_name(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+                FileType::from_raw_mode(st.st_mode) == FileType::Directory
+            }
+            _ => false,
+        };
+        out.push((name.to_vec(), is_dir));
+    }
+    Ok(out)
+}
+
+/// Removes entry `name` of directory `dir` (`rmdir` when `is_dir`); never
+/// follows a symlink.
+pub(crate) fn unlink_at(dir: &impl AsFd, name: &[u8], is_dir: bool) -> io::Result<()> {
+    let flags = if is_dir {
+        rustix::fs::AtFlags::REMOVEDIR
+    } else {
+        rustix::fs::AtFlags::empty()
+    };
+    Ok(rustix::fs::unlinkat(dir, OsStr::from_bytes(name), flags)?)
+}
+
 /// True when reading directory `dir` reports the type of its entry `name`
 /// (overlayfs needs `d_type`).
 pub(crate) fn dir_reports_type(dir: &Path, name: &[u8]) -> io::Result<bool> {
