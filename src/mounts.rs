@@ -267,13 +267,17 @@ fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
             Some(Errno::PERM) | Some(Errno::ACCESS) => crate::ErrorKind::FailedPrecondition,
             Some(Errno::NODEV) => crate::ErrorKind::Unavailable,
             Some(Errno::INVAL) => crate::ErrorKind::InvalidArgument,
+            None if e.kind() == io::ErrorKind::InvalidInput => crate::ErrorKind::InvalidArgument,
             _ => crate::ErrorKind::Internal,
         };
         Error::new(
             kind,
             format!(
-                "mount {} {:?} on {} (options {:?}): {e}",
-                m.kind, m.source, dest.shown, m.options
+                "mount {} {:?} on {} (options {}): {e}",
+                m.kind,
+                m.source,
+                dest.shown,
+                shown_options(&m.options)
             ),
         )
     };
@@ -355,12 +359,51 @@ fn is_regular(p: &Path) -> bool {
     std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(false)
 }
 
+/// Most lower directories one overlay stacks (the kernel's `OVL_MAX_STACK`).
+pub const OVERLAY_MAX_LOWERS: usize = 500;
+
+/// `options` for a message: a long list of lower directories is shown as
+/// its first and last entries and their count, not whole.
+fn shown_options(options: &[String]) -> String {
+    let shown: Vec<String> = options
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some(("lowerdir", list)) if list.len() > 200 => {
+                let dirs = split_lowerdirs(list);
+                format!(
+                    "lowerdir={}:...:{} ({} directories)",
+                    dirs[0],
+                    dirs[dirs.len() - 1],
+                    dirs.len()
+                )
+            }
+            _ => o.clone(),
+        })
+        .collect();
+    format!("{shown:?}")
+}
+
 /// Longest option string `mount(2)` accepts (one page, with the NUL).
 const MAX_MOUNT_DATA: usize = 4095;
 
 /// Mounts an overlay; when the options do not fit in one page (many long
 /// lower directories), uses the new mount API with one `lowerdir+` per layer.
 fn mount_overlay(source: &str, dest: &Dest, p: &ParsedOptions) -> io::Result<()> {
+    let lowers: usize = p
+        .data
+        .iter()
+        .filter_map(|o| o.strip_prefix("lowerdir="))
+        .map(|l| split_lowerdirs(l).len())
+        .sum();
+    if lowers > OVERLAY_MAX_LOWERS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{lowers} lower directories; overlayfs stacks at most {OVERLAY_MAX_LOWERS} \
+                 (OVL_MAX_STACK)"
+            ),
+        ));
+    }
     let data = p.data.join(",");
     if data.len() <= MAX_MOUNT_DATA {
         return sys::mount::mount(

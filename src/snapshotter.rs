@@ -25,7 +25,7 @@ use crate::lowers::Lowers;
 use crate::metastore::{MetaStore, SnapshotRow};
 use crate::mkfs;
 use crate::mkfs_options::Plan;
-use crate::mounts::{escape_overlay_path, Mount};
+use crate::mounts::{escape_overlay_path, Mount, OVERLAY_MAX_LOWERS};
 
 /// An EROFS snapshotter on one root. Safe to share between threads; several
 /// processes may open the same root at once.
@@ -186,6 +186,14 @@ impl Snapshotter {
             if p.kind != Kind::Committed {
                 return Err(Error::invalid_argument(format!(
                     "parent {parent:?} is not a committed snapshot"
+                )));
+            }
+            // Said now, not by the kernel when the mounts are used.
+            let layers = p.parent_ids.len() + 1;
+            if layers > OVERLAY_MAX_LOWERS {
+                return Err(Error::invalid_argument(format!(
+                    "parent {parent:?} has {layers} layers; overlayfs stacks at most \
+                     {OVERLAY_MAX_LOWERS} (OVL_MAX_STACK), so no snapshot of it could be mounted"
                 )));
             }
             self.ensure_layers(&p.chain(), generation)?;

@@ -216,6 +216,50 @@ fn commit_with_a_parent_rebases_a_parentless_snapshot() {
     assert_eq!(s.stat("bc").unwrap().parent, "");
 }
 
+/// overlayfs stacks at most 500 lower directories: a chain that deep still
+/// mounts, one layer more is refused at prepare with a short message, and a
+/// mount of more is refused before the kernel with a message that does not
+/// list every directory.
+#[test]
+fn past_500_layers_the_error_is_early_and_short() {
+    let env = Env::new();
+    let s = env.open();
+    let mut parent = String::new();
+    for i in 0..500 {
+        s.prepare(&format!("a{i}"), &parent, &no_labels()).unwrap();
+        s.commit(&format!("c{i}"), &format!("a{i}"), &no_labels())
+            .unwrap();
+        parent = format!("c{i}");
+    }
+    let m = s.prepare("top", "c499", &no_labels()).unwrap();
+    with_mounted(&env, "top", &m, |p| write(p, "f", "500 layers below"));
+    s.commit("c500", "top", &no_labels()).unwrap();
+    let (k, msg) = kind_of(s.prepare("over", "c500", &no_labels()));
+    assert_eq!(k, ErrorKind::InvalidArgument, "{msg}");
+    assert!(msg.contains("501 layers") && msg.contains("500"), "{msg}");
+    assert!(msg.len() < 300, "{msg}");
+    // A mount of 501 lower directories given by hand.
+    let lower: Vec<String> = (0..501)
+        .map(|i| env.root.join(format!("x{i}")).display().to_string())
+        .collect();
+    let target = env.target("many");
+    let e = erofs_snapshotter::mount_all(
+        &[erofs_snapshotter::Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            target: None,
+            options: vec!["ro".into(), format!("lowerdir={}", lower.join(":"))],
+        }],
+        &target,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(
+        e.message().contains("501 directories") && e.message().len() < 1000,
+        "{e}"
+    );
+}
+
 #[test]
 fn keys_are_arbitrary_and_never_paths() {
     let env = Env::new();
