@@ -11,19 +11,63 @@ use crate::error::{Error, Result};
 /// Labels of a snapshot, ordered by key.
 pub type Labels = BTreeMap<String, String>;
 
-/// Labels as the metadata store keeps them in memory: sorted pairs, a
-/// fraction of a [`Labels`] map's size (a `BTreeMap` of strings allocates
-/// a node of eleven entries for one label), so a handle can keep every
-/// snapshot of a large host.
+/// Labels as the metadata store keeps them in memory: sorted pairs packed
+/// in one string, so a row's labels take two allocations whatever their
+/// number (a [`Labels`] map allocates an eleven-entry node for one label and
+/// two strings per label), and a handle can keep every snapshot of a large
+/// host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RowLabels(Box<[(Box<str>, Box<str>)]>);
+pub struct RowLabels {
+    /// Key, value, key, value... one after the other, keys in order.
+    text: Box<str>,
+    /// Where each key and each value ends in `text`.
+    ends: Box<[u32]>,
+}
 
 impl RowLabels {
+    fn from_sorted<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> RowLabels {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for (k, v) in pairs {
+            text.push_str(k);
+            ends.push(text.len() as u32);
+            text.push_str(v);
+            ends.push(text.len() as u32);
+        }
+        RowLabels {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    /// Label `i` in key order.
+    fn pair(&self, i: usize) -> (&str, &str) {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[2 * i - 1] as usize
+        };
+        let mid = self.ends[2 * i] as usize;
+        let end = self.ends[2 * i + 1] as usize;
+        (&self.text[start..mid], &self.text[mid..end])
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(k, _)| (**k).cmp(key))
-            .ok()
-            .map(|i| &*self.0[i].1)
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (k, v) = self.pair(mid);
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(v),
+            }
+        }
+        None
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -31,12 +75,12 @@ impl RowLabels {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ends.is_empty()
     }
 
     /// The labels in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (&**k, &**v))
+        (0..self.len()).map(|i| self.pair(i))
     }
 
     pub fn to_map(&self) -> Labels {
@@ -48,18 +92,73 @@ impl RowLabels {
 
 impl From<&Labels> for RowLabels {
     fn from(labels: &Labels) -> RowLabels {
-        RowLabels(
-            labels
-                .iter()
-                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
-                .collect(),
-        )
+        RowLabels::from_sorted(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 }
 
 impl Serialize for RowLabels {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_map(self.iter())
+    }
+}
+
+/// A JSON object of labels read straight into the packed form (a key given
+/// twice keeps its last value, as a map would).
+impl<'de> Deserialize<'de> for RowLabels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RowLabels;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of string labels")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RowLabels, A::Error> {
+                let mut pairs: Vec<(std::borrow::Cow<'de, str>, std::borrow::Cow<'de, str>)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(pair) = map.next_entry::<BorrowedOrOwned, BorrowedOrOwned>()? {
+                    pairs.push((pair.0 .0, pair.1 .0));
+                }
+                // Stable: among equal keys the last one given stays last.
+                pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut kept: Vec<(&str, &str)> = Vec::with_capacity(pairs.len());
+                for (k, v) in &pairs {
+                    match kept.last_mut() {
+                        Some(last) if last.0 == k.as_ref() => last.1 = v,
+                        _ => kept.push((k, v)),
+                    }
+                }
+                Ok(RowLabels::from_sorted(kept.into_iter()))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A string borrowed from the input when it has no escapes.
+struct BorrowedOrOwned<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for BorrowedOrOwned<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = BorrowedOrOwned<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(BorrowedOrOwned(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(BorrowedOrOwned(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(BorrowedOrOwned(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit)
     }
 }
 
@@ -270,6 +369,28 @@ pub(crate) struct BlobRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_labels_read_and_write_like_a_map() {
+        let json = r#"{"b":"2","a":"1","c\"q":"x\u00e9","a":"last","":""}"#;
+        let row: RowLabels = serde_json::from_str(json).unwrap();
+        let map: Labels = serde_json::from_str(json).unwrap();
+        assert_eq!(row.to_map(), map);
+        assert_eq!(row.len(), 4);
+        assert_eq!(row.get("a"), Some("last"));
+        assert_eq!(row.get("c\"q"), Some("xé"));
+        assert_eq!(row.get(""), Some(""));
+        assert_eq!(row.get("z"), None);
+        assert_eq!(
+            serde_json::to_string(&row).unwrap(),
+            serde_json::to_string(&map).unwrap()
+        );
+        assert_eq!(RowLabels::from(&map), row);
+        let empty: RowLabels = serde_json::from_str("{}").unwrap();
+        assert!(empty.is_empty() && empty.get("a").is_none());
+        assert!(serde_json::from_str::<RowLabels>(r#"{"a":1}"#).is_err());
+    }
+
     use crate::error::ErrorKind;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {

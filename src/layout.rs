@@ -320,6 +320,10 @@ pub(crate) fn unique_dir(parent: &Path, prefix: &str, mode: u32) -> Result<PathB
 
 /// True when readdir on `dir` reports file types (overlayfs needs d_type).
 pub(crate) fn supports_d_type(dir: &Path) -> Result<bool> {
+    // The root's own `snapshots/` answers without writing anything.
+    if let Ok(yes) = sys::fs::dir_reports_type(dir, b"snapshots") {
+        return Ok(yes);
+    }
     let probe = unique_dir(dir, ".d_type-probe-", 0o700)?;
     let file = probe.join("f");
     let result = (|| {

@@ -721,7 +721,18 @@ fn background_deletion_failures_reach_the_host_logger() {
     fs::write(&pinned, "x").unwrap();
     erofs_snapshotter::integrity::set_immutable(&pinned, true).unwrap();
     s.remove("a").unwrap();
-    drop(s); // waits for the background deletion
+    // The background deletion reports it (close does not wait for it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|m| m.contains("could not delete"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(s);
     let seen = seen.lock().unwrap().clone();
     assert!(
         seen.iter()

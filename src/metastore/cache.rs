@@ -20,8 +20,8 @@ pub(super) struct Cache {
     /// The change counter when the cache was last found up to date; a read
     /// while it still holds that value needs no query at all.
     counter: Option<u64>,
-    /// The database change the rows reflect.
-    seq: i64,
+    /// The database change the rows reflect; None before the first read.
+    seq: Option<i64>,
     /// The mount generation as of `seq`.
     generation: i64,
     /// Snapshots by key: every one once `complete` (a walk loaded them),
@@ -70,8 +70,16 @@ impl MetaStore {
         if before.is_some() && c.counter == before {
             return Ok(());
         }
-        let delta = self.read(|tx| tx.changes_since(c.seq))?;
-        if delta.seq < c.seq || c.seq < delta.floor {
+        let Some(since) = c.seq else {
+            // Nothing kept yet: where the database stands is all there is to know.
+            let (seq, _, generation) = self.read_one(|tx| tx.positions())?;
+            c.seq = Some(seq);
+            c.generation = generation;
+            c.counter = before.filter(|b| self.changes.stable() == Some(*b));
+            return Ok(());
+        };
+        let delta = self.read_one(|tx| tx.changes_since(since))?;
+        if delta.seq < since || since < delta.floor {
             // Further behind than the removal records go (or another
             // database): start again.
             c.rows.clear();
@@ -86,7 +94,7 @@ impl MetaStore {
                 c.rows.insert(row.key.clone(), Cached::new(row));
             }
         }
-        c.seq = delta.seq;
+        c.seq = Some(delta.seq);
         c.generation = delta.generation;
         let after = self.changes.stable();
         c.counter = if before.is_some() && before == after {
@@ -129,7 +137,7 @@ impl MetaStore {
                 .into_iter()
                 .map(|r| (r.key.clone(), Cached::new(r)))
                 .collect();
-            c.seq = seq;
+            c.seq = Some(seq);
             c.generation = generation;
             c.complete = true;
             c.walks.clear();

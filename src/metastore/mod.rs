@@ -55,6 +55,12 @@ impl MetaStore {
             cache: Mutex::new(Cache::default()),
         };
         let mut conn = store.connect()?;
+        // Usually the schema is current: a read says so, with no write lock.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == SCHEMA_VERSION {
+            store.put_back(conn);
+            return Ok(store);
+        }
         // Several processes may create the schema at once: one transaction each.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -125,25 +125,31 @@ impl SnapshotRow {
     }
 
     fn from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
-        let parent_ids: String = row.get(4)?;
-        let labels: String = row.get(5)?;
-        let labels: Labels = serde_json::from_str(&labels).map_err(|e| corrupt(5, e))?;
-        let key: String = row.get(1)?;
+        SnapshotRow::from_row_at(row, 0)
+    }
+
+    /// The row whose `columns!()` start at column `at`.
+    fn from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<SnapshotRow> {
+        let text = |i: usize| -> rusqlite::Result<&str> {
+            row.get_ref(at + i)?
+                .as_str()
+                .map_err(|e| corrupt(at + i, e))
+        };
         Ok(SnapshotRow {
-            id: row.get(0)?,
-            key: key.into(),
-            kind: Kind::from_i64(row.get(2)?).map_err(|e| corrupt(2, e))?,
-            parent: row.get(3)?,
-            parent_ids: decode_ids(&parent_ids).map_err(|e| corrupt(4, e))?,
-            labels: RowLabels::from(&labels),
-            created: Timestamp(row.get(6)?),
-            updated: Timestamp(row.get(7)?),
+            id: row.get(at)?,
+            key: text(1)?.into(),
+            kind: Kind::from_i64(row.get(at + 2)?).map_err(|e| corrupt(at + 2, e))?,
+            parent: text(3)?.to_string(),
+            parent_ids: decode_ids(text(4)?).map_err(|e| corrupt(at + 4, e))?,
+            labels: serde_json::from_str(text(5)?).map_err(|e| corrupt(at + 5, e))?,
+            created: Timestamp(row.get(at + 6)?),
+            updated: Timestamp(row.get(at + 7)?),
             usage: Usage {
-                size: row.get(8)?,
-                inodes: row.get(9)?,
+                size: row.get(at + 8)?,
+                inodes: row.get(at + 9)?,
             },
-            blob_size: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
-            blob_ref: row.get::<_, Option<String>>(11)?.map(PathBuf::from),
+            blob_size: row.get::<_, Option<i64>>(at + 10)?.map(|v| v as u64),
+            blob_ref: row.get::<_, Option<String>>(at + 11)?.map(PathBuf::from),
         })
     }
 }
@@ -323,33 +329,41 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// What changed since change `since`, and where the database stands.
+    /// What changed since change `since`, and where the database stands:
+    /// one statement (so one consistent read, with no transaction to open),
+    /// its first column telling a row (0) from a removed key (1) and the
+    /// positions (2).
     pub fn changes_since(&self, since: i64) -> Result<Delta> {
-        let (seq, floor, generation) = self.positions()?;
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT 0, ",
+            columns!(),
+            " FROM snapshots WHERE seq > ?1
+             UNION ALL SELECT 1, NULL, key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                 FROM removed WHERE seq > ?1
+             UNION ALL SELECT 2, (SELECT value FROM state WHERE name = 'seq'),
+                 (SELECT value FROM state WHERE name = 'removed_floor'),
+                 (SELECT value FROM state WHERE name = 'mount_generation'),
+                 NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+        ))?;
         let mut delta = Delta {
-            seq,
-            floor,
-            generation,
+            seq: 0,
+            floor: 0,
+            generation: 0,
             rows: Vec::new(),
             removed: Vec::new(),
         };
-        if seq == since || since < floor {
-            return Ok(delta);
+        let mut rows = st.query([since])?;
+        while let Some(r) = rows.next()? {
+            match r.get::<_, i64>(0)? {
+                0 => delta.rows.push(SnapshotRow::from_row_at(r, 1)?),
+                1 => delta.removed.push(r.get(2)?),
+                _ => {
+                    delta.seq = r.get(1)?;
+                    delta.floor = r.get(2)?;
+                    delta.generation = r.get(3)?;
+                }
+            }
         }
-        let mut st = self.tx.prepare_cached(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM snapshots WHERE seq > ?1"
-        ))?;
-        delta.rows = st
-            .query_map([since], SnapshotRow::from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut st = self
-            .tx
-            .prepare_cached("SELECT key FROM removed WHERE seq > ?1 ORDER BY seq")?;
-        delta.removed = st
-            .query_map([since], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(delta)
     }
 
