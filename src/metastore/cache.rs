@@ -30,7 +30,30 @@ pub(super) struct Cache {
     complete: bool,
     /// Walk results by filter list (the few a host repeats), until a change.
     walks: HashMap<Vec<String>, Arc<[Arc<Cached>]>>,
+    /// How many keys the shared ring had recorded when the cache was last
+    /// up to date (see [`ChangeCounter`]).
+    ring_pos: Option<u64>,
+    /// Hashes of keys written since the rows were last read from the
+    /// database, as the ring told: a kept row of such a key is read again.
+    dirty: std::collections::HashSet<u64>,
 }
+
+/// A ring entry saying the mount generation changed.
+pub(super) const GENERATION_CHANGED: u64 = 0;
+
+/// The ring's hash of a key: FNV-1a, the same in every process and
+/// version (never 0, which is [`GENERATION_CHANGED`]).
+pub(super) fn key_hash(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+/// Dirty keys past which a handle reads what changed from the database.
+const MAX_DIRTY: usize = 4096;
 
 /// A snapshot as read from the database, with its [`Info`] made once on
 /// demand.
@@ -70,6 +93,33 @@ impl MetaStore {
         if before.is_some() && c.counter == before {
             return Ok(());
         }
+        // The keys written since, from the ring, when it holds them all:
+        // no query, only the rows of those keys are read again when used.
+        if let (Some(now), Some(pos)) = (before, c.ring_pos) {
+            if let Some((hashes, len)) = self.changes.recorded_since(pos) {
+                if self.changes.stable() == Some(now)
+                    && !hashes.contains(&GENERATION_CHANGED)
+                    && c.dirty.len() + hashes.len() <= MAX_DIRTY
+                {
+                    if !hashes.is_empty() {
+                        c.walks.clear();
+                    }
+                    c.dirty.extend(hashes);
+                    c.counter = Some(now);
+                    c.ring_pos = Some(len);
+                    return Ok(());
+                }
+            }
+        }
+        self.sync_from_database(c, before)
+    }
+
+    /// [`MetaStore::sync`] by reading what changed from the database.
+    fn sync_from_database(&self, c: &mut Cache, before: Option<u64>) -> Result<()> {
+        // Read first: what is recorded from here on is seen next time.
+        let ring = self.changes.ring_len();
+        c.dirty.clear();
+        c.ring_pos = Some(ring);
         let Some(since) = c.seq else {
             // Nothing kept yet: where the database stands is all there is to know.
             let (seq, _, generation) = self.read_one(|tx| tx.positions())?;
@@ -110,16 +160,34 @@ impl MetaStore {
     pub fn cached_get(&self, key: &str) -> Result<(Arc<Cached>, i64)> {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         self.sync(&mut c)?;
-        if let Some(hit) = c.rows.get(key) {
-            return Ok((hit.clone(), c.generation));
+        let hash = key_hash(key);
+        let dirty = c.dirty.contains(&hash);
+        if !dirty {
+            if let Some(hit) = c.rows.get(key) {
+                return Ok((hit.clone(), c.generation));
+            }
+            if c.complete {
+                return Err(Error::not_found(format!("snapshot {key:?} does not exist")));
+            }
         }
-        if c.complete {
-            return Err(Error::not_found(format!("snapshot {key:?} does not exist")));
+        match self.read_one(|tx| tx.get_with_generation(key)) {
+            Ok((row, generation)) => {
+                let entry = Cached::new(row);
+                c.rows.insert(entry.row.key.clone(), entry.clone());
+                if dirty {
+                    // Read after the write the ring told of: current again.
+                    c.dirty.remove(&hash);
+                }
+                Ok((entry, generation))
+            }
+            Err(e) => {
+                if dirty && e.kind() == crate::ErrorKind::NotFound {
+                    c.rows.remove(key);
+                    c.dirty.remove(&hash);
+                }
+                Err(e)
+            }
         }
-        let (row, generation) = self.read_one(|tx| tx.get_with_generation(key))?;
-        let entry = Cached::new(row);
-        c.rows.insert(entry.row.key.clone(), entry.clone());
-        Ok((entry, generation))
     }
 
     /// The snapshots `select` picks from all of them (a walk), in key
@@ -131,6 +199,10 @@ impl MetaStore {
     ) -> Result<Arc<[Arc<Cached>]>> {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         self.sync(&mut c)?;
+        if !c.dirty.is_empty() {
+            let before = self.changes.stable();
+            self.sync_from_database(&mut c, before)?;
+        }
         if !c.complete {
             let (rows, (seq, _, generation)) = self.read(|tx| Ok((tx.all()?, tx.positions()?)))?;
             c.rows = rows
@@ -166,6 +238,13 @@ impl MetaStore {
 /// transaction; `fetch_max` keeps the counter odd then. A writer that dies
 /// between the two steps leaves it odd: caching stays off (reads go to the
 /// database, correct and slower) until the next write completes.
+/// Word of the shared page counting the keys ever recorded in the ring.
+const RING_LEN: usize = 2;
+/// First word of the ring.
+const RING: usize = 8;
+/// Slots of the ring: the rest of the page.
+const RING_SLOTS: usize = crate::sys::mm::SharedCounter::WORDS - RING;
+
 pub(super) struct ChangeCounter {
     map: crate::sys::mm::SharedCounter,
 }
@@ -207,6 +286,41 @@ impl ChangeCounter {
 
     pub(super) fn end_write(&self, began: u64) {
         self.counter().fetch_max(began + 1, AtomicOrdering::SeqCst);
+    }
+
+    /// Appends the hashes of the keys a write touches to the ring; called
+    /// between [`ChangeCounter::begin_write`] and the commit, so a reader
+    /// that sees the counter even and unchanged around reading the ring
+    /// read every entry of every finished write.
+    pub(super) fn record(&self, hashes: &[u64]) {
+        for &h in hashes {
+            let i = self.map.word(RING_LEN).fetch_add(1, AtomicOrdering::SeqCst);
+            self.map
+                .word(RING + (i % RING_SLOTS as u64) as usize)
+                .store(h, AtomicOrdering::SeqCst);
+        }
+    }
+
+    pub(super) fn ring_len(&self) -> u64 {
+        self.map.word(RING_LEN).load(AtomicOrdering::SeqCst)
+    }
+
+    /// The hashes recorded since the ring held `pos` entries, and how many
+    /// it holds now; None when some were overwritten since.
+    pub(super) fn recorded_since(&self, pos: u64) -> Option<(Vec<u64>, u64)> {
+        let len = self.ring_len();
+        if len < pos || len - pos > RING_SLOTS as u64 {
+            return None;
+        }
+        let hashes = (pos..len)
+            .map(|i| {
+                self.map
+                    .word(RING + (i % RING_SLOTS as u64) as usize)
+                    .load(AtomicOrdering::SeqCst)
+            })
+            .collect();
+        // Entries appended while we read may have overwritten what we read.
+        (self.ring_len() - pos <= RING_SLOTS as u64).then_some((hashes, len))
     }
 }
 
@@ -338,5 +452,43 @@ mod tests {
         b.write(|tx| tx.insert(Kind::Active, "d", None, &Labels::new(), now))
             .unwrap();
         assert_eq!(keys(&a), ["a", "d", "z"]);
+    }
+
+    /// The ring tells another handle which keys changed; when more changed
+    /// than it holds, the database does.
+    #[test]
+    fn the_ring_and_its_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let changes = dir.path().join("changes");
+        let a = MetaStore::open(&db, &changes, false).unwrap();
+        let b = MetaStore::open(&db, &changes, false).unwrap();
+        let now = Timestamp::now();
+        for k in ["k", "j"] {
+            b.write(|tx| tx.insert(Kind::Active, k, None, &Labels::new(), now))
+                .unwrap();
+        }
+        let k = a.cached_get("k").unwrap().0;
+        let j = a.cached_get("j").unwrap().0;
+        let labels = |v: &str| -> Labels { [("x".to_string(), v.to_string())].into() };
+        b.write(|tx| tx.update_labels(k.row.id, &labels("1"), now))
+            .unwrap();
+        // The untouched row is still the kept one; the touched one is read.
+        assert!(Arc::ptr_eq(&a.cached_get("j").unwrap().0, &j));
+        assert_eq!(a.cached_get("k").unwrap().0.row.labels.get("x"), Some("1"));
+        b.write(|tx| tx.update_labels(k.row.id, &labels("2"), now))
+            .unwrap();
+        for i in 0..RING_SLOTS + 10 {
+            b.write(|tx| tx.insert(Kind::Active, &format!("n{i}"), None, &Labels::new(), now))
+                .unwrap();
+        }
+        assert_eq!(a.cached_get("k").unwrap().0.row.labels.get("x"), Some("2"));
+        assert_eq!(a.cached_get("n3").unwrap().0.row.key.as_ref(), "n3");
+        // A removal through the ring: gone for the other handle too.
+        b.write(|tx| tx.delete(j.row.id)).unwrap();
+        assert_eq!(
+            a.cached_get("j").unwrap_err().kind(),
+            crate::ErrorKind::NotFound
+        );
     }
 }

@@ -140,9 +140,12 @@ impl MetaStore {
         let mut marked = None;
         let result = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&Tx::new(&tx))?;
-            // Readers stop trusting their caches before the data changes...
+            let t = Tx::new(&tx);
+            let out = f(&t)?;
+            // Readers stop trusting their caches before the data changes,
+            // and learn which keys it touches...
             marked = Some(self.changes.begin_write());
+            self.changes.record(&t.changed.borrow());
             tx.commit()?;
             Ok(out)
         })();

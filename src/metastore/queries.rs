@@ -190,6 +190,8 @@ pub(crate) struct Delta {
 /// queries the snapshotter needs.
 pub(crate) struct Tx<'a> {
     pub(super) tx: &'a Connection,
+    /// Hashes of the keys this transaction wrote (see `ChangeCounter`).
+    pub(super) changed: std::cell::RefCell<Vec<u64>>,
 }
 
 impl Tx<'_> {
@@ -280,6 +282,7 @@ impl Tx<'_> {
             now.0,
             seq,
         ])?;
+        self.touch(Some(key));
         Ok(self.tx.last_insert_rowid())
     }
 
@@ -311,6 +314,7 @@ impl Tx<'_> {
 
     /// Records that `key` no longer names the row it named.
     fn record_removed(&self, key: &str) -> Result<()> {
+        self.touch(Some(key));
         let seq = self.next_seq()?;
         let mut st = self
             .tx
@@ -399,6 +403,7 @@ impl Tx<'_> {
             .prepare_cached("SELECT key FROM snapshots WHERE id = ?1")?
             .query_row([id], |r| r.get(0))?;
         self.record_removed(&old)?;
+        self.touch(Some(name));
         let seq = self.next_seq()?;
         let mut st = self.tx.prepare_cached(
             "UPDATE snapshots SET key = ?2, kind = ?3, labels = ?4, created = ?5, updated = ?5,
@@ -431,21 +436,26 @@ impl Tx<'_> {
     pub fn record_cached(&self, id: i64, blob: &BlobRecord) -> Result<()> {
         let mut st = self.tx.prepare_cached(
             "UPDATE snapshots SET blob_size = ?2, verity_digest = ?3, blob_ref = ?4, seq = ?5
-             WHERE id = ?1",
+             WHERE id = ?1 RETURNING key",
         )?;
         let path = blob.path.as_ref().map(|p| p.to_string_lossy().into_owned());
         let seq = self.next_seq()?;
-        st.execute(params![id, blob.size as i64, blob.verity_digest, path, seq])?;
+        let key: String = st.query_row(
+            params![id, blob.size as i64, blob.verity_digest, path, seq],
+            |r| r.get(0),
+        )?;
+        self.touch(Some(&key));
         Ok(())
     }
 
     /// Records the blob the differ wrote for active snapshot `id`.
     pub fn record_applied(&self, id: i64, blob_size: u64) -> Result<()> {
         let seq = self.next_seq()?;
-        let mut st = self
-            .tx
-            .prepare_cached("UPDATE snapshots SET blob_size = ?2, seq = ?3 WHERE id = ?1")?;
-        st.execute(params![id, blob_size as i64, seq])?;
+        let mut st = self.tx.prepare_cached(
+            "UPDATE snapshots SET blob_size = ?2, seq = ?3 WHERE id = ?1 RETURNING key",
+        )?;
+        let key: String = st.query_row(params![id, blob_size as i64, seq], |r| r.get(0))?;
+        self.touch(Some(&key));
         Ok(())
     }
 
@@ -454,9 +464,10 @@ impl Tx<'_> {
             .map_err(|e| Error::internal(format!("encode labels: {e}")))?;
         let seq = self.next_seq()?;
         let mut st = self.tx.prepare_cached(
-            "UPDATE snapshots SET labels = ?2, updated = ?3, seq = ?4 WHERE id = ?1",
+            "UPDATE snapshots SET labels = ?2, updated = ?3, seq = ?4 WHERE id = ?1 RETURNING key",
         )?;
-        st.execute(params![id, labels, now.0, seq])?;
+        let key: String = st.query_row(params![id, labels, now.0, seq], |r| r.get(0))?;
+        self.touch(Some(&key));
         Ok(())
     }
 
@@ -492,6 +503,7 @@ impl Tx<'_> {
     }
 
     pub fn bump_mount_generation(&self) -> Result<i64> {
+        self.touch(None);
         let mut st = self.tx.prepare_cached(
             "UPDATE state SET value = value + 1 WHERE name = 'mount_generation' RETURNING value",
         )?;
@@ -501,7 +513,17 @@ impl Tx<'_> {
 
 impl<'a> Tx<'a> {
     pub(super) fn new(tx: &'a Connection) -> Tx<'a> {
-        Tx { tx }
+        Tx {
+            tx,
+            changed: Default::default(),
+        }
+    }
+
+    /// Notes that the row of `key` (or, None, the mount generation) changed.
+    fn touch(&self, key: Option<&str>) {
+        self.changed
+            .borrow_mut()
+            .push(key.map_or(super::cache::GENERATION_CHANGED, super::cache::key_hash));
     }
 }
 

@@ -38,8 +38,18 @@ impl SharedCounter {
     }
 
     pub fn get(&self) -> &AtomicU64 {
-        // SAFETY: a live, page-aligned mapping, so aligned for an AtomicU64.
-        unsafe { &*self.map }
+        self.word(0)
+    }
+
+    /// Number of 64-bit words in the page.
+    pub const WORDS: usize = PAGE / 8;
+
+    /// The page's `i`th 64-bit word (`i < WORDS`).
+    pub fn word(&self, i: usize) -> &AtomicU64 {
+        assert!(i < Self::WORDS);
+        // SAFETY: a live, page-aligned mapping of PAGE bytes: word i is in
+        // it and aligned for an AtomicU64.
+        unsafe { &*self.map.add(i) }
     }
 }
 
