@@ -552,9 +552,12 @@ pub extern "C" fn erofs_snapshotter_stat(
     boundary(err, || {
         let h = this(s)?;
         let key = str_arg(key, "key")?;
-        let info = h.inner.stat_shared(key)?;
+        let entry = h.inner.stat_entry(key)?;
         if !info_json.is_null() {
-            put(info_json, to_c_json(&h.json.info(key, info)?));
+            let json = entry
+                .text
+                .get_or_init(|| wire::info_ref(entry.row.info_ref()).into());
+            put(info_json, to_c_json(json));
         }
         Ok(())
     })

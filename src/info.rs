@@ -208,6 +208,14 @@ impl Timestamp {
 
     /// `2006-01-02T15:04:05.999999999Z`, always nine fraction digits.
     pub fn to_rfc3339(self) -> String {
+        let mut out = Vec::with_capacity(30);
+        self.write_rfc3339(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// [`Timestamp::to_rfc3339`] appended to `out`, with no allocation in
+    /// the usual case (a year of four digits).
+    pub fn write_rfc3339(self, out: &mut Vec<u8>) {
         let secs = self.0.div_euclid(1_000_000_000);
         let nanos = self.0.rem_euclid(1_000_000_000) as u64;
         let days = secs.div_euclid(86_400);
@@ -222,12 +230,14 @@ impl Timestamp {
             }
         };
         if !(0..=9999).contains(&y) {
-            return format!(
+            let text = format!(
                 "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
                 sod / 3600,
                 (sod / 60) % 60,
                 sod % 60
             );
+            out.extend_from_slice(text.as_bytes());
+            return;
         }
         put(0, 4, y as u64);
         put(5, 2, u64::from(m));
@@ -236,7 +246,7 @@ impl Timestamp {
         put(14, 2, (sod / 60) % 60);
         put(17, 2, sod % 60);
         put(20, 9, nanos);
-        String::from_utf8_lossy(&b).into_owned()
+        out.extend_from_slice(&b);
     }
 }
 

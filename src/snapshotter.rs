@@ -833,6 +833,13 @@ impl Snapshotter {
         op.finish(self.store.cached_get(key).map(|(c, _)| c.info()))
     }
 
+    /// The kept row of `key` (for the C ABI, which writes its JSON from it
+    /// and keeps that with the row).
+    pub(crate) fn stat_entry(&self, key: &str) -> Result<Arc<crate::metastore::Cached>> {
+        let op = self.log.op("stat", key);
+        op.finish(self.store.cached_get(key).map(|(c, _)| c))
+    }
+
     /// Updates labels (the only mutable field) following containerd's field
     /// paths: none or `labels` replaces all labels, `labels.<key>` one label.
     pub fn update(&self, info: &InfoUpdate, fieldpaths: &[String]) -> Result<Info> {

@@ -88,6 +88,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<String> {
 }
 
 /// The JSON of one info.
+#[cfg(test)]
 pub(crate) fn info(info: &Info) -> Result<String> {
     encode(&InfoJson::from(info))
 }
@@ -95,39 +96,84 @@ pub(crate) fn info(info: &Info) -> Result<String> {
 /// The JSON array of infos.
 pub(crate) fn infos(infos: &[Arc<Cached>]) -> Result<String> {
     // One buffer, one info after the other: no vector of all of them.
-    let mut out = Vec::with_capacity(infos.len() * 320 + 2);
+    let mut out = Vec::with_capacity(infos.len() * 600 + 2);
     out.push(b'[');
     for (i, c) in infos.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, &InfoJson::from(c.row.info_ref()))
-            .map_err(|e| Error::internal(format!("encode JSON: {e}")))?;
+        write_info(&mut out, c.row.info_ref());
     }
     out.push(b']');
     String::from_utf8(out).map_err(|e| Error::internal(format!("encode JSON: {e}")))
 }
 
-/// Distinct keys whose info JSON a handle keeps at most; past that it starts
-/// over.
-const MAX_INFOS: usize = 16 * 1024;
+/// The JSON of one kept row, as [`info`] writes an [`Info`].
+pub(crate) fn info_ref(info: InfoRef<'_>) -> String {
+    let mut out = Vec::with_capacity(360);
+    write_info(&mut out, info);
+    // Only strings (escaped by serde_json) and ASCII are written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`InfoJson`]'s encoding, written field by field: a walk writes one per
+/// snapshot, and serde's derive allocated a string for each time.
+fn write_info(out: &mut Vec<u8>, i: InfoRef<'_>) {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        // Most strings (keys, digests, times) need no escape: copied as is.
+        if s.bytes()
+            .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+        {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        } else {
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+    }
+    out.extend_from_slice(b"{\"kind\":\"");
+    out.extend_from_slice(i.kind.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"name\":");
+    string(out, i.name);
+    out.extend_from_slice(b",\"parent\":");
+    string(out, i.parent);
+    out.extend_from_slice(b",\"labels\":{");
+    for (n, (k, v)) in i.labels.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        string(out, k);
+        out.push(b':');
+        string(out, v);
+    }
+    out.extend_from_slice(b"},\"created\":\"");
+    i.created.write_rfc3339(out);
+    out.extend_from_slice(b"\",\"updated\":\"");
+    i.updated.write_rfc3339(out);
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "\",\"created_ns\":{},\"updated_ns\":{}}}",
+        i.created.0, i.updated.0
+    );
+}
 
 /// Distinct walk filter lists whose JSON a handle keeps at most.
 const MAX_WALKS: usize = 16;
 
-/// The JSON last made for what the core returned, per handle. `stat` and
-/// `walk` run on every container start, and the core serves them from its
-/// read cache, handing out the same `Arc` for as long as the value is
-/// unchanged (and a new one once any process may have changed it). An entry
-/// here is served only while the core returns the very `Arc` it was made
-/// from, so it is never stale. It holds a `Weak` of that `Arc`: the
-/// allocation, and so its address, cannot be reused while the entry exists;
-/// and once the core has let go of the value (its cache starts over after
-/// any write) the entry is dead and swept, so that this cache holds about
-/// what the core's holds.
+/// The JSON last made for what a walk returned, per handle and filter list
+/// (a `stat`'s JSON is kept with its row, see `Cached::text`). `walk` runs
+/// in containerd's garbage collector, and the core serves it from its
+/// cache, handing out the same selection for as long as nothing may have
+/// changed. An entry here is served only while the core returns the very
+/// `Arc` it was made from, so it is never stale. It holds a `Weak` of that
+/// `Arc`: the allocation, and so its address, cannot be reused while the
+/// entry exists; and once the core has let go of the value the entry is
+/// dead and swept, so that this cache holds about what the core's holds.
 #[derive(Default)]
 pub(crate) struct JsonCache {
-    infos: Mutex<Table<String, Info>>,
     walks: Mutex<Table<Vec<String>, [Arc<Cached>]>>,
 }
 
@@ -152,11 +198,6 @@ struct Made<T: ?Sized> {
 }
 
 impl JsonCache {
-    /// The JSON of `value`, the info of `key` the core returned.
-    pub fn info(&self, key: &str, value: Arc<Info>) -> Result<Arc<str>> {
-        cached(&self.infos, key, value, MAX_INFOS, info)
-    }
-
     /// The JSON of `value`, what the core's walk returned for `filters`.
     pub fn infos(&self, filters: &[String], value: &Walked) -> Result<Arc<str>> {
         cached(&self.walks, filters, value.0.clone(), MAX_WALKS, infos)
@@ -254,33 +295,11 @@ mod tests {
     #[test]
     fn cache_serves_only_the_value_it_was_made_from() {
         let cache = JsonCache::default();
-        let a = Arc::new(sample());
-        let first = cache.info("n", a.clone()).unwrap();
-        assert!(Arc::ptr_eq(&first, &cache.info("n", a.clone()).unwrap()));
-        // An equal value in a new Arc (the core read it again): made again.
-        let mut changed = sample();
-        changed.labels.clear();
-        let b = Arc::new(changed);
-        let second = cache.info("n", b.clone()).unwrap();
-        assert!(!second.contains("\"a\":\"b\""), "{second}");
-        assert!(Arc::ptr_eq(&second, &cache.info("n", b.clone()).unwrap()));
-
-        // Entries whose value the core let go of are swept.
-        let dropped: Vec<Arc<Info>> = (0..100).map(|_| Arc::new(sample())).collect();
-        for (i, v) in dropped.iter().enumerate() {
-            cache.info(&format!("k{i}"), v.clone()).unwrap();
-        }
-        drop(dropped);
-        for i in 0..100 {
-            cache.info(&format!("t{i}"), Arc::new(sample())).unwrap();
-        }
-        let left = cache.infos.lock().unwrap().entries.len();
-        assert!(
-            left < 100,
-            "{left} entries after 201 made, 200 of them dead"
+        // A stat's JSON, written from the kept row, is the Info's.
+        assert_eq!(
+            info_ref(sample_row().row.info_ref()),
+            info(&sample()).unwrap()
         );
-        assert!(Arc::ptr_eq(&second, &cache.info("n", b).unwrap()));
-
         let all = Walked(vec![sample_row(), sample_row()].into());
         let filters = vec!["kind==committed".to_string()];
         let walked = cache.infos(&filters, &all).unwrap();

@@ -61,6 +61,10 @@ const MAX_DIRTY: usize = 4096;
 pub(crate) struct Cached {
     pub row: SnapshotRow,
     info: OnceLock<Arc<Info>>,
+    /// What a front end made of the row (the C ABI: its JSON), kept with
+    /// it, so it is served exactly as long as the row is, whatever the
+    /// number of rows; the core never reads it.
+    pub text: OnceLock<Arc<str>>,
 }
 
 impl Cached {
@@ -68,6 +72,7 @@ impl Cached {
         Arc::new(Cached {
             row,
             info: OnceLock::new(),
+            text: OnceLock::new(),
         })
     }
 
