@@ -556,25 +556,7 @@ impl Snapshotter {
             path: None,
         };
         self.store
-            .write(|tx| {
-                if tx.get(name)?.is_some() {
-                    return Err(Error::already_exists(format!(
-                        "snapshot {name:?} already exists"
-                    )));
-                }
-                let current = tx.get_by_id(row.id)?.filter(|r| &*r.key == key);
-                let current = active_row(current, key)?;
-                let onto = rebase_onto(tx, &current, parent)?;
-                tx.commit(
-                    row.id,
-                    name,
-                    onto.as_ref(),
-                    labels,
-                    Timestamp::now(),
-                    usage,
-                    &blob,
-                )
-            })
+            .write(|tx| record_commit(tx, row.id, name, key, parent, labels, usage, &blob))
             .map_err(undo)?;
 
         // The upper dir's contents are deleted off the critical path.
@@ -614,24 +596,8 @@ impl Snapshotter {
             size: (md.blocks() * 512) as i64,
             inodes: 1,
         };
-        self.store.write(|tx| {
-            if tx.get(name)?.is_some() {
-                return Err(Error::already_exists(format!(
-                    "snapshot {name:?} already exists"
-                )));
-            }
-            let current = active_row(tx.get_by_id(row.id)?.filter(|r| &*r.key == key), key)?;
-            let onto = rebase_onto(tx, &current, parent)?;
-            tx.commit(
-                row.id,
-                name,
-                onto.as_ref(),
-                labels,
-                Timestamp::now(),
-                usage,
-                &blob,
-            )
-        })?;
+        self.store
+            .write(|tx| record_commit(tx, row.id, name, key, parent, labels, usage, &blob))?;
         // The upper dir, never written, stays as the layer's mount point
         // (the layer may be mounted on it already); the work dir goes.
         if let Err(e) = self
@@ -1144,6 +1110,38 @@ const LABEL_PARENT_CHAIN_ID: &str = "containerd.io/snapshot/parent-chain-id";
 /// `labelled`: it has [`LABEL_PARENT_CHAIN_ID`].
 fn awaits_rebase(kind: Kind, parent_ids: &[i64], labelled: bool) -> bool {
     kind == Kind::Active && parent_ids.is_empty() && labelled
+}
+
+/// The write transaction of a commit: `name` must still be free and `key`
+/// the active snapshot `id` it was (a concurrent commit or remove may have
+/// won), and the parent given must still be one it may take.
+#[allow(clippy::too_many_arguments)]
+fn record_commit(
+    tx: &crate::metastore::Tx<'_>,
+    id: i64,
+    name: &str,
+    key: &str,
+    parent: &str,
+    labels: &Labels,
+    usage: Usage,
+    blob: &BlobRecord,
+) -> Result<()> {
+    if tx.get(name)?.is_some() {
+        return Err(Error::already_exists(format!(
+            "snapshot {name:?} already exists"
+        )));
+    }
+    let current = active_row(tx.get_by_id(id)?.filter(|r| &*r.key == key), key)?;
+    let onto = rebase_onto(tx, &current, parent)?;
+    tx.commit(
+        id,
+        name,
+        onto.as_ref(),
+        labels,
+        Timestamp::now(),
+        usage,
+        blob,
+    )
 }
 
 /// The parent `row` is committed onto, when that is a change (containerd's

@@ -384,6 +384,16 @@ mod tests {
         assert_eq!(a.cached_get("k").unwrap().0.row.parent, row.parent);
     }
 
+    /// Two handles on one new database (as two processes would have).
+    fn two_handles() -> (tempfile::TempDir, MetaStore, MetaStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let changes = dir.path().join("changes");
+        let a = MetaStore::open(&db, &changes, false).unwrap();
+        let b = MetaStore::open(&db, &changes, false).unwrap();
+        (dir, a, b)
+    }
+
     fn keys(store: &MetaStore) -> Vec<String> {
         store
             .cached_walk(&[], |rows| Ok(rows.cloned().collect()))
@@ -398,11 +408,7 @@ mod tests {
     /// a handle further behind than the removal records go starts over.
     #[test]
     fn changes_reach_the_cache_incrementally() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
-        let changes = dir.path().join("changes");
-        let a = MetaStore::open(&db, &changes, false).unwrap();
-        let b = MetaStore::open(&db, &changes, false).unwrap();
+        let (_dir, a, b) = two_handles();
         let now = Timestamp::now();
         for k in ["b", "a", "c"] {
             b.write(|tx| tx.insert(Kind::Active, k, None, &Labels::new(), now))
@@ -463,11 +469,7 @@ mod tests {
     /// than it holds, the database does.
     #[test]
     fn the_ring_and_its_overflow() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
-        let changes = dir.path().join("changes");
-        let a = MetaStore::open(&db, &changes, false).unwrap();
-        let b = MetaStore::open(&db, &changes, false).unwrap();
+        let (_dir, a, b) = two_handles();
         let now = Timestamp::now();
         for k in ["k", "j"] {
             b.write(|tx| tx.insert(Kind::Active, k, None, &Labels::new(), now))

@@ -110,20 +110,7 @@ pub(crate) fn read_link(fd: &impl AsFd) -> io::Result<Vec<u8>> {
 
 /// The names in directory `fd` but `.` and `..`.
 pub(crate) fn dir_names(fd: &impl AsFd) -> io::Result<Vec<Vec<u8>>> {
-    let dir = rustix::fs::openat(
-        fd,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut names = Vec::new();
-    for ent in rustix::fs::Dir::new(dir)? {
-        let name = ent?.file_name().to_bytes().to_vec();
-        if name != b"." && name != b".." {
-            names.push(name);
-        }
-    }
-    Ok(names)
+    Ok(dir_entries(fd)?.into_iter().map(|(name, _)| name).collect())
 }
 
 /// The entries of directory `fd` but `.` and `..`, each with whether it is
