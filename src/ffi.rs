@@ -656,7 +656,10 @@ pub extern "C" fn erofs_snapshotter_walk(
         let filters: Vec<String> = json_arg(filters_json, "filters_json")?;
         let infos = h.inner.walk_shared(&filters)?;
         if !infos_json.is_null() {
-            put(infos_json, to_c_json(&h.json.infos(&filters, &infos)?));
+            put(
+                infos_json,
+                to_c_json(h.json.infos(&filters, &infos)?.as_str()),
+            );
         }
         Ok(())
     })

@@ -94,9 +94,19 @@ pub(crate) fn info(info: &Info) -> Result<String> {
 }
 
 /// The JSON array of infos.
+#[cfg(test)]
 pub(crate) fn infos(infos: &[Arc<Cached>]) -> Result<String> {
+    infos_into(infos, String::new())
+}
+
+/// [`infos`], written into `buffer` (emptied first), whose memory is used
+/// again: a walk of 100,000 snapshots writes 50 MB, and fresh pages cost
+/// more to fault in than to fill.
+fn infos_into(infos: &[Arc<Cached>], buffer: String) -> Result<String> {
     // One buffer, one info after the other: no vector of all of them.
-    let mut out = Vec::with_capacity(infos.len() * 600 + 2);
+    let mut out = buffer.into_bytes();
+    out.clear();
+    out.reserve(infos.len() * 600 + 2);
     out.push(b'[');
     for (i, c) in infos.iter().enumerate() {
         if i > 0 {
@@ -194,13 +204,13 @@ impl<K, T: ?Sized> Default for Table<K, T> {
 
 struct Made<T: ?Sized> {
     from: Weak<T>,
-    json: Arc<str>,
+    json: Arc<String>,
 }
 
 impl JsonCache {
     /// The JSON of `value`, what the core's walk returned for `filters`.
-    pub fn infos(&self, filters: &[String], value: &Walked) -> Result<Arc<str>> {
-        cached(&self.walks, filters, value.0.clone(), MAX_WALKS, infos)
+    pub fn infos(&self, filters: &[String], value: &Walked) -> Result<Arc<String>> {
+        cached(&self.walks, filters, value.0.clone(), MAX_WALKS, infos_into)
     }
 }
 
@@ -209,23 +219,29 @@ fn cached<K, Q, T>(
     key: &Q,
     value: Arc<T>,
     max: usize,
-    make: impl FnOnce(&T) -> Result<String>,
-) -> Result<Arc<str>>
+    make: impl FnOnce(&T, String) -> Result<String>,
+) -> Result<Arc<String>>
 where
     K: Borrow<Q> + Eq + Hash,
     Q: ToOwned<Owned = K> + Eq + Hash + ?Sized,
     T: ?Sized,
 {
-    {
-        let t = table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(made) = t.entries.get(key) {
-            if std::ptr::addr_eq(made.from.as_ptr(), Arc::as_ptr(&value)) {
+    let old = {
+        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+        match t.entries.get(key) {
+            Some(made) if std::ptr::addr_eq(made.from.as_ptr(), Arc::as_ptr(&value)) => {
                 return Ok(made.json.clone());
             }
+            // Stale: its buffer is written again, if no caller holds it.
+            Some(_) => t.entries.remove(key),
+            None => None,
         }
-    }
+    };
+    let buffer = old
+        .and_then(|made| Arc::try_unwrap(made.json).ok())
+        .unwrap_or_default();
     // Made outside the lock: a walk of many snapshots takes a while.
-    let json: Arc<str> = make(&value)?.into();
+    let json = Arc::new(make(&value, buffer)?);
     let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
     if t.entries.len() >= t.sweep_at {
         t.entries.retain(|_, made| made.from.strong_count() > 0);
@@ -312,5 +328,11 @@ mod tests {
                 .len(),
             2
         );
+        // A new selection for the same filters is written into the old
+        // JSON's buffer once no caller holds that: the text is the new one.
+        drop(walked);
+        let one = Walked(vec![sample_row()].into());
+        let again = cache.infos(&filters, &one).unwrap();
+        assert_eq!(*again, format!("[{}]", info(&sample()).unwrap()));
     }
 }

@@ -110,6 +110,9 @@ impl MetaStore {
         } else {
             "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
         })?;
+        // The rows a handle uses are kept as values (cache.rs): SQLite's
+        // own page cache need not be large (its default is 2 MiB a connection).
+        conn.execute_batch("PRAGMA cache_size=-512;")?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)
     }
