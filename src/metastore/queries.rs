@@ -471,13 +471,13 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Every snapshot, ordered by key (bytewise, as containerd's bolt store walks).
+    /// Every snapshot, in no particular order: the table read straight
+    /// through (by key, each row would be a lookup from the key's index;
+    /// the cache orders the rows itself).
     pub fn all(&self) -> Result<Vec<SnapshotRow>> {
-        let mut st = self.tx.prepare_cached(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM snapshots ORDER BY key"
-        ))?;
+        let mut st = self
+            .tx
+            .prepare_cached(concat!("SELECT ", columns!(), " FROM snapshots"))?;
         let rows = st.query_map([], SnapshotRow::from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
