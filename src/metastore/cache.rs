@@ -93,7 +93,7 @@ impl MetaStore {
     /// order (removals first: a key removed and used again comes back with
     /// its new row). The database is the truth at every step, so a row read
     /// later than `c.seq` (a point read) may sit in `c` too.
-    fn sync(&self, c: &mut Cache) -> Result<()> {
+    pub(super) fn sync(&self, c: &mut Cache) -> Result<()> {
         let before = self.changes.stable();
         if before.is_some() && c.counter == before {
             return Ok(());

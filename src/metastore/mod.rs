@@ -59,6 +59,7 @@ impl MetaStore {
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version == SCHEMA_VERSION {
             store.put_back(conn);
+            store.warm()?;
             return Ok(store);
         }
         // Several processes may create the schema at once: one transaction each.
@@ -82,7 +83,18 @@ impl MetaStore {
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         tx.commit()?;
         store.put_back(conn);
+        store.warm()?;
         Ok(store)
+    }
+
+    /// Readies the first operation at open: the connection reads the schema
+    /// and prepares the statements of a `stat` and of a look for changes,
+    /// and the cache learns where the database stands, so the first call a
+    /// caller makes costs what the next ones do.
+    fn warm(&self) -> Result<()> {
+        self.read_one(|tx| tx.prepare_hot())?;
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync(&mut c)
     }
 
     fn connect(&self) -> Result<Connection> {

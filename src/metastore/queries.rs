@@ -73,6 +73,13 @@ macro_rules! columns {
     };
 }
 
+/// A snapshot and the mount generation, by key: the statement of `stat`.
+const GET_WITH_GENERATION: &str = concat!(
+    "SELECT ",
+    columns!(),
+    ", (SELECT value FROM state WHERE name = 'mount_generation') FROM snapshots WHERE key = ?1"
+);
+
 /// One row of the `snapshots` table.
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotRow {
@@ -206,14 +213,17 @@ impl Tx<'_> {
 
     /// The snapshot and the mount generation, read by one statement.
     pub fn get_with_generation(&self, key: &str) -> Result<(SnapshotRow, i64)> {
-        let mut st = self.tx.prepare_cached(concat!(
-            "SELECT ",
-            columns!(),
-            ", (SELECT value FROM state WHERE name = 'mount_generation') FROM snapshots WHERE key = ?1"
-        ))?;
+        let mut st = self.tx.prepare_cached(GET_WITH_GENERATION)?;
         st.query_row([key], |r| Ok((SnapshotRow::from_row(r)?, r.get(12)?)))
             .optional()?
             .ok_or_else(|| Error::not_found(format!("snapshot {key:?} does not exist")))
+    }
+
+    /// Prepares (into the connection's cache) the statements of the hot
+    /// read paths, without running them.
+    pub fn prepare_hot(&self) -> Result<()> {
+        self.tx.prepare_cached(GET_WITH_GENERATION)?;
+        Ok(())
     }
 
     /// Like [`Tx::get`], but a missing key is containerd's not-found error.
