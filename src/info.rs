@@ -25,9 +25,13 @@ pub struct RowLabels {
 }
 
 impl RowLabels {
-    fn from_sorted<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> RowLabels {
-        let mut text = String::new();
-        let mut ends = Vec::new();
+    fn from_sorted<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> RowLabels {
+        // Sized once: no reallocation, no shrinking copy.
+        let (len, n) = pairs
+            .clone()
+            .fold((0, 0), |(len, n), (k, v)| (len + k.len() + v.len(), n + 2));
+        let mut text = String::with_capacity(len);
+        let mut ends = Vec::with_capacity(n);
         for (k, v) in pairs {
             text.push_str(k);
             ends.push(text.len() as u32);
@@ -121,16 +125,23 @@ impl<'de> Deserialize<'de> for RowLabels {
                 while let Some(pair) = map.next_entry::<BorrowedOrOwned, BorrowedOrOwned>()? {
                     pairs.push((pair.0 .0, pair.1 .0));
                 }
-                // Stable: among equal keys the last one given stays last.
-                pairs.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut kept: Vec<(&str, &str)> = Vec::with_capacity(pairs.len());
-                for (k, v) in &pairs {
-                    match kept.last_mut() {
-                        Some(last) if last.0 == k.as_ref() => last.1 = v,
-                        _ => kept.push((k, v)),
+                // What this library wrote is in order already (a map's
+                // order); anything else is sorted, stably: among equal keys
+                // the last one given stays last, and is the one kept.
+                if !pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+                    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                    let mut i = 0;
+                    while i + 1 < pairs.len() {
+                        if pairs[i].0 == pairs[i + 1].0 {
+                            pairs.remove(i);
+                        } else {
+                            i += 1;
+                        }
                     }
                 }
-                Ok(RowLabels::from_sorted(kept.into_iter()))
+                Ok(RowLabels::from_sorted(
+                    pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+                ))
             }
         }
         d.deserialize_map(Visit)

@@ -210,6 +210,9 @@ impl MetaStore {
         }
         if !c.complete {
             let (rows, (seq, _, generation)) = self.read(|tx| Ok((tx.all()?, tx.positions()?)))?;
+            let mut rows = rows;
+            // In key order first: building the map from sorted entries is linear.
+            rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
             c.rows = rows
                 .into_iter()
                 .map(|r| (r.key.clone(), Cached::new(r)))
