@@ -121,19 +121,23 @@ impl MetaStore {
 
     /// [`MetaStore::sync`] by reading what changed from the database.
     fn sync_from_database(&self, c: &mut Cache, before: Option<u64>) -> Result<()> {
-        // Read first: what is recorded from here on is seen next time.
+        // Read before the database: what is recorded from here on is seen
+        // next time (again, maybe: harmless). Marks are cleared only once
+        // the read succeeded, so a failed one leaves them.
         let ring = self.changes.ring_len();
-        c.dirty.clear();
-        c.ring_pos = Some(ring);
         let Some(since) = c.seq else {
             // Nothing kept yet: where the database stands is all there is to know.
             let (seq, _, generation) = self.read_one(|tx| tx.positions())?;
+            c.dirty.clear();
+            c.ring_pos = Some(ring);
             c.seq = Some(seq);
             c.generation = generation;
             c.counter = before.filter(|b| self.changes.stable() == Some(*b));
             return Ok(());
         };
         let delta = self.read_one(|tx| tx.changes_since(since))?;
+        c.dirty.clear();
+        c.ring_pos = Some(ring);
         if delta.seq < since || since < delta.floor {
             // Further behind than the removal records go (or another
             // database): start again.
