@@ -291,29 +291,37 @@ fn unique_suffix() -> String {
 
 /// Creates a new file `<parent>/<prefix><unique>` for writing.
 pub(crate) fn unique_file(parent: &Path, prefix: &str, mode: u32) -> Result<(PathBuf, File)> {
-    loop {
-        let path = parent.join(format!("{prefix}{}", unique_suffix()));
-        match OpenOptions::new()
+    unique(parent, prefix, "create", |p| {
+        OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
-            .open(&path)
-        {
-            Ok(f) => return Ok((path, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create", &path, e)),
-        }
-    }
+            .open(p)
+    })
 }
 
 /// Creates a new directory `<parent>/<prefix><unique>`.
 pub(crate) fn unique_dir(parent: &Path, prefix: &str, mode: u32) -> Result<PathBuf> {
+    unique(parent, prefix, "create directory", |p| {
+        DirBuilder::new().mode(mode).create(p)
+    })
+    .map(|(path, ())| path)
+}
+
+/// `make` on `<parent>/<prefix><unique>`, with another name while that
+/// one exists.
+fn unique<T>(
+    parent: &Path,
+    prefix: &str,
+    what: &str,
+    make: impl Fn(&Path) -> io::Result<T>,
+) -> Result<(PathBuf, T)> {
     loop {
         let path = parent.join(format!("{prefix}{}", unique_suffix()));
-        match DirBuilder::new().mode(mode).create(&path) {
-            Ok(()) => return Ok(path),
+        match make(&path) {
+            Ok(made) => return Ok((path, made)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create directory", &path, e)),
+            Err(e) => return Err(Error::io(what, &path, e)),
         }
     }
 }

@@ -242,11 +242,12 @@ impl Snapshotter {
             }
             installed = Some(id);
             staging.install(&self.layout, id)?;
-            Ok((
-                id,
-                p.map(|p| p.chain()).unwrap_or_default(),
-                tx.mount_generation()?,
-            ))
+            // Only a cached layer is mounted for the new snapshot itself.
+            let generation = match cached {
+                Some(_) => tx.mount_generation()?,
+                None => 0,
+            };
+            Ok((id, p.map(|p| p.chain()).unwrap_or_default(), generation))
         });
         let (id, parent_ids, generation) = match result {
             Ok(v) => v,
@@ -272,29 +273,34 @@ impl Snapshotter {
                 return Err(e);
             }
         };
-        let top = match &cached {
-            Some(blob) => Top::Cached(blob.path.as_deref().unwrap_or(Path::new(""))),
-            None if awaits_rebase(
-                kind,
-                &parent_ids,
-                labels.contains_key(LABEL_PARENT_CHAIN_ID),
-            ) =>
-            {
-                Top::RebaseLater
-            }
-            None => Top::Upper,
-        };
-        self.ensure_top(id, &parent_ids, &top, generation)?;
-        Ok(self.build_mounts(kind, id, &parent_ids, top))
+        let cache_file = cached.as_ref().and_then(|b| b.path.as_deref());
+        let labelled = labels.contains_key(LABEL_PARENT_CHAIN_ID);
+        self.mounts_of(kind, id, &parent_ids, cache_file, labelled, generation)
     }
 
-    /// A cached layer on top of parents is mounted on the snapshot's `fs/`
-    /// like a committed one, to be the overlay's top lower dir.
-    fn ensure_top(&self, id: i64, parent_ids: &[i64], top: &Top, generation: i64) -> Result<()> {
+    /// The mounts of active snapshot or view `id` over its mounted layers
+    /// `parent_ids`: `cache_file` is the layer content cache's file serving
+    /// it, `labelled` whether it has [`LABEL_PARENT_CHAIN_ID`] (see [`Top`]).
+    fn mounts_of(
+        &self,
+        kind: Kind,
+        id: i64,
+        parent_ids: &[i64],
+        cache_file: Option<&Path>,
+        labelled: bool,
+        generation: i64,
+    ) -> Result<Vec<Mount>> {
+        let top = match cache_file {
+            Some(file) if kind == Kind::Active => Top::Cached(file),
+            _ if awaits_rebase(kind, parent_ids, labelled) => Top::RebaseLater,
+            _ => Top::Upper,
+        };
         if matches!(top, Top::Cached(_)) && !parent_ids.is_empty() {
+            // Over parents, the cache's file is mounted on the snapshot's
+            // `fs/` like a committed layer, the overlay's top lower dir.
             self.ensure_layers(&[id], generation)?;
         }
-        Ok(())
+        Ok(self.build_mounts(kind, id, parent_ids, top))
     }
 
     /// Mounts the layers of the committed snapshots `ids` (what their
@@ -321,20 +327,14 @@ impl Snapshotter {
             )));
         }
         self.ensure_layers(&row.parent_ids, generation)?;
-        let top = match &row.blob_ref {
-            Some(path) if row.kind == Kind::Active => Top::Cached(path),
-            _ if awaits_rebase(
-                row.kind,
-                &row.parent_ids,
-                row.labels.contains_key(LABEL_PARENT_CHAIN_ID),
-            ) =>
-            {
-                Top::RebaseLater
-            }
-            _ => Top::Upper,
-        };
-        self.ensure_top(row.id, &row.parent_ids, &top, generation)?;
-        Ok(self.build_mounts(row.kind, row.id, &row.parent_ids, top))
+        self.mounts_of(
+            row.kind,
+            row.id,
+            &row.parent_ids,
+            row.blob_ref.as_deref(),
+            row.labels.contains_key(LABEL_PARENT_CHAIN_ID),
+            generation,
+        )
     }
 
     /// Mounts for snapshot `id` whose layers `parent_ids` (nearest first)
@@ -1053,8 +1053,8 @@ fn active_row(row: Option<SnapshotRow>, key: &str) -> Result<SnapshotRow> {
 }
 
 /// What a walk selected ([`Snapshotter::walk_shared`]), in name order. The
-/// same selection (see [`Walked::same`]) comes back while no process may
-/// have changed the snapshots.
+/// same selection comes back while no process may have changed the
+/// snapshots.
 #[derive(Clone)]
 pub struct Walked(pub(crate) Arc<[Arc<crate::metastore::Cached>]>);
 
@@ -1070,11 +1070,6 @@ impl Walked {
     /// The snapshots, without copies.
     pub fn iter(&self) -> impl Iterator<Item = InfoRef<'_>> {
         self.0.iter().map(|c| c.row.info_ref())
-    }
-
-    /// Whether `other` is this very selection (not merely equal).
-    pub fn same(&self, other: &Walked) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 

@@ -139,24 +139,34 @@ fn expected() -> BTreeMap<String, String> {
     .collect()
 }
 
-#[test]
-fn a_second_root_converts_nothing_when_the_cache_has_the_layers() {
+/// A first root that converts `layers` and puts the first `n` into a cache
+/// directory (checked by fsck.erofs): the root (to keep), the cache, and
+/// the files exported.
+fn exported(layers: &[(Vec<u8>, String)], n: usize) -> (Env, PathBuf, Vec<PathBuf>) {
     let first = Env::new();
     let cache = first.dir.path().join("cache");
-    let layers = image();
-
-    // The first root converts every layer and fills the cache.
     let a = first.open();
-    let (ua, applied) = unpack(&a, &layers);
-    assert_eq!(applied, 3);
-    for name in &ua.chain {
-        let p = a.export_layer(name, &cache).unwrap();
-        assert!(
-            p.starts_with(&cache) && p.extension().unwrap() == "erofs",
-            "{p:?}"
-        );
-        fsck(&p).unwrap();
-    }
+    let (ua, applied) = unpack(&a, layers);
+    assert_eq!(applied, layers.len());
+    let files = ua.chain[..n]
+        .iter()
+        .map(|name| {
+            let p = a.export_layer(name, &cache).unwrap();
+            assert!(
+                p.starts_with(&cache) && p.extension().unwrap() == "erofs",
+                "{p:?}"
+            );
+            fsck(&p).unwrap();
+            p
+        })
+        .collect();
+    (first, cache, files)
+}
+
+#[test]
+fn a_second_root_converts_nothing_when_the_cache_has_the_layers() {
+    let layers = image();
+    let (_first, cache, _) = exported(&layers, layers.len());
     let before = cache_state(&cache);
 
     // The second root, sharing the cache, applies nothing.
@@ -190,14 +200,8 @@ fn a_second_root_converts_nothing_when_the_cache_has_the_layers() {
 /// a parent is served read only, then committed onto the one below.
 #[test]
 fn cached_layers_rebase_like_applied_ones() {
-    let first = Env::new();
-    let cache = first.dir.path().join("cache");
     let layers = image();
-    let a = first.open();
-    let (ua, _) = unpack(&a, &layers);
-    for name in &ua.chain {
-        a.export_layer(name, &cache).unwrap();
-    }
+    let (first, cache, _) = exported(&layers, layers.len());
     let second = Env::new();
     let b = second
         .open_with(|c| c.layer_content_caches = vec![first.dir.path().join("none"), cache.clone()]);
@@ -245,13 +249,9 @@ fn cached_layers_rebase_like_applied_ones() {
 /// is converted as usual and the host's logger hears why.
 #[test]
 fn a_damaged_cache_file_is_a_miss() {
-    let first = Env::new();
-    let cache = first.dir.path().join("cache");
     let layers = image();
-    let a = first.open();
-    let (ua, _) = unpack(&a, &layers);
-    let p0 = a.export_layer(&ua.chain[0], &cache).unwrap();
-    let p1 = a.export_layer(&ua.chain[1], &cache).unwrap();
+    let (_first, cache, files) = exported(&layers, 2);
+    let (p0, p1) = (files[0].clone(), files[1].clone());
     let len = fs::metadata(&p0).unwrap().len();
     fs::OpenOptions::new()
         .write(true)
@@ -285,12 +285,9 @@ fn a_damaged_cache_file_is_a_miss() {
 /// refused at the next mount, by name, never mounted.
 #[test]
 fn a_cache_file_changed_after_use_is_refused() {
-    let first = Env::new();
-    let cache = first.dir.path().join("cache");
     let layers = image();
-    let a = first.open();
-    let (ua, _) = unpack(&a, &layers[..1]);
-    let p0 = a.export_layer(&ua.chain[0], &cache).unwrap();
+    let (_first, cache, files) = exported(&layers[..1], 1);
+    let p0 = files[0].clone();
     let second = Env::new();
     let b = second.open_with(|c| c.layer_content_caches = vec![cache.clone()]);
     unpack(&b, &layers[..1]);
