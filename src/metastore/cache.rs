@@ -123,21 +123,25 @@ impl MetaStore {
     fn sync_from_database(&self, c: &mut Cache, before: Option<u64>) -> Result<()> {
         // Read before the database: what is recorded from here on is seen
         // next time (again, maybe: harmless). Marks are cleared only once
-        // the read succeeded, so a failed one leaves them.
+        // the read succeeded, so a failed one leaves them. The position is
+        // kept only if no write was under way from `before` to the end of
+        // the read: a writer records its keys before it commits, so an entry
+        // below `ring` may belong to a write this read did not see yet.
         let ring = self.changes.ring_len();
+        let ring_at = |after: Option<u64>| (before.is_some() && before == after).then_some(ring);
         let Some(since) = c.seq else {
             // Nothing kept yet: where the database stands is all there is to know.
             let (seq, _, generation) = self.read_one(|tx| tx.positions())?;
+            let after = self.changes.stable();
             c.dirty.clear();
-            c.ring_pos = Some(ring);
+            c.ring_pos = ring_at(after);
             c.seq = Some(seq);
             c.generation = generation;
-            c.counter = before.filter(|b| self.changes.stable() == Some(*b));
+            c.counter = before.filter(|b| after == Some(*b));
             return Ok(());
         };
         let delta = self.read_one(|tx| tx.changes_since(since))?;
         c.dirty.clear();
-        c.ring_pos = Some(ring);
         if delta.seq < since || since < delta.floor {
             // Further behind than the removal records go (or another
             // database): start again.
@@ -156,6 +160,7 @@ impl MetaStore {
         c.seq = Some(delta.seq);
         c.generation = delta.generation;
         let after = self.changes.stable();
+        c.ring_pos = ring_at(after);
         c.counter = if before.is_some() && before == after {
             before
         } else {
@@ -504,5 +509,23 @@ mod tests {
             a.cached_get("j").unwrap_err().kind(),
             crate::ErrorKind::NotFound
         );
+    }
+
+    /// A handle that reads the database while another's write is under way
+    /// (its keys in the ring, its commit not yet visible) must not take
+    /// the ring as read up to there: the write's key would never be read.
+    /// (Seen as a NotFound for a just-made snapshot, threads sharing a handle.)
+    #[test]
+    fn a_read_during_a_write_does_not_skip_its_keys() {
+        let (_dir, a, b) = two_handles();
+        assert!(keys(&b).is_empty()); // b keeps every row from here on
+        let m = a.changes.begin_write();
+        a.changes.record(&[key_hash("x")]);
+        assert!(keys(&b).is_empty(), "the write is not committed yet");
+        a.read_one(|tx| tx.insert(Kind::Active, "x", None, &Labels::new(), Timestamp::now()))
+            .unwrap();
+        a.changes.end_write(m);
+        assert_eq!(b.cached_get("x").unwrap().0.row.key.as_ref(), "x");
+        assert_eq!(keys(&b), ["x"]);
     }
 }
