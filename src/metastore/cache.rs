@@ -218,14 +218,12 @@ impl MetaStore {
             self.sync_from_database(&mut c, before)?;
         }
         if !c.complete {
-            let (rows, (seq, _, generation)) = self.read(|tx| Ok((tx.all()?, tx.positions()?)))?;
+            let (rows, (seq, _, generation)) =
+                self.read(|tx| Ok((tx.all(Cached::new)?, tx.positions()?)))?;
             let mut rows = rows;
             // In key order first: building the map from sorted entries is linear.
-            rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-            c.rows = rows
-                .into_iter()
-                .map(|r| (r.key.clone(), Cached::new(r)))
-                .collect();
+            rows.sort_unstable_by(|a, b| a.row.key.cmp(&b.row.key));
+            c.rows = rows.into_iter().map(|r| (r.row.key.clone(), r)).collect();
             c.seq = Some(seq);
             c.generation = generation;
             c.complete = true;
