@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -16,23 +17,62 @@ import (
 
 // A small decoder for the library's three JSON shapes (info, infos, mounts):
 // Stat, Walk and Mounts are on hot paths, where encoding/json's reflection
-// cost more than the library call. The input (borrowed from C memory) is
-// copied into one Go string once; decoded strings without escapes are
-// substrings of it, so a Walk of a thousand snapshots allocates little more
-// than its label maps. Unknown fields are skipped; times come from the
-// integer created_ns and updated_ns, so no date is parsed.
+// cost more than the library call. A Stat's or Mounts' input (borrowed
+// from C memory) is copied into one Go string once, and decoded strings
+// without escapes are substrings of it. A Walk's is read in place and each
+// info gets copies of its own strings (label keys copied once per Walk):
+// at 100,000 snapshots the one copy of the 50 MB document cost more than
+// the decode, and every info kept by the caller pinned all of it. Unknown
+// fields are skipped; times come from the integer created_ns and
+// updated_ns, so no date is parsed.
 //
 // It earns its place (BenchmarkDecode in decode_test.go, the library's
-// documents decoded both ways; Go 1.26 on the 2-CPU test machine, medians of
-// six runs): a Stat decodes in 0.44 µs with 1 allocation against 2.5 µs and
-// 9 with encoding/json (5.7 times), a Walk of 1,000 snapshots in 0.76 ms
-// and 2,002 allocations against 3.1 ms and 8,019 (4.0 times). Even
+// documents decoded both ways; Go 1.26 on the 2-CPU test machine): a Stat
+// decodes in 0.44 µs with 1 allocation against 2.0 µs and 9 with
+// encoding/json (4.6 times), a Walk of 1,000 snapshots in 0.61 ms and 4,004
+// allocations against 2.5 ms and 8,019 (4.1 times). Even
 // GOEXPERIMENT=jsonv2 takes 2.8 and 2.3 times as long.
 
 type decoder struct {
 	b   string
 	i   int
 	err error
+	// borrowed: b is the caller's memory, valid only during the decode;
+	// every string an info keeps is copied out of it (see own).
+	borrowed bool
+	// keys: label keys copied so far, which repeat from one info to the
+	// next (a walk copies each once, not once per info).
+	keys map[string]string
+}
+
+// maxInternedKeys bounds keys: a walk whose label keys are all different
+// copies each, and holds no more.
+const maxInternedKeys = 256
+
+// own is s, safe to keep after the decode.
+func (d *decoder) own(s string) string {
+	if !d.borrowed || s == "" {
+		return s
+	}
+	return strings.Clone(s)
+}
+
+// key is label key s, safe to keep: copied once per decode.
+func (d *decoder) key(s string) string {
+	if !d.borrowed {
+		return s
+	}
+	if k, ok := d.keys[s]; ok {
+		return k
+	}
+	k := strings.Clone(s)
+	if d.keys == nil {
+		d.keys = make(map[string]string)
+	}
+	if len(d.keys) < maxInternedKeys {
+		d.keys[k] = k
+	}
+	return k
 }
 
 func decodeInfo(b []byte, info *snapshots.Info) error {
@@ -58,9 +98,15 @@ func decodeInfos(b []byte, infos *[]snapshots.Info) error {
 
 // decodeEachInfo calls fn with each info of the array b in turn, keeping
 // none: a Walk of many snapshots holds one info at a time, not all of them.
-// It stops at fn's first error, which it returns.
+// It stops at fn's first error, which it returns. b is read in place (a
+// Walk of 100,000 snapshots is 50 MB, whose copy cost more than the
+// decode), so the infos hold copies of only their own strings, and none
+// pins b; b must not change during the call.
 func decodeEachInfo(b []byte, fn func(snapshots.Info) error) error {
-	d := decoder{b: string(b)}
+	if len(b) == 0 {
+		b = []byte(" ")
+	}
+	d := decoder{b: unsafe.String(&b[0], len(b)), borrowed: true}
 	var ferr error
 	d.array(func() {
 		var info snapshots.Info
@@ -123,9 +169,9 @@ func (d *decoder) info(info *snapshots.Info) {
 		case "kind":
 			info.Kind = parseKind(d.str())
 		case "name":
-			info.Name = d.str()
+			info.Name = d.own(d.str())
 		case "parent":
-			info.Parent = d.str()
+			info.Parent = d.own(d.str())
 		case "labels":
 			info.Labels = d.labels()
 		case "created_ns":
@@ -373,7 +419,7 @@ func (d *decoder) labels() map[string]string {
 		if m == nil {
 			m = make(map[string]string, 1)
 		}
-		m[key] = d.str()
+		m[d.key(key)] = d.own(d.str())
 	})
 	return m
 }

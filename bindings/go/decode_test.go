@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
 	"testing"
@@ -47,6 +48,22 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 	calls, stop := 0, errors.New("enough")
 	if err := decodeEachInfo([]byte(list), func(snapshots.Info) error { calls++; return stop }); err != stop || calls != 1 {
 		t.Errorf("decodeEachInfo stopped by its function: %v after %d calls", err, calls)
+	}
+	// The infos of a walk are read from the library's memory in place,
+	// which is freed after the call: they keep copies of their strings.
+	buf := []byte(list)
+	if err := decodeInfos(buf, &gotInfos); err != nil {
+		t.Fatal(err)
+	}
+	kept := append([]snapshots.Info(nil), gotInfos...)
+	for i := range kept {
+		kept[i].Labels = maps.Clone(kept[i].Labels)
+	}
+	for i := range buf {
+		buf[i] = 'X'
+	}
+	if !reflect.DeepEqual(gotInfos, kept) || gotInfos[1].Parent != "p" {
+		t.Errorf("infos changed with the memory they were decoded from: %+v", gotInfos)
 	}
 	if err := decodeInfos([]byte("[]"), &gotInfos); err != nil || len(gotInfos) != 0 {
 		t.Fatalf("empty infos: %v %+v", err, gotInfos)
