@@ -33,12 +33,12 @@ GEN_HEADER := $(CARGO) run --quiet --locked --manifest-path tools/gen-header/Car
 SETUP_STEPS        := deps
 UNPRIVILEGED_STEPS := lint build header-check test-rust-unit go-vet test-python-ffi
 ROOT_STEPS         := test-rust-root test-c test-valgrind test-python-root \
-                      test-go-root test-no-erofs-utils test-e2e test-fuzz
+                      test-go-root test-no-erofs-utils test-e2e test-vm test-fuzz
 
 .PHONY: all deps build run test test-unprivileged test-root lint header header-check \
 	test-rust test-rust-unit test-rust-root test-c test-valgrind \
 	test-python test-python-ffi test-python-root test-go go-vet test-go-root \
-	test-no-erofs-utils test-e2e test-fuzz bench bench-launch bench-writer bench-scale
+	test-no-erofs-utils test-e2e test-vm test-fuzz bench bench-launch bench-writer bench-scale
 
 all: build
 
@@ -184,6 +184,11 @@ test-e2e: build
 # and every JSON input. A crash fails the run and leaves its input in
 # fuzz/artifacts/.
 FUZZ_SECONDS ?= 60
+# The integrity tests (tests/vm_guest.rs) in a VM whose kernel has fs-verity
+# and dm-verity (this machine's has neither): tests/vm/run.sh.
+test-vm:
+	tests/vm/run.sh
+
 test-fuzz: deps
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 

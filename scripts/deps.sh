@@ -85,6 +85,38 @@ EOF
     erofs_ok || log "warning: /usr/local/bin is not first on PATH; set \"mkfs_path\": \"/usr/local/bin/mkfs.erofs\""
 fi
 
+# The VM of the integrity tests (tests/vm/run.sh): qemu, a static busybox
+# for its initramfs, the tools the guest calls, and Debian's
+# bookworm-backports in the sources, from which run.sh downloads the kernel
+# (6.12, with fs-verity and dm-verity; nothing is installed from it).
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
+for p in cpio:cpio modinfo:kmod fsverity:fsverity veritysetup:cryptsetup-bin mke2fs:e2fsprogs xz:xz-utils; do
+    command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
+done
+bpo=/etc/apt/sources.list.d/erofs-snapshotter-vm.sources
+if ! apt-cache policy 2>/dev/null | grep -q bookworm-backports; then
+    need_root "bookworm-backports in the apt sources"
+    log "adding bookworm-backports to the apt sources (for the VM's kernel)"
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' >"$bpo"
+    apt_updated=0
+    [ ${#need[@]} -gt 0 ] || { apt-get update -q >/dev/null; apt_updated=1; }
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    # Where qemu-utils came from bookworm-backports, bookworm's
+    # qemu-system-x86 conflicts with it: take that from backports too.
+    if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
+        need_root "${need[@]}"
+        apt-get update -q >/dev/null
+        apt_updated=1
+        log "apt-get install -t bookworm-backports ${need[*]}"
+        apt-get install -y -q --no-install-recommends -t bookworm-backports "${need[@]}" >/dev/null
+    else
+        apt_install "${need[@]}"
+    fi
+fi
+
 # The Rust toolchain is expected on the machine (rustup); say so clearly if not.
 command -v cargo >/dev/null || { echo "deps.sh: cargo not found; install Rust with rustup" >&2; exit 1; }
 

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Boots a throwaway VM whose kernel has what this machine's lacks (fs-verity,
+# dm-verity; with EROFS and overlayfs) and runs the integrity tests inside it
+# (tests/vm_guest.rs, `--ignored`). Passes iff the guest prints "VMTEST: PASS".
+#
+#   tests/vm/run.sh [TEST-FILTER...]        (as root; `make test-vm`)
+#
+# The kernel is Debian's (bookworm-backports, 6.12), unpacked from its .deb,
+# which is kept in $VM_CACHE between runs; the initramfs is busybox, the test
+# binary and the tools it calls, with their shared libraries. qemu runs with
+# software emulation (KVM is used only where it really works). Host packages
+# come from scripts/deps.sh. Adapted from a recipe of this project's shared
+# reference material; nothing here reads it.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$HERE/../.." && pwd)
+VM_CACHE=${VM_CACHE:-/var/cache/erofs-snapshotter/vm}
+W=${VM_WORK:-$TOP/target/vm}
+TIMEOUT=${VM_TIMEOUT:-600}
+MEM=${VM_MEM:-1536}
+t0=$(date +%s%N)
+phase() { local ms=$((($(date +%s%N) - t0) / 1000000)); printf '[vm %4d.%03ds] %s\n' $((ms / 1000)) $((ms % 1000)) "$*"; }
+
+[ "$(id -u)" = 0 ] || { echo "tests/vm/run.sh: run as root (it unpacks a kernel and builds an initramfs)" >&2; exit 1; }
+for t in qemu-system-x86_64 busybox cpio modinfo fsverity mke2fs veritysetup fsck.erofs; do
+    command -v "$t" >/dev/null || { echo "tests/vm/run.sh: $t missing; run scripts/deps.sh" >&2; exit 1; }
+done
+if ldd "$(command -v busybox)" >/dev/null 2>&1; then
+    echo "tests/vm/run.sh: busybox must be the static one (busybox-static); run scripts/deps.sh" >&2
+    exit 1
+fi
+
+# ---- 1. the kernel: the .deb cached, only what is needed unpacked ------------
+mkdir -p "$VM_CACHE" "$W"
+kpkg=$(apt-cache depends -t bookworm-backports linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+[ -n "$kpkg" ] || { echo "tests/vm/run.sh: no linux-image-amd64 in bookworm-backports; run scripts/deps.sh" >&2; exit 1; }
+deb=$(ls "$VM_CACHE/${kpkg}"_*.deb 2>/dev/null | head -n1 || true)
+if [ -z "$deb" ]; then
+    phase "downloading $kpkg into $VM_CACHE"
+    (cd "$VM_CACHE" && apt-get download -q -t bookworm-backports "$kpkg" 2>&1 | grep -v unsandboxed || true)
+    deb=$(ls "$VM_CACHE/${kpkg}"_*.deb | head -n1)
+fi
+K=$W/kernel
+stamp=$K/.from-$(basename "$deb")
+if [ ! -e "$stamp" ]; then
+    rm -rf "$K"; mkdir -p "$K"
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$K" --wildcards './boot/*' './lib/modules/*/modules.builtin' \
+        './lib/modules/*/kernel/fs/*' './lib/modules/*/kernel/drivers/block/*' './lib/modules/*/kernel/drivers/md/*' \
+        './lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/lib/*' './lib/modules/*/kernel/crypto/*' \
+        './lib/modules/*/kernel/arch/x86/crypto/*'
+    touch "$stamp"
+fi
+KVER=$(ls "$K/lib/modules")
+VMLINUZ=$K/boot/vmlinuz-$KVER
+for opt in FS_VERITY EROFS_FS OVERLAY_FS DM_VERITY BLK_DEV_LOOP; do
+    grep -qE "^CONFIG_$opt=[ym]" "$K/boot/config-$KVER" || { echo "kernel $KVER lacks CONFIG_$opt" >&2; exit 1; }
+done
+phase "kernel $KVER from $(basename "$deb")"
+
+# ---- 2. the guest's test binary -------------------------------------------------
+bin=$(cd "$TOP" && cargo test --release --locked --no-run --test vm_guest --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "vm_guest" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$bin" ] || { echo "tests/vm/run.sh: building tests/vm_guest.rs failed; run: cargo test --release --no-run --test vm_guest" >&2; exit 1; }
+phase "test binary $(basename "$bin")"
+
+# ---- 3. the initramfs -----------------------------------------------------------
+R=$W/root
+rm -rf "$R"; mkdir -p "$R"/{bin,sbin,usr/bin,lib,lib64,proc,sys,dev,tmp,mnt,lib/modules}
+cp "$(command -v busybox)" "$R/bin/busybox"
+for a in $("$R/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a"; done
+copy_bin() { # a program and its shared libraries, called by absolute path
+    install -D -m755 "$1" "$R/usr/bin/$(basename "$1")"
+    ldd "$1" | grep -o '/[^ ]*' | while read -r lib; do cp -L --parents "$lib" "$R"; done
+}
+for b in "$bin" "$(command -v fsverity)" "$(command -v mke2fs)" "$(command -v veritysetup)" "$(command -v fsck.erofs)"; do
+    copy_bin "$b"
+done
+mv "$R/usr/bin/$(basename "$bin")" "$R/usr/bin/vm_guest"
+# Modules in load order: "depends=" resolved with modinfo, no depmod.
+declare -A kopath=() seen=()
+while read -r f; do n=$(basename "$f"); n=${n%%.ko*}; kopath[${n//-/_}]=$f; done \
+    < <(find "$K/lib/modules/$KVER/kernel" -name '*.ko*')
+order=()
+resolve() {
+    local m=${1//-/_} d f
+    [ -n "${seen[$m]:-}" ] && return 0
+    seen[$m]=1
+    f=${kopath[$m]:-}
+    if [ -z "$f" ]; then
+        grep -qE "/${m//_/[-_]}\.ko" "$K/lib/modules/$KVER/modules.builtin" && return 0
+        echo "module $1 not found in $KVER" >&2
+        return 1
+    fi
+    for d in $(modinfo -F depends "$f" | tr ',' ' '); do resolve "$d"; done
+    order+=("$f")
+}
+# crc32c_generic: ext4's metadata checksums; the rest: what the tests use.
+for m in crc32c_generic virtio_pci virtio_blk loop ext4 erofs overlay dm-verity; do resolve "$m"; done
+: >"$R/modules.list"
+for ko in "${order[@]}"; do
+    base=$(basename "$ko"); base=${base%.xz}; base=${base%.zst}
+    case "$ko" in
+        *.xz) xz -dc "$ko" >"$R/lib/modules/$base" ;;
+        *.zst) zstd -qdc "$ko" >"$R/lib/modules/$base" ;;
+        *) cp "$ko" "$R/lib/modules/$base" ;;
+    esac
+    echo "$base" >>"$R/modules.list"
+done
+install -m755 "$HERE/guest-init.sh" "$R/init"
+printf '%s\n' "$@" >"$R/filters"
+(cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) >"$W/initrd.img"
+rm -f "$W/disk.img"; truncate -s 1G "$W/disk.img"
+phase "initramfs $(du -h "$W/initrd.img" | cut -f1), modules: $(tr '\n' ' ' <"$R/modules.list")"
+
+# ---- 4. boot ---------------------------------------------------------------------
+# Only real hardware virtualisation counts: where /dev/kvm is kvm_pvm (no
+# vmx/svm in cpuinfo) a stock kernel dies with "KVM internal error".
+if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo && [ ! -d /sys/module/kvm_pvm ]; then
+    accel=(-accel kvm -cpu host -smp 2)
+else
+    accel=(-accel tcg -cpu max -smp 1)
+fi
+LOG=$W/console.log
+phase "booting (${accel[1]}), console in $LOG"
+set +e
+timeout "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" -machine q35 -m "$MEM" \
+    -display none -monitor none -serial stdio -no-reboot -nic none \
+    -kernel "$VMLINUZ" -initrd "$W/initrd.img" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3" \
+    -drive file="$W/disk.img",if=virtio,format=raw \
+    </dev/null >"$LOG" 2>&1 &
+qemu=$!
+tail -n +1 -f "$LOG" --pid=$qemu | grep --line-buffered -E '^(VMTEST|test |running|failures|---- |thread )|panicked|Kernel panic'
+wait $qemu
+rc=$?
+set -e
+phase "qemu exited ($rc)"
+grep -q '^VMTEST: PASS' "$LOG" && { phase PASS; exit 0; }
+[ "$rc" = 124 ] && echo "the VM did not finish within ${TIMEOUT}s"
+echo "---- console log tail ($LOG) ----"
+tail -n 60 "$LOG"
+exit 1

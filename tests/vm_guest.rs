@@ -1,0 +1,378 @@
+//! Integrity on a kernel that has it: fs-verity on the root's filesystem,
+//! checked against independent tools. This machine's kernel has no
+//! fs-verity, so these tests run inside a VM booted by `tests/vm/run.sh`
+//! (`make test-vm`, part of `make test`), which passes `--ignored` and the
+//! environment below; run here, they say why they do not.
+//!
+//! The guest gives (see `tests/vm/guest-init.sh`):
+//! - `TMPDIR`: a directory on ext4 made with `-O verity`, where every
+//!   test's root lives;
+//! - `EROFS_VM_DISK` and `EROFS_VM_DISK_MNT`: that ext4's block device and
+//!   mount point, for the test that flips a byte on the raw disk;
+//! - `EROFS_VM_PLAIN`: a directory on an ext4 made without `-O verity`.
+
+mod common;
+
+use std::fs;
+use std::io::Cursor;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::rawtar::Tar;
+use common::*;
+use erofs_snapshotter::{integrity, ApplyOptions, Config, ErrorKind, Snapshotter};
+
+const IN_VM: &str = "needs a kernel and filesystem with fs-verity: run in a VM by tests/vm/run.sh";
+
+fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var_os(name).unwrap_or_else(|| panic!("{name} not set: {IN_VM}")))
+}
+
+/// 1 MiB that no two files share, so a flipped byte lands in one file's data.
+fn payload(seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn layer_tar(seed: u8) -> Vec<u8> {
+    Tar::new()
+        .dir("data")
+        .file("data/big", &payload(seed))
+        .file("data/small", format!("small {seed}\n").as_bytes())
+        .end()
+}
+
+/// What `fsverity measure` (fsverity-utils, an independent reader) says of
+/// `path`: `sha256:<hex>`.
+fn fsverity_tool_digest(path: &Path) -> String {
+    let out = Command::new("fsverity")
+        .arg("measure")
+        .arg(path)
+        .output()
+        .expect("run fsverity");
+    assert!(
+        out.status.success(),
+        "fsverity measure {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The library's measurement of `path` in the tool's notation.
+fn our_digest(path: &Path) -> String {
+    let d = integrity::measure_verity(path).expect("fs-verity enabled");
+    assert_eq!(&d[..2], &1u16.to_le_bytes(), "algorithm 1 (SHA-256)");
+    format!("sha256:{}", integrity::hex(&d[2..]))
+}
+
+fn verity(env: &Env, immutable: bool) -> Snapshotter {
+    env.open_with(|c| {
+        c.enable_fsverity = true;
+        c.set_immutable = immutable;
+    })
+}
+
+/// Applies the layer of `seed` to a new snapshot and commits it as `name`.
+fn applied_layer(s: &Snapshotter, name: &str, seed: u8) {
+    let key = format!("{name}-extract");
+    s.prepare(&key, "", &no_labels()).unwrap();
+    s.apply(
+        &key,
+        &mut Cursor::new(layer_tar(seed)),
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    s.commit(name, &key, &no_labels()).unwrap();
+}
+
+/// The `layer.erofs` of committed snapshot `name`: what a view of it
+/// mounts, or the directory of its top layer.
+fn blob_of(s: &Snapshotter, name: &str) -> PathBuf {
+    let probe = format!("{name}-probe");
+    let mounts = s.view(&probe, name, &no_labels()).unwrap();
+    s.remove(&probe).unwrap();
+    let m = mounts.last().unwrap();
+    let top = match m.kind.as_str() {
+        // A view of one layer mounts its blob itself.
+        "erofs" => return PathBuf::from(&m.source),
+        "bind" => m.source.clone(),
+        _ => m
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("lowerdir="))
+            .and_then(|l| l.split(':').next())
+            .unwrap()
+            .to_string(),
+    };
+    Path::new(&top).parent().unwrap().join("layer.erofs")
+}
+
+/// Reads `rel` of a view of `name`, as a container would.
+fn read_in_view(env: &Env, s: &Snapshotter, name: &str, rel: &str) -> std::io::Result<Vec<u8>> {
+    let key = format!("{name}-reader-{}", rel.replace('/', "-"));
+    let mounts = s.view(&key, name, &no_labels()).unwrap();
+    let got = with_mounted(env, &key, &mounts, |t| fs::read(t.join(rel)));
+    s.remove(&key).unwrap();
+    got
+}
+
+#[test]
+#[ignore = "needs a kernel and filesystem with fs-verity: run in a VM by tests/vm/run.sh"]
+fn fsverity_is_enabled_at_commit_recorded_and_agrees_with_fsverity_utils() {
+    let env = Env::new();
+    let s = verity(&env, false);
+    // Both ways a layer is made: applied from a tar, and written in an
+    // upper dir and converted at commit.
+    applied_layer(&s, "applied", 1);
+    layer(&env, &s, "written", "applied", |t| {
+        write(t, "w/file", "written\n");
+    });
+    for name in ["applied", "written"] {
+        let blob = blob_of(&s, name);
+        assert_eq!(our_digest(&blob), fsverity_tool_digest(&blob), "{name}");
+        // fs-verity makes the file read-only for good.
+        let err = fs::OpenOptions::new().append(true).open(&blob).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{name}: {err}");
+    }
+    assert_eq!(
+        read_in_view(&env, &s, "applied", "data/big").unwrap(),
+        payload(1)
+    );
+    assert_eq!(
+        read_in_view(&env, &s, "written", "w/file").unwrap(),
+        b"written\n"
+    );
+    // A new handle (the layers were detached by the last close) checks
+    // again before mounting.
+    drop(s);
+    let s = verity(&env, false);
+    assert_eq!(
+        read_in_view(&env, &s, "written", "data/small").unwrap(),
+        b"small 1\n"
+    );
+}
+
+#[test]
+#[ignore = "needs a kernel and filesystem with fs-verity: run in a VM by tests/vm/run.sh"]
+fn fsverity_with_set_immutable_commits_mounts_and_removes() {
+    // containerd #12451: the two together failed with EPERM there (the
+    // flag set before fs-verity was enabled).
+    let env = Env::new();
+    let s = verity(&env, true);
+    applied_layer(&s, "base", 2);
+    let blob = blob_of(&s, "base");
+    assert!(integrity::is_immutable(&blob).unwrap());
+    assert_eq!(our_digest(&blob), fsverity_tool_digest(&blob));
+    assert_eq!(
+        read_in_view(&env, &s, "base", "data/big").unwrap(),
+        payload(2)
+    );
+    s.remove("base").unwrap();
+    s.cleanup().unwrap();
+    assert!(!blob.exists(), "{} left behind", blob.display());
+}
+
+/// Replaces `blob` by a copy with one byte changed, through a rename (what
+/// an attacker with write access to the directory can do to a file that
+/// fs-verity keeps from being written); `verity` enables fs-verity on the
+/// copy too.
+fn replace_with_tampered_copy(blob: &Path, verity: bool) {
+    let _ = integrity::set_immutable(blob, false);
+    let mut data = fs::read(blob).unwrap();
+    let at = data.len() / 2;
+    data[at] ^= 0x55;
+    let tmp = blob.with_extension("tampered");
+    fs::write(&tmp, &data).unwrap();
+    if verity {
+        integrity::enable_verity(&tmp).unwrap();
+    }
+    fs::rename(&tmp, blob).unwrap();
+}
+
+#[test]
+#[ignore = "needs a kernel and filesystem with fs-verity: run in a VM by tests/vm/run.sh"]
+fn fsverity_refuses_a_blob_replaced_through_a_copy() {
+    for (case, verity_on_copy) in [
+        ("no fs-verity on the copy", false),
+        ("another digest", true),
+    ] {
+        let env = Env::new();
+        let s = verity(&env, false);
+        applied_layer(&s, "base", 3);
+        let blob = blob_of(&s, "base");
+        let recorded = our_digest(&blob);
+        drop(s); // the last handle detaches the layer
+        replace_with_tampered_copy(&blob, verity_on_copy);
+        let s = verity(&env, false);
+        let err = s.view("v", "base", &no_labels()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{case}: {err}");
+        let msg = err.message();
+        assert!(
+            msg.contains(&blob.display().to_string()) && msg.contains("fs-verity"),
+            "{case}: the error names the blob and fs-verity: {msg}"
+        );
+        if verity_on_copy {
+            assert!(
+                msg.contains(recorded.trim_start_matches("sha256:")),
+                "{case}: the recorded digest is in the message: {msg}"
+            );
+        }
+        // Nothing was left mounted or half made.
+        assert!(s.stat("v").is_err());
+        assert!(
+            mounts_under(&env.root).is_empty(),
+            "{:?}",
+            mounts_under(&env.root)
+        );
+        // The copy is not valid EROFS either way; keep Env's fsck quiet.
+        s.remove("base").unwrap();
+        s.cleanup().unwrap();
+    }
+}
+
+/// The physical byte offset on the disk of byte `offset` of `file`
+/// (FIEMAP, one extent).
+fn physical_offset(file: &Path, offset: u64) -> u64 {
+    #[repr(C)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; 1],
+    }
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    let f = fs::File::open(file).unwrap();
+    // SAFETY: a zeroed fiemap request is valid; the kernel fills one extent.
+    let mut m: Fiemap = unsafe { std::mem::zeroed() };
+    m.start = offset;
+    m.length = 1;
+    m.flags = FIEMAP_FLAG_SYNC;
+    m.extent_count = 1;
+    // SAFETY: `m` is a fiemap with room for `extent_count` extents.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            FS_IOC_FIEMAP,
+            &mut m as *mut Fiemap,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "FIEMAP {}: {}",
+        file.display(),
+        std::io::Error::last_os_error()
+    );
+    assert_eq!(
+        m.mapped_extents,
+        1,
+        "{} has no extent at {offset}",
+        file.display()
+    );
+    let e = &m.extents[0];
+    assert!(e.logical <= offset && offset < e.logical + e.length);
+    e.physical + (offset - e.logical)
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let st = Command::new(cmd).args(args).status().unwrap();
+    assert!(st.success(), "{cmd} {args:?}: {st}");
+}
+
+#[test]
+#[ignore = "needs a kernel and filesystem with fs-verity: run in a VM by tests/vm/run.sh"]
+fn fsverity_a_byte_flipped_on_the_raw_disk_reads_as_an_error_never_wrong_bytes() {
+    let disk = env_path("EROFS_VM_DISK");
+    let mnt = env_path("EROFS_VM_DISK_MNT");
+    let env = Env::new();
+    let s = verity(&env, false);
+    applied_layer(&s, "base", 4);
+    let blob = blob_of(&s, "base");
+    // A byte of the 1 MiB file's data: the middle of the image.
+    let len = fs::metadata(&blob).unwrap().len();
+    let at = physical_offset(&blob, len / 2);
+    drop(s);
+    // The filesystem is unmounted around the write, so no page cache holds
+    // the block: the next read comes from the disk.
+    run("umount", &[mnt.to_str().unwrap()]);
+    {
+        let dev = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk)
+            .unwrap();
+        let mut b = [0u8; 1];
+        dev.read_exact_at(&mut b, at).unwrap();
+        b[0] ^= 0xff;
+        dev.write_all_at(&b, at).unwrap();
+        dev.sync_all().unwrap();
+    }
+    run(
+        "mount",
+        &["-t", "ext4", disk.to_str().unwrap(), mnt.to_str().unwrap()],
+    );
+    let s = verity(&env, false);
+    // The digest of the Merkle tree is unchanged (the tree was not
+    // touched): the layer mounts, and the kernel refuses the bad block.
+    let got = read_in_view(&env, &s, "base", "data/big");
+    match got {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+        Ok(data) => panic!(
+            "read {} bytes from a layer with a corrupted block (equal to what was written: {})",
+            data.len(),
+            data == payload(4)
+        ),
+    }
+    // The other file, in blocks the flip did not touch, still reads.
+    assert_eq!(
+        read_in_view(&env, &s, "base", "data/small").unwrap(),
+        b"small 4\n"
+    );
+    s.remove("base").unwrap();
+    s.cleanup().unwrap();
+}
+
+#[test]
+#[ignore = "needs a kernel and filesystem with fs-verity: run in a VM by tests/vm/run.sh"]
+fn fsverity_on_a_filesystem_without_it_fails_at_open() {
+    let plain = env_path("EROFS_VM_PLAIN");
+    let root = plain.join(format!("root-{}", std::process::id()));
+    let mut c = Config::new(&root);
+    c.enable_fsverity = true;
+    let err = Snapshotter::open(c).err().expect("open must fail");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.message().contains("fs-verity") && err.message().contains("-O verity"),
+        "{err}"
+    );
+    // Without the option the same root opens.
+    Snapshotter::open(Config::new(&root)).unwrap();
+    let _ = fs::remove_dir_all(&root);
+}
