@@ -378,3 +378,143 @@ fn fsverity_on_a_filesystem_without_it_fails_at_open() {
     Snapshotter::open(Config::new(&root)).unwrap();
     let _ = fs::remove_dir_all(&root);
 }
+
+// ---- Power loss ---------------------------------------------------------------
+//
+// `tests/vm/run.sh` boots the VM once with `powercut_write`, which commits
+// layers one after the other and prints a line as each commit returns,
+// and cuts the power (kills qemu, no shutdown, no sync) at a random
+// moment; then boots it again on the same disk with `powercut_check`.
+// `EROFS_VM_CONFIG` names the settings: `default`, `sync_commit` or
+// `set_immutable`.
+
+/// The root of the power-loss tests, on the VM's disk (kept across boots).
+fn powercut_config() -> Config {
+    let mut c = Config::new(env_path("EROFS_VM_DISK_MNT").join("powercut"));
+    match std::env::var("EROFS_VM_CONFIG").as_deref() {
+        Ok("default") => {}
+        Ok("sync_commit") => c.sync_commit = true,
+        Ok("set_immutable") => c.set_immutable = true,
+        other => panic!("EROFS_VM_CONFIG: {other:?}"),
+    }
+    c
+}
+
+/// Layer `i` of the chain: adds `data/<i>` (256 KiB of its own) and
+/// replaces `data/last`.
+fn powercut_layer(i: u32) -> Vec<u8> {
+    let big: Vec<u8> = payload(i as u8).into_iter().take(256 << 10).collect();
+    Tar::new()
+        .dir("data")
+        .file(&format!("data/{i}"), &big)
+        .file("data/last", format!("{i}\n").as_bytes())
+        .end()
+}
+
+const POWERCUT_LAYERS: u32 = 400;
+
+/// Layers committed, then synced, before the ones the power cut may catch:
+/// these must come back intact whatever the settings.
+const POWERCUT_SYNCED: u32 = 3;
+
+#[test]
+#[ignore = "cuts the power of a VM: run by tests/vm/run.sh"]
+fn powercut_write() {
+    println!(); // after libtest's "test powercut_write ... ": lines of our own
+    let s = Snapshotter::open(powercut_config()).unwrap();
+    let mut parent = String::new();
+    for i in 0..POWERCUT_LAYERS {
+        let (key, name) = (format!("extract-{i}"), format!("layer-{i}"));
+        s.prepare(&key, &parent, &no_labels()).unwrap();
+        let t = std::time::Instant::now();
+        s.apply(
+            &key,
+            &mut Cursor::new(powercut_layer(i)),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+        let applied = t.elapsed();
+        s.commit(&name, &key, &no_labels()).unwrap();
+        let committed = t.elapsed() - applied;
+        println!(
+            "VMTEST committed {name} apply_us={} commit_us={}",
+            applied.as_micros(),
+            committed.as_micros()
+        );
+        parent = name;
+        if i + 1 == POWERCUT_SYNCED {
+            // A host that has been up a while: what came before is on disk.
+            // SAFETY: sync(2) has no preconditions.
+            unsafe { libc::sync() };
+            println!("VMTEST synced through layer-{i}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "checks a VM's disk after a power cut: run by tests/vm/run.sh"]
+fn powercut_check() {
+    println!(); // after libtest's "test powercut_check ... "
+    let env = Env::new(); // mount targets only
+    let s = Snapshotter::open(powercut_config()).expect("open after a power cut");
+    let mut layers: Vec<u32> = s
+        .walk(&[])
+        .unwrap()
+        .iter()
+        .filter(|i| i.kind == erofs_snapshotter::Kind::Committed)
+        .filter_map(|i| i.name.strip_prefix("layer-")?.parse().ok())
+        .collect();
+    layers.sort_unstable();
+    let (mut intact, mut refused, mut wrong) = (0, 0, Vec::new());
+    for i in &layers {
+        let name = format!("layer-{i}");
+        let key = format!("check-{i}");
+        let mounts = match s.view(&key, &name, &no_labels()) {
+            Ok(m) => m,
+            Err(e) => {
+                // Refused: the error must say which blob, and why.
+                if e.message().contains("layer.erofs") {
+                    refused += 1;
+                    println!("VMTEST {name}: refused: {}", e.message());
+                } else {
+                    wrong.push(format!("{name}: refused without naming the blob: {e}"));
+                }
+                continue;
+            }
+        };
+        let seen = with_mounted(&env, &key, &mounts, |t| -> Result<(), String> {
+            for j in 0..=*i {
+                let want: Vec<u8> = payload(j as u8).into_iter().take(256 << 10).collect();
+                let got =
+                    fs::read(t.join(format!("data/{j}"))).map_err(|e| format!("data/{j}: {e}"))?;
+                if got != want {
+                    return Err(format!(
+                        "data/{j}: {} bytes, not what was written",
+                        got.len()
+                    ));
+                }
+            }
+            let last =
+                fs::read_to_string(t.join("data/last")).map_err(|e| format!("data/last: {e}"))?;
+            if last != format!("{i}\n") {
+                return Err(format!("data/last is {last:?}"));
+            }
+            Ok(())
+        });
+        s.remove(&key).unwrap();
+        match seen {
+            Ok(()) => {
+                intact += 1;
+                println!("VMTEST {name}: intact");
+            }
+            Err(e) => wrong.push(format!("{name} mounted with wrong content: {e}")),
+        }
+    }
+    println!(
+        "VMTEST powercut: committed={} intact={intact} refused={refused} wrong={} highest={}",
+        layers.len(),
+        wrong.len(),
+        layers.last().map_or(-1, |l| *l as i64)
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
