@@ -25,6 +25,8 @@ pub mod config;
 /// cbindgen:ignore
 pub mod differ;
 /// cbindgen:ignore
+pub mod dmverity;
+/// cbindgen:ignore
 pub mod error;
 pub mod ffi;
 /// cbindgen:ignore

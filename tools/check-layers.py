@@ -18,7 +18,7 @@ import sys
 LAYERS = [
     ["sys"],
     ["error", "json", "logging", "filters"],
-    ["info", "tar", "integrity", "trash", "subprocess", "loopdev"],
+    ["info", "tar", "integrity", "dmverity", "trash", "subprocess", "loopdev"],
     ["mkfs_options", "lowers", "layout", "mounts", "config", "metastore", "layer_out", "layer_cache"],
     ["mkfs", "layer_tar", "layer_mounts"],
     ["upper_dir", "differ"],

@@ -1,0 +1,149 @@
+//! The dm-verity hash trees this library appends to layer blobs, held
+//! against cryptsetup's `veritysetup` (an independent writer and reader,
+//! userspace only: no device-mapper needed): byte for byte the hash area
+//! `veritysetup format` writes with containerd's parameters, and accepted by
+//! `veritysetup verify`, which also refuses a blob with a byte changed.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use erofs_snapshotter::dmverity::{self, BLOCK};
+
+fn veritysetup(args: &[&str]) -> std::process::Output {
+    let out = Command::new("veritysetup")
+        .args(args)
+        .output()
+        .expect("run veritysetup (cryptsetup-bin; scripts/deps.sh installs it)");
+    out
+}
+
+fn data(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = 0x2545_f491u32 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+const UUID: [u8; 16] = *b"\x12\x34\x56\x78\x9a\xbc\x4d\xef\x80\x11\x22\x33\x44\x55\x66\x77";
+const UUID_TEXT: &str = "12345678-9abc-4def-8011-223344556677";
+
+fn check(dir: &Path, len: usize) {
+    let blob = dir.join(format!("layer-{len}.erofs"));
+    let content = data(len, len as u32);
+    fs::write(&blob, &content).unwrap();
+    let meta = dmverity::format_layer(&blob, UUID).unwrap();
+    let hash_offset = (len as u64).div_ceil(BLOCK) * BLOCK;
+    assert_eq!(meta.hash_offset, hash_offset, "{len}");
+    let formatted = fs::read(&blob).unwrap();
+    assert_eq!(
+        &formatted[..len],
+        &content[..],
+        "{len}: the data is left as it was"
+    );
+    assert!(formatted[len..hash_offset as usize].iter().all(|b| *b == 0));
+    // The sidecar, as containerd reads it.
+    let sidecar = dmverity::read_metadata(&blob).unwrap().unwrap();
+    assert_eq!(sidecar, meta);
+
+    // veritysetup's own hash area for the same data and parameters.
+    let padded = dir.join(format!("data-{len}"));
+    fs::write(&padded, &formatted[..hash_offset as usize]).unwrap();
+    let hash = dir.join(format!("hash-{len}"));
+    let out = veritysetup(&[
+        "format",
+        padded.to_str().unwrap(),
+        hash.to_str().unwrap(),
+        "--hash=sha256",
+        "--data-block-size=4096",
+        "--hash-block-size=4096",
+        &format!("--salt={}", "0".repeat(64)),
+        &format!("--uuid={UUID_TEXT}"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let root = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim();
+    assert_eq!(meta.root_hash, root, "{len}: root hash");
+    let theirs = fs::read(&hash).unwrap();
+    assert_eq!(
+        formatted[hash_offset as usize..].len(),
+        theirs.len(),
+        "{len}: hash area length"
+    );
+    assert!(
+        formatted[hash_offset as usize..] == theirs[..],
+        "{len}: the hash area differs from veritysetup's"
+    );
+
+    // veritysetup reads ours: data and tree in the one file, the
+    // superblock at hashoffset.
+    let blob_s = blob.to_str().unwrap();
+    let offset = format!("--hash-offset={hash_offset}");
+    let out = veritysetup(&["verify", blob_s, blob_s, &meta.root_hash, &offset]);
+    assert!(
+        out.status.success(),
+        "{len}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And refuses it with one byte of the data changed.
+    let mut bad = formatted.clone();
+    bad[len / 2] ^= 1;
+    let bad_path = dir.join(format!("bad-{len}"));
+    fs::write(&bad_path, &bad).unwrap();
+    let bad_s = bad_path.to_str().unwrap();
+    let out = veritysetup(&["verify", bad_s, bad_s, &meta.root_hash, &offset]);
+    assert!(!out.status.success(), "{len}: a changed byte verified");
+}
+
+#[test]
+fn hash_trees_are_veritysetups() {
+    let dir = tempfile::tempdir().unwrap();
+    // One block (no tree: the root is its digest), a partial block, one
+    // level, two levels, three.
+    for len in [
+        4096,
+        100,
+        5000,
+        128 * 4096,
+        129 * 4096 + 17,
+        128 * 128 * 4096 + 1,
+    ] {
+        check(dir.path(), len);
+    }
+}
+
+#[test]
+fn metadata_errors_name_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("layer.erofs");
+    assert_eq!(dmverity::read_metadata(&blob).unwrap(), None);
+    let side = dmverity::metadata_path(&blob);
+    for (text, want) in [
+        ("{", "dm-verity metadata"),
+        (r#"{"roothash": "xyz", "hashoffset": 4096}"#, "roothash"),
+        (
+            &format!(r#"{{"roothash": "{}", "hashoffset": 100}}"#, "a".repeat(64)),
+            "hashoffset 100",
+        ),
+    ] {
+        fs::write(&side, text).unwrap();
+        let e = dmverity::read_metadata(&blob).unwrap_err();
+        assert!(
+            e.message().contains(want) && e.message().contains(side.to_str().unwrap()),
+            "{text}: {e}"
+        );
+    }
+}
