@@ -190,7 +190,7 @@ pub fn format_layer(blob: &Path, uuid: [u8; 16]) -> Result<Metadata> {
     sb[72..80].copy_from_slice(&data_blocks.to_le_bytes());
     sb[80..82].copy_from_slice(&(SALT.len() as u16).to_le_bytes());
     sb[88..88 + SALT.len()].copy_from_slice(&SALT);
-    debug_assert!(88 + 256 + 168 == SUPERBLOCK);
+    const { assert!(88 + 256 + 168 == SUPERBLOCK) };
     f.set_len(hash_offset).map_err(io("grow"))?;
     f.seek(SeekFrom::Start(hash_offset)).map_err(io("seek"))?;
     let mut w = io::BufWriter::with_capacity(1 << 20, &f);
