@@ -8,6 +8,7 @@
 //! its reason. No other module calls `libc` or `rustix` directly; they call
 //! the functions here, which speak `std::io::Result`, `OwnedFd` and `File`.
 
+pub(crate) mod dm;
 pub(crate) mod fs;
 pub(crate) mod ioctl;
 pub(crate) mod mm;
