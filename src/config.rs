@@ -62,6 +62,43 @@ pub struct Config {
     /// and converts nothing. Absolute paths; searched in order.
     #[serde(default)]
     pub layer_content_caches: Vec<PathBuf>,
+    /// The differ appends a dm-verity hash tree to each layer it applies
+    /// and writes `<blob>.dmverity`, as containerd's `enable_dmverity`.
+    #[serde(default)]
+    pub enable_dmverity: bool,
+    /// When layers are mounted through dm-verity, as containerd's
+    /// `dmverity_mode`: `auto` (those with `<blob>.dmverity`), `on` (every
+    /// layer must have one), `off` (never).
+    #[serde(default)]
+    pub dmverity_mode: DmverityMode,
+}
+
+/// containerd's `dmverity_mode` (read from a string, so that any other
+/// JSON value is reported as the wrong type, not as bad JSON).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub enum DmverityMode {
+    /// A layer with `<blob>.dmverity` is mounted through dm-verity.
+    #[default]
+    Auto,
+    /// Every layer must have `<blob>.dmverity`.
+    On,
+    /// Never: layers are mounted from their files.
+    Off,
+}
+
+impl TryFrom<String> for DmverityMode {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<DmverityMode, String> {
+        match s.as_str() {
+            "auto" => Ok(DmverityMode::Auto),
+            "on" => Ok(DmverityMode::On),
+            "off" => Ok(DmverityMode::Off),
+            _ => Err(format!(
+                "{s:?} is not one of \"auto\", \"on\", \"off\" (containerd's values)"
+            )),
+        }
+    }
 }
 
 /// Default of `max_layer_size`: 128 GiB.
@@ -125,6 +162,8 @@ impl Config {
             max_expansion_ratio: DEFAULT_MAX_EXPANSION_RATIO,
             convert_timeout_seconds: DEFAULT_CONVERT_TIMEOUT_SECONDS,
             layer_content_caches: Vec::new(),
+            enable_dmverity: false,
+            dmverity_mode: DmverityMode::Auto,
         }
     }
 
@@ -209,6 +248,13 @@ impl Config {
                     )));
                 }
             }
+        }
+        if self.enable_dmverity && self.enable_tar_index {
+            return Err(Error::invalid_argument(
+                "config field \"enable_dmverity\" cannot be used with \"enable_tar_index\" here: \
+                 tar-index images have 512-byte blocks, which need a 512-byte dm-verity tree \
+                 (containerd's); this library writes 4 KiB trees only",
+            ));
         }
         if self.convert_timeout_seconds == 0 {
             return Err(Error::invalid_argument(

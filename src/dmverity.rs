@@ -58,6 +58,31 @@ impl Metadata {
     }
 }
 
+/// Checks that this kernel can mount through dm-verity, as containerd's
+/// `dmverity.IsSupported` (the `dm_verity` module loaded or built in), and
+/// that device-mapper's control node exists; `what` names the setting that
+/// asked, `otherwise` what else the user can do. Unsupported is
+/// `unavailable`.
+pub fn probe(what: &str, otherwise: &str) -> Result<()> {
+    for (path, need) in [
+        (
+            "/sys/module/dm_verity",
+            "the dm_verity module (modprobe dm_verity)",
+        ),
+        (
+            "/dev/mapper/control",
+            "device-mapper's control node (the dm_mod module, a devtmpfs /dev)",
+        ),
+    ] {
+        if !Path::new(path).exists() {
+            return Err(Error::unavailable(format!(
+                "{what} needs dm-verity, but {path} does not exist: load {need}, or {otherwise}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `<blob>.dmverity`.
 pub fn metadata_path(blob: &Path) -> PathBuf {
     let mut p = blob.as_os_str().to_owned();
@@ -125,11 +150,20 @@ fn hash_level(
 }
 
 /// Appends the hash tree to `blob` (growing it in place) and writes
-/// `<blob>.dmverity` (a temporary file renamed into place). `uuid` goes in
-/// the superblock (containerd's is random; one derived from the layer keeps
-/// a conversion deterministic). Returns what the sidecar holds; the blob's
-/// new length is `hash_offset + 4096 + the tree`.
+/// `<blob>.dmverity` (a temporary file renamed into place): containerd's
+/// `FormatLayer`. `uuid` goes in the superblock (containerd's is random; one
+/// derived from the layer keeps a conversion deterministic). Returns what
+/// the sidecar holds; the blob's new length is `hash_offset + 4096 + the
+/// tree`.
 pub fn format_layer(blob: &Path, uuid: [u8; 16]) -> Result<Metadata> {
+    let meta = append_tree(blob, uuid)?;
+    write_metadata(blob, &meta)?;
+    Ok(meta)
+}
+
+/// The tree of [`format_layer`] only: the caller writes the sidecar (for
+/// the name the blob will have) with [`write_metadata`].
+pub fn append_tree(blob: &Path, uuid: [u8; 16]) -> Result<Metadata> {
     let io = |what: &'static str| move |e: io::Error| Error::io(what, blob, e);
     let mut f = OpenOptions::new()
         .read(true)
@@ -202,15 +236,14 @@ pub fn format_layer(blob: &Path, uuid: [u8; 16]) -> Result<Metadata> {
     }
     w.flush().map_err(io("write dm-verity hash tree to"))?;
     drop(w);
-    let meta = Metadata {
+    Ok(Metadata {
         root_hash: crate::integrity::hex(&root),
         hash_offset,
-    };
-    write_metadata(blob, &meta)?;
-    Ok(meta)
+    })
 }
 
-fn write_metadata(blob: &Path, meta: &Metadata) -> Result<()> {
+/// Writes `<blob>.dmverity` with `meta`: a temporary file renamed into place.
+pub fn write_metadata(blob: &Path, meta: &Metadata) -> Result<()> {
     let path = metadata_path(blob);
     let tmp = {
         let mut p = path.as_os_str().to_owned();

@@ -147,3 +147,43 @@ fn metadata_errors_name_the_file_and_field() {
         );
     }
 }
+
+#[test]
+fn the_settings_are_checked_at_open() {
+    use erofs_snapshotter::{Config, ErrorKind, Snapshotter};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let json = |extra: &str| format!(r#"{{"root": "{}", {extra}}}"#, root.display());
+    // Spelled as containerd spells them; anything else names the field.
+    for (extra, want) in [
+        (r#""dmverity_mode": "sometimes""#, "dmverity_mode"),
+        (r#""dmverity_mode": true"#, "dmverity_mode"),
+        (
+            r#""enable_dmverity": true, "enable_tar_index": true"#,
+            "enable_tar_index",
+        ),
+    ] {
+        let e = Config::from_json(&json(extra)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{extra}: {e}");
+        assert!(e.message().contains(want), "{extra}: {e}");
+    }
+    for mode in ["auto", "on", "off"] {
+        Config::from_json(&json(&format!(r#""dmverity_mode": "{mode}""#))).unwrap();
+    }
+    // Where the kernel has no dm-verity (this machine), asking for it
+    // fails at open and says what to load; "auto" opens.
+    let has =
+        Path::new("/sys/module/dm_verity").exists() && Path::new("/dev/mapper/control").exists();
+    for extra in [r#""enable_dmverity": true"#, r#""dmverity_mode": "on""#] {
+        let got = Snapshotter::open(Config::from_json(&json(extra)).unwrap());
+        match (has, got) {
+            (true, r) => assert!(r.is_ok(), "{extra}"),
+            (false, Ok(_)) => panic!("{extra}: opened without dm-verity in the kernel"),
+            (false, Err(e)) => {
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "{extra}: {e}");
+                assert!(e.message().contains("dm_verity"), "{extra}: {e}");
+            }
+        }
+    }
+    Snapshotter::open(Config::from_json(&json(r#""dmverity_mode": "auto""#)).unwrap()).unwrap();
+}
