@@ -25,6 +25,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
+use crate::config::DmverityMode;
+use crate::dmverity;
 use crate::error::{Error, ErrorKind, Result};
 use crate::info::BlobRecord;
 use crate::integrity;
@@ -45,13 +47,15 @@ const MODE_LOOP: u8 = 2;
 struct Seen {
     generation: i64,
     /// Layers known to be mounted, and whether each is the snapshot's own
-    /// `layer.erofs` (not a layer content cache's file).
+    /// `layer.erofs` (not a layer content cache's file) mounted from the
+    /// file (not through dm-verity).
     mounted: HashMap<i64, bool>,
 }
 
 pub(crate) struct Layers {
     layout: Layout,
     verity: bool,
+    dmverity: DmverityMode,
     seen: Mutex<Seen>,
     users: File,
     mode: AtomicU8,
@@ -60,13 +64,14 @@ pub(crate) struct Layers {
 impl Layers {
     /// Registers this handle as a user of the root (shared flock). Blocks
     /// while a last user is detaching the layers.
-    pub fn open(layout: &Layout, verity: bool) -> Result<Layers> {
+    pub fn open(layout: &Layout, verity: bool, dmverity: DmverityMode) -> Result<Layers> {
         let path = layout.users_lock();
         let users = crate::layout::open_shared_file(&path)?;
         flock(&users, Lock::Shared).map_err(|e| Error::io("lock", &path, e))?;
         Ok(Layers {
             layout: layout.clone(),
             verity,
+            dmverity,
             seen: Mutex::new(Seen {
                 generation: -1,
                 mounted: HashMap::new(),
@@ -108,9 +113,14 @@ impl Layers {
                 ))
             })?;
             self.mount_layer(*id, &blob)?;
+            // A view of the layer alone may mount its file itself only when
+            // it is the snapshot's own and not guarded by dm-verity.
+            let plain = blob.path.is_none()
+                && (self.dmverity == DmverityMode::Off
+                    || !dmverity::metadata_path(&self.layout.blob(*id)).exists());
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if seen.generation == generation {
-                seen.mounted.insert(*id, blob.path.is_none());
+                seen.mounted.insert(*id, plain);
             }
         }
         Ok(())
@@ -131,6 +141,26 @@ impl Layers {
         }
         let path = blob.path.clone().unwrap_or_else(|| self.layout.blob(id));
         self.verify_blob(&path, blob)?;
+        let verity = match self.dmverity {
+            DmverityMode::Off => None,
+            mode => match dmverity::read_metadata(&path)? {
+                Some(meta) => Some(meta),
+                None if mode == DmverityMode::On => {
+                    return Err(Error::failed_precondition(format!(
+                        "dmverity_mode is \"on\" but layer blob {} has no dm-verity metadata ({} \
+                         does not exist): it was made without enable_dmverity; remove the \
+                         snapshot and unpack the image again with enable_dmverity, or set \
+                         dmverity_mode to \"auto\"",
+                        path.display(),
+                        dmverity::metadata_path(&path).display()
+                    )))
+                }
+                None => None,
+            },
+        };
+        if let Some(meta) = verity {
+            return self.mount_through_dmverity(id, &path, &fs, &meta);
+        }
         mount_erofs_file(&path, &fs, &self.mode).map_err(|e| {
             let kind = if crate::loopdev::is_unavailable(&e) {
                 ErrorKind::Unavailable
@@ -142,6 +172,82 @@ impl Layers {
                 format!("mount layer {} on {}: {e}", path.display(), fs.display()),
             )
         })
+    }
+
+    /// Mounts `blob` on `fs` through a dm-verity device made from its
+    /// sidecar `meta` (the blob on a read-only loop device, data and tree
+    /// both), removed (deferred) as soon as it is mounted: it goes away with
+    /// the mount, and takes the loop device (autoclear) with it. A block
+    /// whose hash does not match reads as EIO inside the container.
+    fn mount_through_dmverity(
+        &self,
+        id: i64,
+        blob: &Path,
+        fs: &Path,
+        meta: &dmverity::Metadata,
+    ) -> Result<()> {
+        let fail = |what: &str, e: io::Error| {
+            let kind = if crate::loopdev::is_unavailable(&e) {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::Internal
+            };
+            Error::new(
+                kind,
+                format!(
+                    "mount layer {} through dm-verity: {what}: {e}",
+                    blob.display()
+                ),
+            )
+        };
+        let len = std::fs::metadata(blob).map_err(|e| fail("stat", e))?.len();
+        if meta.hash_offset >= len {
+            return Err(Error::failed_precondition(format!(
+                "layer blob {} is {len} bytes but its dm-verity metadata puts the hash tree at \
+                 {}: refusing to mount it",
+                blob.display(),
+                meta.hash_offset
+            )));
+        }
+        let ctl = sys::dm::control().map_err(|e| {
+            Error::unavailable(format!(
+                "layer blob {} has dm-verity metadata but /dev/mapper/control cannot be opened \
+                 ({e}): load dm_mod and dm_verity, or set dmverity_mode to \"off\"",
+                blob.display()
+            ))
+        })?;
+        // One name per root and layer; a device a crash left behind (its
+        // mount is gone, or the layer would be mounted) is removed first.
+        let name = format!(
+            "erofs-snapshotter-{:016x}-{id}",
+            crate::metastore::key_hash(&self.layout.root.to_string_lossy())
+        );
+        let _ = sys::dm::remove(&ctl, &name, false);
+        let (device, _) = crate::loopdev::attach(blob).map_err(|e| fail("loop device", e))?;
+        let (lmaj, lmin) = sys::dm::dev_numbers(&device).map_err(|e| fail("loop device", e))?;
+        let (_, minor) = sys::dm::create(&ctl, &name).map_err(|e| fail("create device", e))?;
+        let made = (|| {
+            let table = meta.table(&format!("{lmaj}:{lmin}"));
+            sys::dm::load_table(&ctl, &name, "verity", meta.hash_offset / 512, &table)
+                .map_err(|e| fail(&format!("load table {table:?}"), e))?;
+            sys::dm::resume(&ctl, &name).map_err(|e| fail("activate", e))?;
+            // devtmpfs makes the node under the kernel's name.
+            let node = std::path::PathBuf::from(format!("/dev/dm-{minor}"));
+            if !node.exists() {
+                return Err(Error::unavailable(format!(
+                    "dm-verity device {name} is {} but that node does not exist; is /dev a devtmpfs?",
+                    node.display()
+                )));
+            }
+            let flags = MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID;
+            sys::mount::mount(node.as_os_str(), fs, "erofs", flags, None)
+                .map_err(|e| fail(&format!("mount {}", node.display()), e))
+        })();
+        drop(device);
+        // Deferred: now when the mount failed, else with the mount.
+        let removed = sys::dm::remove(&ctl, &name, made.is_ok());
+        made?;
+        removed.map_err(|e| fail("deferred remove", e))
     }
 
     /// Refuses a blob that is not what its commit recorded: cut short by a
@@ -185,7 +291,8 @@ impl Layers {
         Ok(())
     }
 
-    /// Whether the mounted layer of snapshot `id` is its own `layer.erofs`;
+    /// Whether the mounted layer of snapshot `id` is its own `layer.erofs`,
+    /// mounted from the file (a view of it alone may mount the file too);
     /// None when this handle does not know it to be mounted.
     pub fn local_blob(&self, id: i64) -> Option<bool> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

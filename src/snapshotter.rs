@@ -121,8 +121,17 @@ impl Snapshotter {
         if config.enable_fsverity {
             integrity::probe_verity(&root)?;
         }
+        if config.enable_dmverity {
+            crate::dmverity::probe("config field \"enable_dmverity\"", "turn it off")?;
+        }
+        if config.dmverity_mode == crate::config::DmverityMode::On {
+            crate::dmverity::probe(
+                "config field \"dmverity_mode\" = \"on\"",
+                "set it to \"auto\" or \"off\"",
+            )?;
+        }
         let store = MetaStore::open(&layout.metadata_db(), &layout.changes(), config.sync_commit)?;
-        let layers = Layers::open(&layout, config.enable_fsverity)?;
+        let layers = Layers::open(&layout, config.enable_fsverity, config.dmverity_mode)?;
         let trash = crate::trash::Trash::new(layout.trash.clone(), log.clone());
         // Finish deletions an earlier process did not complete.
         if std::fs::read_dir(&layout.trash).is_ok_and(|mut d| d.next().is_some()) {
@@ -705,6 +714,20 @@ impl Snapshotter {
         let mut tmp = mkfs::TempBlob::new(&dir, &self.log);
         let applied = differ::convert(&self.config, &tmp, input, opts, &lowers)
             .map_err(|e| e.context(format!("apply to {key:?}")))?;
+        // containerd's differ with enable_dmverity: the hash tree appended to
+        // the blob, which the recorded length then covers. The superblock's
+        // UUID comes from the diffID: the same layer, the same bytes.
+        let verity = if self.config.enable_dmverity {
+            let uuid = uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_URL,
+                format!("dm-verity:{}", applied.digest).as_bytes(),
+            );
+            let meta = crate::dmverity::append_tree(&tmp.path, *uuid.as_bytes())
+                .map_err(|e| e.context(format!("apply to {key:?}")))?;
+            Some(meta)
+        } else {
+            None
+        };
         let len = tmp.finish(self.config.sync_commit)?;
         // The blob goes into place inside the transaction that records it,
         // swapped with the one an earlier apply wrote: if recording fails,
@@ -713,7 +736,20 @@ impl Snapshotter {
         let recorded = self.store.write(|tx| {
             active_row(tx.get_by_id(row.id)?.filter(|r| r.key == key), &key)?;
             tx.record_applied(row.id, len)?;
-            tmp.swap_into(&blob)
+            tmp.swap_into(&blob)?;
+            // The sidecar of the blob now in place, before the record is
+            // committed (a failure here puts the earlier blob back).
+            match &verity {
+                Some(meta) => crate::dmverity::write_metadata(&blob, meta),
+                None => match std::fs::remove_file(crate::dmverity::metadata_path(&blob)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+                        "remove stale dm-verity metadata",
+                        &crate::dmverity::metadata_path(&blob),
+                        e,
+                    )),
+                    _ => Ok(()),
+                },
+            }
         });
         if let Err(e) = recorded {
             if let Err(undo) = tmp.swap_back(&blob) {

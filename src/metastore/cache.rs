@@ -43,7 +43,7 @@ pub(super) const GENERATION_CHANGED: u64 = 0;
 
 /// The ring's hash of a key: FNV-1a, the same in every process and
 /// version (never 0, which is [`GENERATION_CHANGED`]).
-pub(super) fn key_hash(key: &str) -> u64 {
+pub(crate) fn key_hash(key: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.bytes() {
         h ^= u64::from(b);

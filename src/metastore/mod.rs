@@ -18,7 +18,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
-pub(crate) use cache::Cached;
+pub(crate) use cache::{key_hash, Cached};
 use cache::{Cache, ChangeCounter};
 pub(crate) use queries::{SnapshotRow, Tx};
 use queries::{MIGRATIONS, SCHEMA};
