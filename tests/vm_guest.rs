@@ -21,7 +21,8 @@ use std::process::Command;
 
 use common::rawtar::Tar;
 use common::*;
-use erofs_snapshotter::{integrity, ApplyOptions, Config, ErrorKind, Snapshotter};
+use erofs_snapshotter::config::DmverityMode;
+use erofs_snapshotter::{dmverity, integrity, ApplyOptions, Config, ErrorKind, Snapshotter};
 
 const IN_VM: &str = "needs a kernel and filesystem with fs-verity: run in a VM by tests/vm/run.sh";
 
@@ -517,4 +518,160 @@ fn powercut_check() {
         layers.last().map_or(-1, |l| *l as i64)
     );
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+// ---- dm-verity ------------------------------------------------------------------
+
+/// The source of the mount on `target`, from /proc/self/mountinfo.
+fn mount_source(target: &Path) -> Option<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let target = target.to_str().unwrap();
+    info.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (left.split(' ').nth(4)? == target).then(|| right.split(' ').nth(1).unwrap().to_string())
+    })
+}
+
+/// Names of the device-mapper devices this library made that still exist.
+fn our_dm_devices() -> Vec<String> {
+    fs::read_dir("/sys/block")
+        .unwrap()
+        .filter_map(|e| fs::read_to_string(e.unwrap().path().join("dm/name")).ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| n.starts_with("erofs-snapshotter-"))
+        .collect()
+}
+
+fn dmverity(env: &Env, mode: DmverityMode) -> Snapshotter {
+    env.open_with(|c| {
+        c.enable_dmverity = true;
+        c.dmverity_mode = mode;
+    })
+}
+
+#[test]
+#[ignore = "needs a kernel with dm-verity: run in a VM by tests/vm/run.sh"]
+fn dmverity_applied_layers_mount_through_a_verity_device() {
+    let env = Env::new();
+    let s = dmverity(&env, DmverityMode::Auto);
+    applied_layer(&s, "base", 5);
+    layer(&env, &s, "written", "base", |t| {
+        write(t, "w/file", "written\n")
+    });
+    let blob = blob_of(&s, "base");
+    // containerd's sidecar, and a tree veritysetup (cryptsetup) accepts.
+    let meta = dmverity::read_metadata(&blob)
+        .unwrap()
+        .expect("base.dmverity");
+    let b = blob.to_str().unwrap();
+    run(
+        "veritysetup",
+        &[
+            "verify",
+            b,
+            b,
+            &meta.root_hash,
+            &format!("--hash-offset={}", meta.hash_offset),
+        ],
+    );
+    // The layer is mounted from a dm-verity device, and a view of it alone
+    // does not mount the file around it.
+    let mounts = s.view("peek", "base", &no_labels()).unwrap();
+    assert_eq!(mounts[0].kind, "bind", "{mounts:?}");
+    s.remove("peek").unwrap();
+    let fs_dir = blob.parent().unwrap().join("fs");
+    let source = mount_source(&fs_dir).expect("the layer is mounted");
+    assert!(
+        source.starts_with("/dev/dm-"),
+        "{} is mounted from {source}",
+        fs_dir.display()
+    );
+    assert_eq!(our_dm_devices().len(), 1, "{:?}", our_dm_devices());
+    assert_eq!(
+        read_in_view(&env, &s, "base", "data/big").unwrap(),
+        payload(5)
+    );
+    assert_eq!(
+        read_in_view(&env, &s, "written", "data/small").unwrap(),
+        b"small 5\n"
+    );
+    assert_eq!(
+        read_in_view(&env, &s, "written", "w/file").unwrap(),
+        b"written\n"
+    );
+    // The last close detaches the layers; each device goes with its mount.
+    drop(s);
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        our_dm_devices().is_empty()
+    });
+    assert!(
+        gone,
+        "devices left after the last close: {:?}",
+        our_dm_devices()
+    );
+}
+
+#[test]
+#[ignore = "needs a kernel with dm-verity: run in a VM by tests/vm/run.sh"]
+fn dmverity_a_changed_data_block_reads_as_eio_never_wrong_bytes() {
+    let env = Env::new();
+    let s = dmverity(&env, DmverityMode::Auto);
+    applied_layer(&s, "base", 6);
+    let blob = blob_of(&s, "base");
+    let meta = dmverity::read_metadata(&blob).unwrap().unwrap();
+    drop(s); // the layer is detached
+             // One byte of the data area (the 1 MiB file fills most of it) changed
+             // in place: the length, which is all that is checked without
+             // fs-verity, stays.
+    {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&blob)
+            .unwrap();
+        let at = meta.hash_offset / 2;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        b[0] ^= 0xff;
+        f.write_all_at(&b, at).unwrap();
+    }
+    let s = dmverity(&env, DmverityMode::Auto);
+    match read_in_view(&env, &s, "base", "data/big") {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+        Ok(data) => panic!(
+            "read {} bytes through dm-verity from a changed block (what was written: {})",
+            data.len(),
+            data == payload(6)
+        ),
+    }
+    s.remove("base").unwrap();
+    s.cleanup().unwrap();
+}
+
+#[test]
+#[ignore = "needs a kernel with dm-verity: run in a VM by tests/vm/run.sh"]
+fn dmverity_mode_on_refuses_a_layer_without_metadata_and_off_mounts_the_file() {
+    let env = Env::new();
+    let s = env.open();
+    applied_layer(&s, "plain", 7);
+    drop(s);
+    let s = dmverity(&env, DmverityMode::On);
+    let err = s.view("v", "plain", &no_labels()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(
+        err.message().contains("layer.erofs.dmverity") && err.message().contains("dmverity_mode"),
+        "{err}"
+    );
+    drop(s);
+    // off: a layer with a tree is mounted from its file, no device made.
+    let s = dmverity(&env, DmverityMode::Off);
+    applied_layer(&s, "treed", 8);
+    let blob = blob_of(&s, "treed");
+    assert!(dmverity::metadata_path(&blob).exists());
+    assert_eq!(
+        read_in_view(&env, &s, "treed", "data/big").unwrap(),
+        payload(8)
+    );
+    assert!(our_dm_devices().is_empty(), "{:?}", our_dm_devices());
 }
