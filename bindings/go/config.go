@@ -48,6 +48,14 @@ type Config struct {
 	// that file and converts nothing. Absolute paths; not with SetImmutable
 	// or EnableFsverity. Snapshotter.ExportLayer fills one.
 	LayerContentCaches []string `json:"layer_content_caches,omitempty" toml:"layer_content_caches"`
+	// EnableDmverity appends a dm-verity hash tree to each applied layer and
+	// writes <blob>.dmverity, as containerd's differ's enable_dmverity
+	// (needs the dm_verity module).
+	EnableDmverity bool `json:"enable_dmverity" toml:"enable_dmverity"`
+	// DmverityMode is containerd's dmverity_mode: "auto" (the default:
+	// layers with <blob>.dmverity are mounted through dm-verity), "on"
+	// (every layer must have one) or "off".
+	DmverityMode string `json:"dmverity_mode,omitempty" toml:"dmverity_mode"`
 }
 
 // document is what erofs_snapshotter_open reads, and the root it names.
@@ -72,8 +80,11 @@ func (c Config) document() (string, string, error) {
 		MaxExpansionRatio     *uint64  `json:"max_expansion_ratio,omitempty"`
 		ConvertTimeoutSeconds uint64   `json:"convert_timeout_seconds,omitempty"`
 		LayerContentCaches    []string `json:"layer_content_caches,omitempty"`
+		EnableDmverity        bool     `json:"enable_dmverity"`
+		DmverityMode          string   `json:"dmverity_mode,omitempty"`
 	}{root, c.SetImmutable, c.EnableFsverity, c.SyncCommit, c.MkfsOptions, c.OvlMountOptions, c.MkfsPath, c.EnableTarIndex,
-		c.MaxLayerSize, c.MaxFileSize, c.MaxExpansionRatio, c.ConvertTimeoutSeconds, c.LayerContentCaches}
+		c.MaxLayerSize, c.MaxFileSize, c.MaxExpansionRatio, c.ConvertTimeoutSeconds, c.LayerContentCaches,
+		c.EnableDmverity, c.DmverityMode}
 	b, err := json.Marshal(doc)
 	if err != nil {
 		return "", "", fmt.Errorf("config: %v: %w", err, errdefs.ErrInvalidArgument)

@@ -522,6 +522,8 @@ enable_fsverity = false
 mkfs_options = ["-zlz4"]
 ovl_mount_options = ["redirect_dir=on"]
 enable_tar_index = true
+enable_dmverity = true
+dmverity_mode = "on"
 `
 	if err := toml.NewDecoder(strings.NewReader(doc)).DisallowUnknownFields().Decode(&cfg); err != nil {
 		t.Fatal(err)
@@ -530,7 +532,7 @@ enable_tar_index = true
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"root":"/var/lib/erofs","set_immutable":true,"enable_fsverity":false,"sync_commit":false,"mkfs_options":["-zlz4"],"ovl_mount_options":["redirect_dir=on"],"enable_tar_index":true}`
+	want := `{"root":"/var/lib/erofs","set_immutable":true,"enable_fsverity":false,"sync_commit":false,"mkfs_options":["-zlz4"],"ovl_mount_options":["redirect_dir=on"],"enable_tar_index":true,"enable_dmverity":true,"dmverity_mode":"on"}`
 	if got != want || root != "/var/lib/erofs" {
 		t.Fatalf("document\n got %s\nwant %s", got, want)
 	}
