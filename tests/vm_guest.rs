@@ -675,3 +675,113 @@ fn dmverity_mode_on_refuses_a_layer_without_metadata_and_off_mounts_the_file() {
     );
     assert!(our_dm_devices().is_empty(), "{:?}", our_dm_devices());
 }
+
+#[test]
+#[ignore = "needs a kernel with dm-verity: run in a VM by tests/vm/run.sh"]
+fn dmverity_a_layer_formatted_by_containerd_mounts_here() {
+    // A layer content cache filled from one root, its file then given a
+    // tree and sidecar by containerd's own code (containerd 2.4's
+    // FormatLayer over go-dmverity: tests/vm/run.sh puts that in the VM as
+    // `dmverityformat`), as a fleet's shared cache would hold it.
+    let env = Env::new();
+    let cache = env.dir.path().join("cache");
+    let s = env.open();
+    s.prepare("ex", "", &no_labels()).unwrap();
+    let diff_id = s
+        .apply(
+            "ex",
+            &mut Cursor::new(layer_tar(9)),
+            &ApplyOptions::default(),
+        )
+        .unwrap()
+        .digest;
+    let labels = labels(&[
+        ("containerd.io/snapshot.ref", "base"),
+        ("containerd.io/snapshot/diff-id", &diff_id),
+    ]);
+    s.commit("base", "ex", &labels).unwrap();
+    let file = s.export_layer("base", &cache).unwrap();
+    drop(s);
+    let plain = env.dir.path().join("plain-copy");
+    fs::copy(&file, &plain).unwrap();
+    run("dmverityformat", &[file.to_str().unwrap()]);
+    let theirs = dmverity::read_metadata(&file)
+        .unwrap()
+        .expect("containerd's sidecar");
+    // Our tree over the same blob has the same root (the superblock's
+    // random UUID is not hashed).
+    let ours = dmverity::append_tree(&plain, [7; 16]).unwrap();
+    assert_eq!(ours, theirs);
+
+    // Another root unpacks the layer from the cache: nothing converted,
+    // the layer mounted through dm-verity with containerd's metadata.
+    let env2 = Env::new();
+    let s = env2.open_with(|c| c.layer_content_caches = vec![cache.clone()]);
+    let mounts = s.prepare("ex", "", &labels).unwrap();
+    assert!(
+        mounts[0].options.iter().any(|o| o == "ro"),
+        "staged: {mounts:?}"
+    );
+    s.commit("base", "ex", &labels).unwrap();
+    assert_eq!(
+        read_in_view(&env2, &s, "base", "data/big").unwrap(),
+        payload(9)
+    );
+    let m = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        m.contains("/dev/dm-"),
+        "no layer mounted from a dm-verity device:\n{m}"
+    );
+    assert_eq!(our_dm_devices().len(), 1, "{:?}", our_dm_devices());
+}
+
+#[test]
+#[ignore = "needs a kernel with dm-verity: run in a VM by tests/vm/run.sh"]
+fn dmverity_an_exported_layer_takes_its_tree_to_the_cache() {
+    let env = Env::new();
+    let cache = env.dir.path().join("cache");
+    let s = dmverity(&env, DmverityMode::Auto);
+    s.prepare("ex", "", &no_labels()).unwrap();
+    let diff_id = s
+        .apply(
+            "ex",
+            &mut Cursor::new(layer_tar(10)),
+            &ApplyOptions::default(),
+        )
+        .unwrap()
+        .digest;
+    let labels = labels(&[
+        ("containerd.io/snapshot.ref", "base"),
+        ("containerd.io/snapshot/diff-id", &diff_id),
+    ]);
+    s.commit("base", "ex", &labels).unwrap();
+    let file = s.export_layer("base", &cache).unwrap();
+    let meta = dmverity::read_metadata(&file)
+        .unwrap()
+        .expect("the sidecar exported");
+    let f = file.to_str().unwrap();
+    run(
+        "veritysetup",
+        &[
+            "verify",
+            f,
+            f,
+            &meta.root_hash,
+            &format!("--hash-offset={}", meta.hash_offset),
+        ],
+    );
+    drop(s);
+    // A root that requires dm-verity takes the layer from the cache.
+    let env2 = Env::new();
+    let s = env2.open_with(|c| {
+        c.layer_content_caches = vec![cache.clone()];
+        c.dmverity_mode = DmverityMode::On;
+    });
+    s.prepare("ex", "", &labels).unwrap();
+    s.commit("base", "ex", &labels).unwrap();
+    assert_eq!(
+        read_in_view(&env2, &s, "base", "data/big").unwrap(),
+        payload(10)
+    );
+    assert_eq!(our_dm_devices().len(), 1, "{:?}", our_dm_devices());
+}

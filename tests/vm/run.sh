@@ -81,6 +81,9 @@ for b in "$bin" "$(command -v fsverity)" "$(command -v mke2fs)" "$(command -v ve
     copy_bin "$b"
 done
 mv "$R/usr/bin/$(basename "$bin")" "$R/usr/bin/vm_guest"
+# containerd's dm-verity formatting, to show that its layers mount here.
+(cd "$TOP/bindings/go" && CGO_ENABLED=0 go build -o "$R/usr/bin/dmverityformat" ./internal/dmverityformat) ||
+    { echo "tests/vm/run.sh: building bindings/go/internal/dmverityformat failed" >&2; exit 1; }
 # Modules in load order: "depends=" resolved with modinfo, no depmod.
 declare -A kopath=() seen=()
 while read -r f; do n=$(basename "$f"); n=${n%%.ko*}; kopath[${n//-/_}]=$f; done \
