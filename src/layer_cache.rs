@@ -139,6 +139,10 @@ fn check(path: &Path) -> io::Result<BlobRecord> {
 pub(crate) fn export(blob: &Path, dir: &Path, diff_id: &str) -> Result<PathBuf> {
     let dest = blob_path(dir, diff_id)
         .map_err(|e| Error::invalid_argument(format!("label {LABEL_DIFF_ID}: {e}")))?;
+    // A layer with a dm-verity tree takes its sidecar along (written
+    // before the blob is renamed into place: a reader that finds the blob
+    // finds the sidecar), as containerd's caches hold them.
+    let verity = crate::dmverity::read_metadata(blob)?;
     if check(&dest).is_ok() {
         return Ok(dest);
     }
@@ -153,6 +157,9 @@ pub(crate) fn export(blob: &Path, dir: &Path, diff_id: &str) -> Result<PathBuf> 
         let mut src = File::open(blob).map_err(|e| Error::io("open", blob, e))?;
         io::copy(&mut src, &mut out).map_err(|e| Error::io("copy layer to", &tmp, e))?;
         out.sync_all().map_err(|e| Error::io("flush", &tmp, e))?;
+        if let Some(meta) = &verity {
+            crate::dmverity::write_metadata(&dest, meta)?;
+        }
         fs::rename(&tmp, &dest).map_err(|e| Error::io("rename into place", &dest, e))
     })();
     if result.is_err() {
