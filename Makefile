@@ -38,7 +38,8 @@ ROOT_STEPS         := test-rust-root test-c test-valgrind test-python-root \
 .PHONY: all deps build run test test-unprivileged test-root lint header header-check \
 	test-rust test-rust-unit test-rust-root test-c test-valgrind \
 	test-python test-python-ffi test-python-root test-go go-vet test-go-root \
-	test-no-erofs-utils test-e2e test-vm test-fuzz bench bench-launch bench-writer bench-scale
+	test-no-erofs-utils test-e2e test-vm test-fuzz bench bench-launch bench-writer bench-scale \
+	bench-integrity
 
 all: build
 
@@ -188,6 +189,11 @@ FUZZ_SECONDS ?= 60
 # and dm-verity (this machine's has neither): tests/vm/run.sh.
 test-vm:
 	tests/vm/run.sh
+
+# Apply, commit and cold reads with fs-verity and dm-verity against neither,
+# in the VM (ratios: it is emulated).
+bench-integrity: deps
+	tests/vm/run.sh --bench
 
 test-fuzz: deps
 	scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -785,3 +785,82 @@ fn dmverity_an_exported_layer_takes_its_tree_to_the_cache() {
     );
     assert_eq!(our_dm_devices().len(), 1, "{:?}", our_dm_devices());
 }
+
+// ---- Benchmark --------------------------------------------------------------------
+
+/// `len` bytes of `seed`, fast to make (the guest is emulated).
+fn bulk(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn drop_caches() {
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+    fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+}
+
+#[test]
+#[ignore = "a benchmark in a VM: run by tests/vm/run.sh --bench"]
+fn bench_integrity() {
+    const MIB: usize = 1 << 20;
+    let size = 32 * MIB;
+    let reps = 3;
+    println!();
+    println!("VMBENCH | integrity | apply (ms) | commit (ms) | apply+commit vs none | cold read (MiB/s) | read vs none |");
+    println!("VMBENCH |---|---:|---:|---:|---:|---:|");
+    let mut base: Option<(f64, f64)> = None;
+    for (name, verity, dm) in [
+        ("none", false, false),
+        ("fs-verity", true, false),
+        ("dm-verity", false, true),
+    ] {
+        let env = Env::new();
+        let s = env.open_with(|c| {
+            c.enable_fsverity = verity;
+            c.enable_dmverity = dm;
+        });
+        let (mut applies, mut commits, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..reps {
+            let data = bulk(size, 0x5eed + i as u64);
+            let tar = Tar::new().file("big", &data).end();
+            let key = format!("ex-{i}");
+            s.prepare(&key, "", &no_labels()).unwrap();
+            let t = std::time::Instant::now();
+            s.apply(&key, &mut Cursor::new(tar), &ApplyOptions::default())
+                .unwrap();
+            applies.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = std::time::Instant::now();
+            s.commit(&format!("l-{i}"), &key, &no_labels()).unwrap();
+            commits.push(t.elapsed().as_secs_f64() * 1e3);
+            let vkey = format!("v-{i}");
+            let mounts = s.view(&vkey, &format!("l-{i}"), &no_labels()).unwrap();
+            drop_caches();
+            let t = std::time::Instant::now();
+            let got = with_mounted(&env, &vkey, &mounts, |m| fs::read(m.join("big")).unwrap());
+            reads.push(size as f64 / MIB as f64 / t.elapsed().as_secs_f64());
+            assert!(got == data);
+            s.remove(&vkey).unwrap();
+        }
+        let (a, c, r) = (median(applies), median(commits), median(reads));
+        let (b_total, b_read) = *base.get_or_insert((a + c, r));
+        println!(
+            "VMBENCH | {name} | {a:.0} | {c:.0} | {:.2}x | {r:.0} | {:.2}x |",
+            (a + c) / b_total,
+            r / b_read
+        );
+    }
+}

@@ -4,6 +4,7 @@
 # (tests/vm_guest.rs, `--ignored`). Passes iff the guest prints "VMTEST: PASS".
 #
 #   tests/vm/run.sh [TEST-FILTER...]        (as root; `make test-vm`)
+#   tests/vm/run.sh --bench                 (`make bench-integrity`: a table)
 #
 # The kernel is Debian's (bookworm-backports, 6.12), unpacked from its .deb,
 # which is kept in $VM_CACHE between runs; the initramfs is busybox, the test
@@ -22,6 +23,8 @@ MEM=${VM_MEM:-1536}
 t0=$(date +%s%N)
 phase() { local ms=$((($(date +%s%N) - t0) / 1000000)); printf '[vm %4d.%03ds] %s\n' $((ms / 1000)) $((ms % 1000)) "$*"; }
 
+BENCH=0
+if [ "${1:-}" = --bench ]; then BENCH=1; shift; fi
 [ "$(id -u)" = 0 ] || { echo "tests/vm/run.sh: run as root (it unpacks a kernel and builds an initramfs)" >&2; exit 1; }
 for t in qemu-system-x86_64 busybox cpio modinfo fsverity mke2fs veritysetup fsck.erofs; do
     command -v "$t" >/dev/null || { echo "tests/vm/run.sh: $t missing; run scripts/deps.sh" >&2; exit 1; }
@@ -162,6 +165,18 @@ fail_with_log() {
     exit 1
 }
 
+if [ "$BENCH" = 1 ]; then
+    LOG=$W/bench.log
+    phase "booting (${accel[1]}): the integrity benchmark, console in $LOG"
+    boot "$LOG" "vmtest.mode=bench" || true
+    grep -q '^VMTEST: PASS' "$LOG" || fail_with_log "$LOG"
+    echo "tests/vm/run.sh --bench, $(date -u '+%Y-%m-%d %H:%M UTC'), tree $(git -C "$TOP" rev-parse --short HEAD)"
+    echo "guest: $(grep -o 'VMTEST kernel [^,]*' "$LOG" | cut -d' ' -f3), qemu ${accel[*]}, ${MEM} MiB; host: $(nproc) CPUs, $(uname -r)"
+    echo "medians of 3 layers of one 32 MiB file each, ext4 on virtio; emulated: compare ratios only"
+    echo
+    sed -n 's/^VMBENCH //p' "$LOG"
+    exit 0
+fi
 LOG=$W/console.log
 phase "booting (${accel[1]}): the integrity tests, console in $LOG"
 boot "$LOG" "vmtest.mode=tests" || true
