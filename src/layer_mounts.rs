@@ -162,15 +162,8 @@ impl Layers {
             return self.mount_through_dmverity(id, &path, &fs, &meta);
         }
         mount_erofs_file(&path, &fs, &self.mode).map_err(|e| {
-            let kind = if crate::loopdev::is_unavailable(&e) {
-                ErrorKind::Unavailable
-            } else {
-                ErrorKind::Internal
-            };
-            Error::new(
-                kind,
-                format!("mount layer {} on {}: {e}", path.display(), fs.display()),
-            )
+            let message = format!("mount layer {} on {}: {e}", path.display(), fs.display());
+            mount_error(&e, message)
         })
     }
 
@@ -187,18 +180,11 @@ impl Layers {
         meta: &dmverity::Metadata,
     ) -> Result<()> {
         let fail = |what: &str, e: io::Error| {
-            let kind = if crate::loopdev::is_unavailable(&e) {
-                ErrorKind::Unavailable
-            } else {
-                ErrorKind::Internal
-            };
-            Error::new(
-                kind,
-                format!(
-                    "mount layer {} through dm-verity: {what}: {e}",
-                    blob.display()
-                ),
-            )
+            let message = format!(
+                "mount layer {} through dm-verity: {what}: {e}",
+                blob.display()
+            );
+            mount_error(&e, message)
         };
         let len = std::fs::metadata(blob).map_err(|e| fail("stat", e))?.len();
         if meta.hash_offset >= len {
@@ -373,6 +359,17 @@ pub(crate) fn is_layer_mounted(dir: &Path) -> bool {
 
 /// Mounts an EROFS image file read-only on `target`: file-backed where that
 /// works, through a loop device otherwise; `mode` remembers which.
+/// A failed layer mount: unavailable when the machine cannot give a loop
+/// device, else internal.
+fn mount_error(e: &io::Error, message: String) -> Error {
+    let kind = if crate::loopdev::is_unavailable(e) {
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Internal
+    };
+    Error::new(kind, message)
+}
+
 pub(crate) fn mount_erofs_file(image: &Path, target: &Path, mode: &AtomicU8) -> io::Result<()> {
     let flags = MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID;
     if mode.load(Ordering::Relaxed) != MODE_LOOP {

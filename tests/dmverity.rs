@@ -4,6 +4,8 @@
 //! `veritysetup format` writes with containerd's parameters, and accepted by
 //! `veritysetup verify`, which also refuses a blob with a byte changed.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -18,24 +20,12 @@ fn veritysetup(args: &[&str]) -> std::process::Output {
     out
 }
 
-fn data(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = 0x2545_f491u32 ^ seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 const UUID: [u8; 16] = *b"\x12\x34\x56\x78\x9a\xbc\x4d\xef\x80\x11\x22\x33\x44\x55\x66\x77";
 const UUID_TEXT: &str = "12345678-9abc-4def-8011-223344556677";
 
 fn check(dir: &Path, len: usize) {
     let blob = dir.join(format!("layer-{len}.erofs"));
-    let content = data(len, len as u32);
+    let content = common::noise(len, len as u64);
     fs::write(&blob, &content).unwrap();
     let meta = dmverity::format_layer(&blob, UUID).unwrap();
     let hash_offset = (len as u64).div_ceil(BLOCK) * BLOCK;

@@ -32,15 +32,7 @@ fn env_path(name: &str) -> PathBuf {
 
 /// 1 MiB that no two files share, so a flipped byte lands in one file's data.
 fn payload(seed: u8) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
-    (0..1 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    noise(1 << 20, u64::from(seed))
 }
 
 fn layer_tar(seed: u8) -> Vec<u8> {
@@ -676,6 +668,28 @@ fn dmverity_mode_on_refuses_a_layer_without_metadata_and_off_mounts_the_file() {
     assert!(our_dm_devices().is_empty(), "{:?}", our_dm_devices());
 }
 
+/// Layer `seed` applied and committed as "base" with the labels of
+/// containerd's unpacker, then exported to layer content cache `cache`:
+/// the labels (for another root's unpack) and the cache's file.
+fn exported_layer(s: &Snapshotter, seed: u8, cache: &Path) -> (erofs_snapshotter::Labels, PathBuf) {
+    s.prepare("ex", "", &no_labels()).unwrap();
+    let diff_id = s
+        .apply(
+            "ex",
+            &mut Cursor::new(layer_tar(seed)),
+            &ApplyOptions::default(),
+        )
+        .unwrap()
+        .digest;
+    let labels = labels(&[
+        ("containerd.io/snapshot.ref", "base"),
+        ("containerd.io/snapshot/diff-id", &diff_id),
+    ]);
+    s.commit("base", "ex", &labels).unwrap();
+    let file = s.export_layer("base", cache).unwrap();
+    (labels, file)
+}
+
 #[test]
 #[ignore = "needs a kernel with dm-verity: run in a VM by tests/vm/run.sh"]
 fn dmverity_a_layer_formatted_by_containerd_mounts_here() {
@@ -686,21 +700,7 @@ fn dmverity_a_layer_formatted_by_containerd_mounts_here() {
     let env = Env::new();
     let cache = env.dir.path().join("cache");
     let s = env.open();
-    s.prepare("ex", "", &no_labels()).unwrap();
-    let diff_id = s
-        .apply(
-            "ex",
-            &mut Cursor::new(layer_tar(9)),
-            &ApplyOptions::default(),
-        )
-        .unwrap()
-        .digest;
-    let labels = labels(&[
-        ("containerd.io/snapshot.ref", "base"),
-        ("containerd.io/snapshot/diff-id", &diff_id),
-    ]);
-    s.commit("base", "ex", &labels).unwrap();
-    let file = s.export_layer("base", &cache).unwrap();
+    let (labels, file) = exported_layer(&s, 9, &cache);
     drop(s);
     let plain = env.dir.path().join("plain-copy");
     fs::copy(&file, &plain).unwrap();
@@ -741,21 +741,7 @@ fn dmverity_an_exported_layer_takes_its_tree_to_the_cache() {
     let env = Env::new();
     let cache = env.dir.path().join("cache");
     let s = dmverity(&env, DmverityMode::Auto);
-    s.prepare("ex", "", &no_labels()).unwrap();
-    let diff_id = s
-        .apply(
-            "ex",
-            &mut Cursor::new(layer_tar(10)),
-            &ApplyOptions::default(),
-        )
-        .unwrap()
-        .digest;
-    let labels = labels(&[
-        ("containerd.io/snapshot.ref", "base"),
-        ("containerd.io/snapshot/diff-id", &diff_id),
-    ]);
-    s.commit("base", "ex", &labels).unwrap();
-    let file = s.export_layer("base", &cache).unwrap();
+    let (labels, file) = exported_layer(&s, 10, &cache);
     let meta = dmverity::read_metadata(&file)
         .unwrap()
         .expect("the sidecar exported");
@@ -787,20 +773,6 @@ fn dmverity_an_exported_layer_takes_its_tree_to_the_cache() {
 }
 
 // ---- Benchmark --------------------------------------------------------------------
-
-/// `len` bytes of `seed`, fast to make (the guest is emulated).
-fn bulk(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -835,7 +807,7 @@ fn bench_integrity() {
         });
         let (mut applies, mut commits, mut reads) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..reps {
-            let data = bulk(size, 0x5eed + i as u64);
+            let data = noise(size, 0x5eed + i as u64);
             let tar = Tar::new().file("big", &data).end();
             let key = format!("ex-{i}");
             s.prepare(&key, "", &no_labels()).unwrap();

@@ -141,6 +141,21 @@ impl Drop for Unmount {
     }
 }
 
+/// `len` bytes that no two seeds share and no compressor shrinks
+/// (xorshift64), fast to make even in an emulated VM.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
