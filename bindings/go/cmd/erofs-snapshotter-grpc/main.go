@@ -120,6 +120,8 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 		fsverity    = fs.Bool("enable-fsverity", false, "enable fs-verity on layer blobs")
 		syncCommit  = fs.Bool("sync-commit", false, "fsync each blob before its commit is recorded")
 		tarIndex    = fs.Bool("enable-tar-index", false, "differ writes tar-index images (mkfs.erofs --tar=i)")
+		dmverity    = fs.Bool("enable-dmverity", false, "differ appends a dm-verity hash tree to each layer (<blob>.dmverity)")
+		dmMode      = fs.String("dmverity-mode", "auto", "mount layers through dm-verity: auto (those with <blob>.dmverity), on (all), off")
 		mkfsPath    = fs.String("mkfs-path", "", "mkfs.erofs program (default: mkfs.erofs on PATH)")
 		maxLayer    = fs.Uint64("max-layer-size", 0, "largest sum of file sizes one applied layer may write, in bytes (0: no limit; default 128 GiB)")
 		maxFile     = fs.Uint64("max-file-size", 0, "largest file an applied layer may hold, in bytes (0: no limit; default 64 GiB)")
@@ -178,6 +180,10 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 			cfg.SyncCommit = *syncCommit
 		case "enable-tar-index":
 			cfg.EnableTarIndex = *tarIndex
+		case "enable-dmverity":
+			cfg.EnableDmverity = *dmverity
+		case "dmverity-mode":
+			cfg.DmverityMode = *dmMode
 		case "mkfs-path":
 			cfg.MkfsPath = *mkfsPath
 		case "max-layer-size":

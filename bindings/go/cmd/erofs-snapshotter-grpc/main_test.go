@@ -800,6 +800,16 @@ mkfs_path = "/usr/bin/mkfs.erofs"
 		fmt.Sprint(cfg.MkfsOptions) != "[-Eall-fragments -T0]" || !cfg.EnableTarIndex {
 		t.Fatalf("flags over the file: %+v", cfg)
 	}
+	// containerd's dm-verity keys, from the file and from flags.
+	os.WriteFile(file, []byte("enable_dmverity = true\ndmverity_mode = \"on\"\n"), 0o600)
+	cfg, _, err = parse([]string{"--config", file}, io.Discard)
+	if err != nil || !cfg.EnableDmverity || cfg.DmverityMode != "on" {
+		t.Fatalf("dm-verity keys from the file: %+v, %v", cfg.Config, err)
+	}
+	cfg, _, err = parse([]string{"--config", file, "--enable-dmverity=false", "--dmverity-mode", "off"}, io.Discard)
+	if err != nil || cfg.EnableDmverity || cfg.DmverityMode != "off" {
+		t.Fatalf("dm-verity flags over the file: %+v, %v", cfg.Config, err)
+	}
 	// The apply limits, from the file and from flags (0: no limit).
 	os.WriteFile(file, []byte("max_layer_size = 1000\nmax_file_size = 0\nmax_expansion_ratio = 7\nconvert_timeout_seconds = 60\n"), 0o600)
 	cfg, _, err = parse([]string{"--config", file, "--max-expansion-ratio", "0"}, io.Discard)
