@@ -225,4 +225,8 @@ PY
     done
 done
 phase "power cuts done: every committed snapshot intact or refused by name"
-column -t -s "$(printf '\t')" "$SUMMARY"
+python3 -c 'import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+for r in rows:
+    print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())' "$SUMMARY"
