@@ -28,6 +28,13 @@ pub struct Config {
     /// fsync each blob and its directory before its commit is recorded.
     #[serde(default)]
     pub sync_commit: bool,
+    /// Make every layer of a chain durable (its blob flushed, its record
+    /// committed to disk) before the first `prepare` or `view` that uses it
+    /// returns: write-back starts when a blob is written, so little is left
+    /// to wait for then. Off: nothing is flushed (what `sync_commit` does
+    /// not cover may be lost to a power cut even after a container started).
+    #[serde(default = "default_true")]
+    pub durable_before_use: bool,
     /// Extra `mkfs.erofs` arguments, one argv element each.
     #[serde(default)]
     pub mkfs_options: Vec<String>,
@@ -123,6 +130,10 @@ fn default_convert_timeout_seconds() -> u64 {
     DEFAULT_CONVERT_TIMEOUT_SECONDS
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_mkfs_path() -> String {
     "mkfs.erofs".to_string()
 }
@@ -153,6 +164,7 @@ impl Config {
             set_immutable: false,
             enable_fsverity: false,
             sync_commit: false,
+            durable_before_use: true,
             enable_tar_index: false,
             mkfs_options: Vec::new(),
             ovl_mount_options: Vec::new(),

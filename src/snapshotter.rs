@@ -206,6 +206,14 @@ impl Snapshotter {
                 )));
             }
             self.ensure_layers(&p.chain(), generation)?;
+            // An image layer's extraction (containerd's unpacker labels it
+            // with the chain it makes) is not a use: if the power goes, its
+            // layer goes with the ones below. A container's snapshot is.
+            let extraction =
+                kind == Kind::Active && labels.contains_key(crate::layer_cache::LABEL_REF);
+            if !extraction {
+                self.ensure_durable(p)?;
+            }
             if kind == Kind::Active {
                 let root = self.layout.fs_dir(p.id);
                 let md = std::fs::metadata(&root).map_err(|e| Error::io("stat", &root, e))?;
@@ -318,6 +326,47 @@ impl Snapshotter {
         self.layers.ensure(ids, generation, |missing| {
             self.store.read(|tx| tx.blobs(missing))
         })
+    }
+
+    /// Starts writing a new blob back to the disk, not waiting: by its
+    /// first use (see [`Snapshotter::ensure_durable`]) little is left. A
+    /// failure only means more to wait for then.
+    fn start_writeback(&self, blob: &Path) {
+        let started =
+            crate::sys::fs::open_nofollow(blob).and_then(|f| crate::sys::fs::start_writeback(&f));
+        if let Err(e) = started {
+            self.log
+                .warn(format_args!("start write-back of {}: {e}", blob.display()));
+        }
+    }
+
+    /// Makes committed snapshot `top` and every layer below it durable
+    /// before a snapshot using them is handed out (`durable_before_use`):
+    /// the blobs not known to be on disk are flushed (their write-back began
+    /// when they were written: this waits for what is left), their
+    /// directories too, then the records, in one transaction committed with
+    /// `synchronous=FULL`, which takes every commit before it to the disk.
+    /// Nothing to do (no query) once `top` is durable.
+    fn ensure_durable(&self, top: &SnapshotRow) -> Result<()> {
+        if top.durable || !self.config.durable_before_use {
+            return Ok(());
+        }
+        let pending = self.store.read(|tx| tx.not_durable(&top.chain()))?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        for &(id, own) in &pending {
+            if !own {
+                continue; // a cache's file: made durable by whoever put it there
+            }
+            let blob = self.layout.blob(id);
+            let f = std::fs::File::open(&blob).map_err(|e| Error::io("open", &blob, e))?;
+            f.sync_data().map_err(|e| Error::io("flush", &blob, e))?;
+            mkfs::sync_dir(&self.layout.snapshot_dir(id))?;
+        }
+        mkfs::sync_dir(&self.layout.snapshots)?;
+        let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
+        self.store.write_durable(|tx| tx.mark_durable(&ids))
     }
 
     /// The mounts of an active snapshot or a view.
@@ -544,6 +593,9 @@ impl Snapshotter {
         } else {
             None
         };
+        if ours && !self.config.sync_commit && self.config.durable_before_use {
+            self.start_writeback(&blob_path);
+        }
         if self.config.set_immutable {
             if let Err(e) = integrity::set_immutable(&blob_path, true) {
                 self.log.warn(format_args!(
@@ -565,7 +617,10 @@ impl Snapshotter {
             path: None,
         };
         self.store
-            .write(|tx| record_commit(tx, row.id, name, key, parent, labels, usage, &blob))
+            .write(|tx| {
+                let synced = self.config.sync_commit;
+                record_commit(tx, row.id, name, key, parent, labels, usage, &blob, synced)
+            })
             .map_err(undo)?;
 
         // The upper dir's contents are deleted off the critical path.
@@ -606,7 +661,8 @@ impl Snapshotter {
             inodes: 1,
         };
         self.store
-            .write(|tx| record_commit(tx, row.id, name, key, parent, labels, usage, &blob))?;
+            // A cache's file was made durable by whoever put it there.
+            .write(|tx| record_commit(tx, row.id, name, key, parent, labels, usage, &blob, true))?;
         // The upper dir, never written, stays as the layer's mount point
         // (the layer may be mounted on it already); the work dir goes.
         if let Err(e) = self
@@ -729,6 +785,9 @@ impl Snapshotter {
             None
         };
         let len = tmp.finish(self.config.sync_commit)?;
+        if !self.config.sync_commit && self.config.durable_before_use {
+            self.start_writeback(&tmp.path);
+        }
         // The blob goes into place inside the transaction that records it,
         // swapped with the one an earlier apply wrote: if recording fails,
         // both the blob and its record are as they were.
@@ -1156,6 +1215,7 @@ fn record_commit(
     labels: &Labels,
     usage: Usage,
     blob: &BlobRecord,
+    synced: bool,
 ) -> Result<()> {
     if tx.get(name)?.is_some() {
         return Err(Error::already_exists(format!(
@@ -1164,6 +1224,13 @@ fn record_commit(
     }
     let current = active_row(tx.get_by_id(id)?.filter(|r| &*r.key == key), key)?;
     let onto = rebase_onto(tx, &current, parent)?;
+    // Durable means this layer and every one below: a flushed layer on a
+    // parent not yet flushed is not.
+    let below = match (&onto, current.parent_ids.first()) {
+        (Some(p), _) => p.durable,
+        (None, Some(pid)) => tx.get_by_id(*pid)?.is_none_or(|p| p.durable),
+        (None, None) => true,
+    };
     tx.commit(
         id,
         name,
@@ -1172,6 +1239,7 @@ fn record_commit(
         Timestamp::now(),
         usage,
         blob,
+        synced && below,
     )
 }
 

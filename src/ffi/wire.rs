@@ -253,6 +253,7 @@ mod tests {
             usage: crate::info::Usage::default(),
             blob_size: None,
             blob_ref: None,
+            durable: true,
         })
     }
 

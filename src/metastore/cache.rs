@@ -443,6 +443,7 @@ mod tests {
                 now,
                 Default::default(),
                 &blob,
+                false,
             )
         })
         .unwrap();

@@ -151,7 +151,21 @@ impl MetaStore {
 
     /// Runs `f` in a write transaction; it commits only if `f` succeeds.
     pub fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.write_with(false, f)
+    }
+
+    /// [`MetaStore::write`] committed with `synchronous=FULL` whatever the
+    /// store's setting: when it returns, this transaction and every one
+    /// committed before it (the WAL is synced up to its end) are on disk.
+    pub fn write_durable<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.write_with(!self.sync, f)
+    }
+
+    fn write_with<T>(&self, full: bool, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.take()?;
+        if full {
+            conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        }
         let mut marked = None;
         let result = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -168,7 +182,10 @@ impl MetaStore {
         if let Some(m) = marked {
             self.changes.end_write(m);
         }
-        self.put_back(conn);
+        // A connection that cannot go back to the store's setting is dropped.
+        if !full || conn.execute_batch("PRAGMA synchronous=NORMAL;").is_ok() {
+            self.put_back(conn);
+        }
         result
     }
 

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     blob_size     INTEGER,                           -- length of layer.erofs when committed
     verity_digest BLOB,                              -- fs-verity digest measured at commit
     blob_ref      TEXT,                              -- the layer's file in a layer content cache
-    seq           INTEGER NOT NULL DEFAULT 0         -- the change that last wrote the row
+    seq           INTEGER NOT NULL DEFAULT 0,        -- the change that last wrote the row
+    durable       INTEGER NOT NULL DEFAULT 1         -- 1: this layer and every ancestor on disk
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent_id ON snapshots(parent_id);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -63,13 +64,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         "ALTER TABLE snapshots ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;",
         seq_schema!()
     ),
+    // 4: layers made durable before their first use (layers of older
+    // versions were committed long ago: taken as durable).
+    "ALTER TABLE snapshots ADD COLUMN durable INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// The columns `SnapshotRow::from_row` reads, as a macro so queries are
 /// `concat!`-ed at compile time (no formatting on the hot path).
 macro_rules! columns {
     () => {
-        "id, key, kind, parent, parent_ids, labels, created, updated, size, inodes, blob_size, blob_ref"
+        "id, key, kind, parent, parent_ids, labels, created, updated, size, inodes, blob_size, blob_ref, durable"
     };
 }
 
@@ -99,6 +103,10 @@ pub(crate) struct SnapshotRow {
     /// The blob's path in a layer content cache; None: `layer.erofs` in
     /// the snapshot's own directory.
     pub blob_ref: Option<PathBuf>,
+    /// This layer and every ancestor are on disk (blob flushed, row
+    /// committed durably); false for a layer committed without a flush and
+    /// not used since.
+    pub durable: bool,
 }
 
 impl SnapshotRow {
@@ -157,6 +165,7 @@ impl SnapshotRow {
             },
             blob_size: row.get::<_, Option<i64>>(at + 10)?.map(|v| v as u64),
             blob_ref: row.get::<_, Option<String>>(at + 11)?.map(PathBuf::from),
+            durable: row.get::<_, i64>(at + 12)? != 0,
         })
     }
 }
@@ -214,7 +223,7 @@ impl Tx<'_> {
     /// The snapshot and the mount generation, read by one statement.
     pub fn get_with_generation(&self, key: &str) -> Result<(SnapshotRow, i64)> {
         let mut st = self.tx.prepare_cached(GET_WITH_GENERATION)?;
-        st.query_row([key], |r| Ok((SnapshotRow::from_row(r)?, r.get(12)?)))
+        st.query_row([key], |r| Ok((SnapshotRow::from_row(r)?, r.get(13)?)))
             .optional()?
             .ok_or_else(|| Error::not_found(format!("snapshot {key:?} does not exist")))
     }
@@ -352,12 +361,12 @@ impl Tx<'_> {
             "SELECT 0, ",
             columns!(),
             " FROM snapshots WHERE seq > ?1
-             UNION ALL SELECT 1, NULL, key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+             UNION ALL SELECT 1, NULL, key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
                  FROM removed WHERE seq > ?1
              UNION ALL SELECT 2, (SELECT value FROM state WHERE name = 'seq'),
                  (SELECT value FROM state WHERE name = 'removed_floor'),
                  (SELECT value FROM state WHERE name = 'mount_generation'),
-                 NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+                 NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
         ))?;
         let mut delta = Delta {
             seq: 0,
@@ -405,6 +414,7 @@ impl Tx<'_> {
         now: Timestamp,
         usage: Usage,
         blob: &BlobRecord,
+        durable: bool,
     ) -> Result<()> {
         let labels = serde_json::to_string(labels)
             .map_err(|e| Error::internal(format!("encode labels: {e}")))?;
@@ -417,7 +427,8 @@ impl Tx<'_> {
         let seq = self.next_seq()?;
         let mut st = self.tx.prepare_cached(
             "UPDATE snapshots SET key = ?2, kind = ?3, labels = ?4, created = ?5, updated = ?5,
-                 size = ?6, inodes = ?7, blob_size = ?8, verity_digest = ?9, seq = ?10
+                 size = ?6, inodes = ?7, blob_size = ?8, verity_digest = ?9, seq = ?10,
+                 durable = ?11
              WHERE id = ?1",
         )?;
         st.execute(params![
@@ -431,6 +442,7 @@ impl Tx<'_> {
             blob.size as i64,
             blob.verity_digest,
             seq,
+            durable,
         ])?;
         if let Some(p) = rebase {
             let mut st = self.tx.prepare_cached(
@@ -455,6 +467,37 @@ impl Tx<'_> {
             |r| r.get(0),
         )?;
         self.touch(Some(&key));
+        Ok(())
+    }
+
+    /// Of snapshots `ids`, those not known to be durable, with whether each
+    /// has a blob of its own (not a layer content cache's file).
+    pub fn not_durable(&self, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
+        let mut st = self
+            .tx
+            .prepare_cached("SELECT durable, blob_ref IS NULL FROM snapshots WHERE id = ?1")?;
+        let mut out = Vec::new();
+        for id in ids {
+            let row: Option<(bool, bool)> = st
+                .query_row([id], |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)))
+                .optional()?;
+            if let Some((false, own)) = row {
+                out.push((*id, own));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that snapshots `ids` (each with every one below) are durable.
+    pub fn mark_durable(&self, ids: &[i64]) -> Result<()> {
+        let seq = self.next_seq()?;
+        let mut st = self.tx.prepare_cached(
+            "UPDATE snapshots SET durable = 1, seq = ?2 WHERE id = ?1 RETURNING key",
+        )?;
+        for id in ids {
+            let key: Option<String> = st.query_row(params![id, seq], |r| r.get(0)).optional()?;
+            self.touch(key.as_deref());
+        }
         Ok(())
     }
 
@@ -582,10 +625,16 @@ mod tests {
                         verity_digest: None,
                         path: None,
                     },
+                    false,
                 )
             })
             .unwrap();
         let parent = store.read(|tx| tx.must_get("c")).unwrap();
+        assert!(!parent.durable, "committed without a flush");
+        store.write_durable(|tx| tx.mark_durable(&[a])).unwrap();
+        let parent = store.read(|tx| tx.must_get("c")).unwrap();
+        assert!(parent.durable);
+        assert_eq!(store.read(|tx| tx.not_durable(&[a])).unwrap(), vec![]);
         let b = store
             .write(|tx| tx.insert(Kind::View, "v", Some(&parent), &Labels::new(), now))
             .unwrap();

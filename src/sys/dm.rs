@@ -107,8 +107,7 @@ fn request(name: &str, flags: u32) -> io::Result<Box<Request>> {
 /// The (major, minor) of the block device open as `f`.
 pub(crate) fn dev_numbers(f: &File) -> io::Result<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
-    let rdev = f.metadata()?.rdev();
-    Ok((rustix::fs::major(rdev), rustix::fs::minor(rdev)))
+    Ok(super::fs::major_minor(f.metadata()?.rdev()))
 }
 
 /// `/dev/mapper/control`.
