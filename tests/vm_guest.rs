@@ -378,14 +378,18 @@ fn fsverity_on_a_filesystem_without_it_fails_at_open() {
 // layers one after the other and prints a line as each commit returns,
 // and cuts the power (kills qemu, no shutdown, no sync) at a random
 // moment; then boots it again on the same disk with `powercut_check`.
-// `EROFS_VM_CONFIG` names the settings: `default`, `sync_commit` or
-// `set_immutable`.
+// `EROFS_VM_CONFIG` names the settings: `default` (durable before first
+// use), `no_flush` (durable_before_use off), `sync_commit` or
+// `set_immutable`. Every third layer is used as a container's would be (a
+// snapshot prepared on it) once committed: from then on it, and every
+// layer below it, must survive.
 
 /// The root of the power-loss tests, on the VM's disk (kept across boots).
 fn powercut_config() -> Config {
     let mut c = Config::new(env_path("EROFS_VM_DISK_MNT").join("powercut"));
     match std::env::var("EROFS_VM_CONFIG").as_deref() {
         Ok("default") => {}
+        Ok("no_flush") => c.durable_before_use = false,
         Ok("sync_commit") => c.sync_commit = true,
         Ok("set_immutable") => c.set_immutable = true,
         other => panic!("EROFS_VM_CONFIG: {other:?}"),
@@ -418,7 +422,9 @@ fn powercut_write() {
     let mut parent = String::new();
     for i in 0..POWERCUT_LAYERS {
         let (key, name) = (format!("extract-{i}"), format!("layer-{i}"));
-        s.prepare(&key, &parent, &no_labels()).unwrap();
+        // As containerd's unpacker prepares an extraction (not a use).
+        let unpack = labels(&[("containerd.io/snapshot.ref", &name)]);
+        s.prepare(&key, &parent, &unpack).unwrap();
         let t = std::time::Instant::now();
         s.apply(
             &key,
@@ -434,6 +440,11 @@ fn powercut_write() {
             applied.as_micros(),
             committed.as_micros()
         );
+        if i >= POWERCUT_SYNCED && i % 3 == 0 {
+            s.prepare(&format!("container-{i}"), &name, &no_labels())
+                .unwrap();
+            println!("VMTEST used layer-{i}");
+        }
         parent = name;
         if i + 1 == POWERCUT_SYNCED {
             // A host that has been up a while: what came before is on disk.
