@@ -13,7 +13,7 @@
 # container and every snapshot are removed (and the backend directories are
 # waited for), so each run unpacks again.
 #
-# Modes (BENCH_MODES, default "overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable proxy-sync"):
+# Modes (BENCH_MODES, default "overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable proxy-sync proxy-noflush"):
 #   overlayfs         containerd's overlayfs snapshotter (walking differ)
 #   erofs             containerd's EROFS snapshotter + EROFS differ
 #   erofs-immutable   the same with set_immutable = true
@@ -26,15 +26,19 @@
 #   proxy-immutable   the same with set_immutable on (BENCH_PROXY_IMMUTABLE_CMD)
 #   proxy-sync        the same with sync_commit on (BENCH_PROXY_SYNC_CMD): every commit
 #                     durable when it returns, one flush per layer
+#   proxy-noflush     the same with durable_before_use off (BENCH_PROXY_NOFLUSH_CMD): no
+#                     flush at all (proxy flushes the image's layers once, before the
+#                     container's snapshot is handed out)
 # The daemon commands are templates with {socket}, {root} and {containerd};
 # 'ours [ARGS]' (the default: BENCH_PROXY_CMD=ours,
 # BENCH_PROXY_MKFS_CMD='ours --mkfs-option -x2',
-# BENCH_PROXY_IMMUTABLE_CMD='ours --set-immutable', BENCH_PROXY_SYNC_CMD='ours --sync-commit') builds
+# BENCH_PROXY_IMMUTABLE_CMD='ours --set-immutable', BENCH_PROXY_SYNC_CMD='ours --sync-commit',
+# BENCH_PROXY_NOFLUSH_CMD='ours --durable-before-use=false') builds
 # bindings/go/cmd/erofs-snapshotter-grpc and runs it with --socket, --root and
 # --containerd-address set; 'fake [ARGS]' runs tests/e2e/fakeproxy,
 # containerd's EROFS snapshotter behind the proxy API (then pair it with
 # BENCH_PROXY_DIFFER=erofs: it has no differ of its own). BENCH_PROXY_DIFFER
-# (default proxy) is the differ of the proxy, proxy-mkfs, proxy-immutable and proxy-sync
+# (default proxy) is the differ of the proxy modes but proxy-walking
 # modes. With the daemon's differ, the report also gives the time the daemon
 # spent applying the 4 layers (its "layer applied" log lines) per run.
 #
@@ -73,7 +77,7 @@ E2E_INSTALL_ARGS=(--bench)
 E2E_NS=bench
 
 BENCH_RUNS=${BENCH_RUNS:-5}
-BENCH_MODES=${BENCH_MODES-overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable proxy-sync}
+BENCH_MODES=${BENCH_MODES-overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable proxy-sync proxy-noflush}
 BENCH_UNPACKS=${BENCH_UNPACKS-1 2 4}
 BENCH_PULL_MODES=${BENCH_PULL_MODES-overlayfs erofs proxy}
 # Fewer than BENCH_RUNS by default: 9 configurations, overlayfs's runs about
@@ -83,6 +87,7 @@ BENCH_PROXY_CMD=${BENCH_PROXY_CMD:-ours}
 BENCH_PROXY_MKFS_CMD=${BENCH_PROXY_MKFS_CMD:-ours --mkfs-option -x2}
 BENCH_PROXY_IMMUTABLE_CMD=${BENCH_PROXY_IMMUTABLE_CMD:-ours --set-immutable}
 BENCH_PROXY_SYNC_CMD=${BENCH_PROXY_SYNC_CMD:-ours --sync-commit}
+BENCH_PROXY_NOFLUSH_CMD=${BENCH_PROXY_NOFLUSH_CMD:-ours --durable-before-use=false}
 BENCH_PROXY_DIFFER=${BENCH_PROXY_DIFFER:-proxy}
 BENCH_CACHE=${BENCH_CACHE:-/var/cache/erofs-snapshotter-bench}
 BENCH_SUITE=${BENCH_SUITE:-bookworm}
@@ -371,6 +376,7 @@ start_mode() {
 	proxy-mkfs) proxy_tmpl=$BENCH_PROXY_MKFS_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
 	proxy-immutable) proxy_tmpl=$BENCH_PROXY_IMMUTABLE_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
 	proxy-sync) proxy_tmpl=$BENCH_PROXY_SYNC_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
+	proxy-noflush) proxy_tmpl=$BENCH_PROXY_NOFLUSH_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
 	*) die "unknown mode $MODE" ;;
 	esac
 	if [[ $MODE == proxy* ]] && [ -z "$proxy_tmpl" ]; then
@@ -502,6 +508,7 @@ TMP_FS=$(findmnt -no FSTYPE,SOURCE --target "$E2E_TMPDIR" | head -1 | tr -s ' ')
 		proxy-mkfs) echo "$m: daemon '$BENCH_PROXY_MKFS_CMD', differ $BENCH_PROXY_DIFFER" ;;
 		proxy-immutable) echo "$m: daemon '$BENCH_PROXY_IMMUTABLE_CMD', differ $BENCH_PROXY_DIFFER" ;;
 		proxy-sync) echo "$m: daemon '$BENCH_PROXY_SYNC_CMD', differ $BENCH_PROXY_DIFFER" ;;
+		proxy-noflush) echo "$m: daemon '$BENCH_PROXY_NOFLUSH_CMD', differ $BENCH_PROXY_DIFFER" ;;
 		esac
 	done | sort -u
 	echo "  ('ours' is bindings/go/cmd/erofs-snapshotter-grpc --socket {socket} --root {root} --containerd-address {containerd}; differ proxy: its own, as diff proxy plugin)"

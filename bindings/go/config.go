@@ -48,6 +48,10 @@ type Config struct {
 	// that file and converts nothing. Absolute paths; not with SetImmutable
 	// or EnableFsverity. Snapshotter.ExportLayer fills one.
 	LayerContentCaches []string `json:"layer_content_caches,omitempty" toml:"layer_content_caches"`
+	// DurableBeforeUse (default true when nil) makes every layer of a chain
+	// durable before the first snapshot using it is handed out; false
+	// flushes nothing (SyncCommit still flushes every commit).
+	DurableBeforeUse *bool `json:"durable_before_use,omitempty" toml:"durable_before_use"`
 	// EnableDmverity appends a dm-verity hash tree to each applied layer and
 	// writes <blob>.dmverity, as containerd's differ's enable_dmverity
 	// (needs the dm_verity module).
@@ -82,9 +86,10 @@ func (c Config) document() (string, string, error) {
 		LayerContentCaches    []string `json:"layer_content_caches,omitempty"`
 		EnableDmverity        bool     `json:"enable_dmverity"`
 		DmverityMode          string   `json:"dmverity_mode,omitempty"`
+		DurableBeforeUse      *bool    `json:"durable_before_use,omitempty"`
 	}{root, c.SetImmutable, c.EnableFsverity, c.SyncCommit, c.MkfsOptions, c.OvlMountOptions, c.MkfsPath, c.EnableTarIndex,
 		c.MaxLayerSize, c.MaxFileSize, c.MaxExpansionRatio, c.ConvertTimeoutSeconds, c.LayerContentCaches,
-		c.EnableDmverity, c.DmverityMode}
+		c.EnableDmverity, c.DmverityMode, c.DurableBeforeUse}
 	b, err := json.Marshal(doc)
 	if err != nil {
 		return "", "", fmt.Errorf("config: %v: %w", err, errdefs.ErrInvalidArgument)

@@ -119,6 +119,7 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 		immutable   = fs.Bool("set-immutable", false, "set FS_IMMUTABLE_FL on committed layer blobs")
 		fsverity    = fs.Bool("enable-fsverity", false, "enable fs-verity on layer blobs")
 		syncCommit  = fs.Bool("sync-commit", false, "fsync each blob before its commit is recorded")
+		durable     = fs.Bool("durable-before-use", true, "flush a chain of layers before the first container snapshot on it (false: flush nothing)")
 		tarIndex    = fs.Bool("enable-tar-index", false, "differ writes tar-index images (mkfs.erofs --tar=i)")
 		dmverity    = fs.Bool("enable-dmverity", false, "differ appends a dm-verity hash tree to each layer (<blob>.dmverity)")
 		dmMode      = fs.String("dmverity-mode", "auto", "mount layers through dm-verity: auto (those with <blob>.dmverity), on (all), off")
@@ -178,6 +179,8 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 			cfg.EnableFsverity = *fsverity
 		case "sync-commit":
 			cfg.SyncCommit = *syncCommit
+		case "durable-before-use":
+			cfg.DurableBeforeUse = durable
 		case "enable-tar-index":
 			cfg.EnableTarIndex = *tarIndex
 		case "enable-dmverity":

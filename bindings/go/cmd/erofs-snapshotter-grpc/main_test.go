@@ -800,6 +800,10 @@ mkfs_path = "/usr/bin/mkfs.erofs"
 		fmt.Sprint(cfg.MkfsOptions) != "[-Eall-fragments -T0]" || !cfg.EnableTarIndex {
 		t.Fatalf("flags over the file: %+v", cfg)
 	}
+	cfg, _, err = parse([]string{"--durable-before-use=false"}, io.Discard)
+	if err != nil || cfg.DurableBeforeUse == nil || *cfg.DurableBeforeUse {
+		t.Fatalf("--durable-before-use=false: %+v, %v", cfg.Config, err)
+	}
 	// containerd's dm-verity keys, from the file and from flags.
 	os.WriteFile(file, []byte("enable_dmverity = true\ndmverity_mode = \"on\"\n"), 0o600)
 	cfg, _, err = parse([]string{"--config", file}, io.Discard)
