@@ -178,22 +178,6 @@ pub(crate) fn will_need(f: &impl AsFd, len: u64) -> io::Result<()> {
     )?)
 }
 
-/// Starts writing `f`'s dirty pages to the disk and returns without waiting
-/// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`): the data is on its way
-/// while other work goes on, and a later `fdatasync` waits only for what
-/// is left. (rustix does not wrap it.)
-pub(crate) fn start_writeback(f: &impl AsFd) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sync_file_range takes a descriptor and integers, no memory.
-    let rc =
-        unsafe { libc::sync_file_range(f.as_fd().as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// One xattr of `fd` (not opened `O_PATH`); `None` when it has none of
 /// that name or the filesystem has no xattrs.
 pub(crate) fn get_xattr(fd: &impl AsFd, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
