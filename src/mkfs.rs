@@ -230,6 +230,64 @@ pub(crate) struct TempBlob {
     log: Logger,
 }
 
+/// Writes a blob back to the disk while it is being written: a thread
+/// watches its length and starts write-back of what was added (in steps of
+/// [`WRITE_BEHIND_STEP`]), so that when the blob is done, little of it is
+/// still only in memory, and the flush before its first use waits for
+/// little. Stops (and joins its thread) when dropped.
+pub(crate) struct WriteBehind {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Bytes added to a blob before their write-back is started.
+const WRITE_BEHIND_STEP: u64 = 8 << 20;
+
+impl WriteBehind {
+    /// Watches `path` (which need not exist yet) until dropped.
+    pub fn start(path: &Path) -> WriteBehind {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let path = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("erofs-write-behind".into())
+            .spawn(move || {
+                let mut file = None;
+                let mut done = 0u64;
+                let tick = std::time::Duration::from_millis(20);
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(tick) {
+                    if file.is_none() {
+                        file = sys::fs::open_nofollow(&path).ok();
+                    }
+                    let Some(f) = &file else { continue };
+                    let Ok(len) = f.metadata().map(|m| m.len()) else {
+                        break;
+                    };
+                    // Not the last step: the writer may still change it.
+                    let upto = len.saturating_sub(WRITE_BEHIND_STEP) / WRITE_BEHIND_STEP
+                        * WRITE_BEHIND_STEP;
+                    if upto > done {
+                        let _ = sys::fs::write_back(f, done, upto - done);
+                        done = upto;
+                    }
+                }
+            })
+            .ok();
+        WriteBehind {
+            stop: Some(tx),
+            thread,
+        }
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl TempBlob {
     /// A companion temporary file next to `blob` (deleted the same way).
     pub fn with_suffix(blob: &TempBlob, suffix: &str) -> TempBlob {

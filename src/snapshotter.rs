@@ -798,8 +798,11 @@ impl Snapshotter {
             .collect();
         let lowers = Lowers::open(&dirs)?;
         let mut tmp = mkfs::TempBlob::new(&dir, &self.log);
+        let behind = (!self.config.sync_commit && self.config.durable_before_use)
+            .then(|| mkfs::WriteBehind::start(&tmp.path));
         let applied = differ::convert(&self.config, &tmp, input, opts, &lowers)
             .map_err(|e| e.context(format!("apply to {key:?}")))?;
+        drop(behind);
         // containerd's differ with enable_dmverity: the hash tree appended to
         // the blob, which the recorded length then covers. The superblock's
         // UUID comes from the diffID: the same layer, the same bytes.

@@ -178,6 +178,28 @@ pub(crate) fn will_need(f: &impl AsFd, len: u64) -> io::Result<()> {
     )?)
 }
 
+/// Starts writing the dirty pages of bytes `offset..offset + len` of `f` to
+/// the disk (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`; rustix does not
+/// wrap it). It may block while the device's queue is full: call it from a
+/// thread that can wait.
+pub(crate) fn write_back(f: &impl AsFd, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range takes a descriptor and integers, no memory.
+    let rc = unsafe {
+        libc::sync_file_range(
+            f.as_fd().as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// One xattr of `fd` (not opened `O_PATH`); `None` when it has none of
 /// that name or the filesystem has no xattrs.
 pub(crate) fn get_xattr(fd: &impl AsFd, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
