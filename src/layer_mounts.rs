@@ -202,13 +202,17 @@ impl Layers {
                 blob.display()
             ))
         })?;
-        // One name per root and layer; a device a crash left behind (its
-        // mount is gone, or the layer would be mounted) is removed first.
+        // A name of its own for each mount of the layer: an earlier device
+        // of it lives on (removal deferred) while overlays of running
+        // containers still use a mount that was detached (the last close).
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
         let name = format!(
-            "erofs-snapshotter-{:016x}-{id}",
+            "erofs-snapshotter-{:016x}-{id}-{nonce:x}",
             crate::metastore::key_hash(&self.layout.root.to_string_lossy())
         );
-        let _ = sys::dm::remove(&ctl, &name, false);
         let (device, _) = crate::loopdev::attach(blob).map_err(|e| fail("loop device", e))?;
         let (lmaj, lmin) = sys::dm::dev_numbers(&device).map_err(|e| fail("loop device", e))?;
         let (_, minor) = sys::dm::create(&ctl, &name).map_err(|e| fail("create device", e))?;

@@ -847,3 +847,26 @@ fn bench_integrity() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs a kernel with dm-verity: run in a VM by tests/vm/run.sh"]
+fn dmverity_a_layer_mounts_again_while_a_container_holds_its_old_device() {
+    // A container (here: a view kept mounted) keeps the layer's device
+    // after the last handle closed and detached the layer; a new handle
+    // (a restarted daemon) mounts the layer again for a new container.
+    let env = Env::new();
+    let s = dmverity(&env, DmverityMode::Auto);
+    applied_layer(&s, "base", 11);
+    let mounts = s.view("running", "base", &no_labels()).unwrap();
+    let target = env.target("running");
+    erofs_snapshotter::mount_all(&mounts, &target).unwrap();
+    drop(s);
+    let s = dmverity(&env, DmverityMode::Auto);
+    assert_eq!(
+        read_in_view(&env, &s, "base", "data/big").unwrap(),
+        payload(11)
+    );
+    // The running one still reads its files.
+    assert_eq!(fs::read(target.join("data/big")).unwrap(), payload(11));
+    erofs_snapshotter::unmount_all(&target, false).unwrap();
+}
