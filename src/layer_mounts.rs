@@ -112,12 +112,9 @@ impl Layers {
                     "snapshot id {id} has no committed layer blob recorded"
                 ))
             })?;
-            self.mount_layer(*id, &blob)?;
             // A view of the layer alone may mount its file itself only when
             // it is the snapshot's own and not guarded by dm-verity.
-            let plain = blob.path.is_none()
-                && (self.dmverity == DmverityMode::Off
-                    || !dmverity::metadata_path(&self.layout.blob(*id)).exists());
+            let plain = self.mount_layer(*id, &blob)? && blob.path.is_none();
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if seen.generation == generation {
                 seen.mounted.insert(*id, plain);
@@ -126,13 +123,20 @@ impl Layers {
         Ok(())
     }
 
-    fn mount_layer(&self, id: i64, blob: &BlobRecord) -> Result<()> {
+    /// Mounts the layer of snapshot `id` on its `fs/` unless it is; true
+    /// when it is mounted from its file, not through dm-verity.
+    fn mount_layer(&self, id: i64, blob: &BlobRecord) -> Result<bool> {
         let dir = self.layout.snapshot_dir(id);
         let _lock =
             lock_dir(&dir, true).map_err(|e| Error::io("lock snapshot directory", &dir, e))?;
         let fs = self.layout.fs_dir(id);
         match fs_magic(&fs) {
-            Ok(EROFS_SUPER_MAGIC) => return Ok(()),
+            // Mounted by another handle: through dm-verity where the blob
+            // has a tree to be (a view then binds the mount).
+            Ok(EROFS_SUPER_MAGIC) => {
+                return Ok(self.dmverity == DmverityMode::Off
+                    || !dmverity::metadata_path(&self.layout.blob(id)).exists())
+            }
             Ok(_) => {}
             // A commit that stopped between retiring the upper dir and making
             // the mount point again.
@@ -159,23 +163,27 @@ impl Layers {
             },
         };
         if let Some(meta) = verity {
-            return self.mount_through_dmverity(id, &path, &fs, &meta);
+            self.mount_through_dmverity(id, &path, blob.size, &fs, &meta)?;
+            return Ok(false);
         }
         mount_erofs_file(&path, &fs, &self.mode).map_err(|e| {
             let message = format!("mount layer {} on {}: {e}", path.display(), fs.display());
             mount_error(&e, message)
-        })
+        })?;
+        Ok(true)
     }
 
     /// Mounts `blob` on `fs` through a dm-verity device made from its
-    /// sidecar `meta` (the blob on a read-only loop device, data and tree
-    /// both), removed (deferred) as soon as it is mounted: it goes away with
-    /// the mount, and takes the loop device (autoclear) with it. A block
-    /// whose hash does not match reads as EIO inside the container.
+    /// sidecar `meta` (the blob, `len` bytes as verified, on a read-only
+    /// loop device, data and tree both), removed (deferred) as soon as it is
+    /// mounted: it goes away with the mount, and takes the loop device
+    /// (autoclear) with it. A block whose hash does not match reads as EIO
+    /// inside the container.
     fn mount_through_dmverity(
         &self,
         id: i64,
         blob: &Path,
+        len: u64,
         fs: &Path,
         meta: &dmverity::Metadata,
     ) -> Result<()> {
@@ -186,7 +194,6 @@ impl Layers {
             );
             mount_error(&e, message)
         };
-        let len = std::fs::metadata(blob).map_err(|e| fail("stat", e))?.len();
         if meta.hash_offset >= len {
             return Err(Error::failed_precondition(format!(
                 "layer blob {} is {len} bytes but its dm-verity metadata puts the hash tree at \
@@ -361,8 +368,6 @@ pub(crate) fn is_layer_mounted(dir: &Path) -> bool {
     fs_magic(dir).is_ok_and(|m| m == EROFS_SUPER_MAGIC)
 }
 
-/// Mounts an EROFS image file read-only on `target`: file-backed where that
-/// works, through a loop device otherwise; `mode` remembers which.
 /// A failed layer mount: unavailable when the machine cannot give a loop
 /// device, else internal.
 fn mount_error(e: &io::Error, message: String) -> Error {
@@ -374,6 +379,8 @@ fn mount_error(e: &io::Error, message: String) -> Error {
     Error::new(kind, message)
 }
 
+/// Mounts an EROFS image file read-only on `target`: file-backed where that
+/// works, through a loop device otherwise; `mode` remembers which.
 pub(crate) fn mount_erofs_file(image: &Path, target: &Path, mode: &AtomicU8) -> io::Result<()> {
     let flags = MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID;
     if mode.load(Ordering::Relaxed) != MODE_LOOP {

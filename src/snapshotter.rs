@@ -1259,11 +1259,13 @@ fn record_commit(
     let onto = rebase_onto(tx, &current, parent)?;
     // Durable means this layer and every one below: a flushed layer on a
     // parent not yet flushed is not.
-    let below = match (&onto, current.parent_ids.first()) {
-        (Some(p), _) => p.durable,
-        (None, Some(pid)) => tx.get_by_id(*pid)?.is_none_or(|p| p.durable),
-        (None, None) => true,
-    };
+    // (The parent is read only when this layer was flushed.)
+    let durable = synced
+        && match (&onto, current.parent_ids.first()) {
+            (Some(p), _) => p.durable,
+            (None, Some(pid)) => tx.get_by_id(*pid)?.is_none_or(|p| p.durable),
+            (None, None) => true,
+        };
     tx.commit(
         id,
         name,
@@ -1272,7 +1274,7 @@ fn record_commit(
         Timestamp::now(),
         usage,
         blob,
-        synced && below,
+        durable,
     )
 }
 
