@@ -306,10 +306,46 @@ int32_t erofs_snapshotter_walk(erofs_snapshotter *s,
 /**
  * Deletes what no snapshot owns (directories of removed or abandoned
  * snapshots, unfinished blobs, the trash), never a directory that a
- * concurrent prepare is creating. Thread safe.
+ * concurrent prepare is creating; then checks every committed layer as
+ * `erofs_snapshotter_check` does. Thread safe.
  */
 int32_t erofs_snapshotter_cleanup(erofs_snapshotter *s,
                                   char **err);
+
+/**
+ * Checks the blob of every committed layer against what its commit
+ * recorded (length; fs-verity digest where recorded) and writes to
+ * `*keys_json` (when not NULL) a JSON array of the keys of every lost
+ * layer, in key order: found now (each logged as a warning naming it) or
+ * before and not yet repaired. A lost layer is never mounted: a prepare or
+ * view whose parent chain holds one is `EROFS_ERR_FAILED_PRECONDITION`,
+ * naming it, until `erofs_snapshotter_repair` makes it again. Open checks
+ * the layers not yet known to be on disk (the only ones a power cut can
+ * take), cleanup all of them. Thread safe.
+ */
+int32_t erofs_snapshotter_check(erofs_snapshotter *s,
+                                char **keys_json,
+                                char **err);
+
+/**
+ * Makes lost layer `key` (see `erofs_snapshotter_check`) again from its
+ * OCI layer, read as `erofs_snapshotter_apply` reads one (`fd` or `path`,
+ * `options_json`): converted on the layer's parent, checked against the
+ * diffID its commit recorded (label `containerd.io/snapshot/diff-id`) when
+ * there is one, sealed as a commit seals a layer, flushed, and put in place
+ * of the lost blob; the snapshot keeps its key, labels and children.
+ * `*result_json` as for apply. Errors: `EROFS_ERR_FAILED_PRECONDITION`
+ * (not a lost committed layer), `EROFS_ERR_INVALID_ARGUMENT` (another
+ * layer than the one committed, or bad data as for apply),
+ * `EROFS_ERR_NOT_FOUND`. On failure the layer stays lost. Thread safe.
+ */
+int32_t erofs_snapshotter_repair(erofs_snapshotter *s,
+                                 const char *key,
+                                 int32_t fd,
+                                 const char *path,
+                                 const char *options_json,
+                                 char **result_json,
+                                 char **err);
 
 /**
  * Applies an OCI image layer to active snapshot `key`: the layer is read

@@ -675,13 +675,65 @@ pub extern "C" fn erofs_snapshotter_walk(
 
 /// Deletes what no snapshot owns (directories of removed or abandoned
 /// snapshots, unfinished blobs, the trash), never a directory that a
-/// concurrent prepare is creating. Thread safe.
+/// concurrent prepare is creating; then checks every committed layer as
+/// `erofs_snapshotter_check` does. Thread safe.
 #[no_mangle]
 pub extern "C" fn erofs_snapshotter_cleanup(
     s: *mut erofs_snapshotter,
     err: *mut *mut c_char,
 ) -> i32 {
     boundary(err, || handle(s)?.cleanup())
+}
+
+/// Checks the blob of every committed layer against what its commit
+/// recorded (length; fs-verity digest where recorded) and writes to
+/// `*keys_json` (when not NULL) a JSON array of the keys of every lost
+/// layer, in key order: found now (each logged as a warning naming it) or
+/// before and not yet repaired. A lost layer is never mounted: a prepare or
+/// view whose parent chain holds one is `EROFS_ERR_FAILED_PRECONDITION`,
+/// naming it, until `erofs_snapshotter_repair` makes it again. Open checks
+/// the layers not yet known to be on disk (the only ones a power cut can
+/// take), cleanup all of them. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_check(
+    s: *mut erofs_snapshotter,
+    keys_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let lost = handle(s)?.check()?;
+        put_json(keys_json, &lost)
+    })
+}
+
+/// Makes lost layer `key` (see `erofs_snapshotter_check`) again from its
+/// OCI layer, read as `erofs_snapshotter_apply` reads one (`fd` or `path`,
+/// `options_json`): converted on the layer's parent, checked against the
+/// diffID its commit recorded (label `containerd.io/snapshot/diff-id`) when
+/// there is one, sealed as a commit seals a layer, flushed, and put in place
+/// of the lost blob; the snapshot keeps its key, labels and children.
+/// `*result_json` as for apply. Errors: `EROFS_ERR_FAILED_PRECONDITION`
+/// (not a lost committed layer), `EROFS_ERR_INVALID_ARGUMENT` (another
+/// layer than the one committed, or bad data as for apply),
+/// `EROFS_ERR_NOT_FOUND`. On failure the layer stays lost. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_repair(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    fd: i32,
+    path: *const c_char,
+    options_json: *const c_char,
+    result_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let s = handle(s)?;
+        let key = str_arg(key, "key")?;
+        let opts: ApplyOptions = json_arg(options_json, "options_json")?;
+        let mut source = layer_source(fd, path)?;
+        let applied = s.repair(key, &mut source, &opts)?;
+        put_json(result_json, &applied)
+    })
 }
 
 /// The layer source of an apply: a descriptor the caller keeps (duplicated,

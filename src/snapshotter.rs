@@ -22,7 +22,7 @@ use crate::layout::{
 };
 use crate::logging::Logger;
 use crate::lowers::Lowers;
-use crate::metastore::{MetaStore, SnapshotRow};
+use crate::metastore::{MetaStore, SnapshotRow, Tx};
 use crate::mkfs;
 use crate::mkfs_options::Plan;
 use crate::mounts::{escape_overlay_path, Mount, OVERLAY_MAX_LOWERS};
@@ -142,7 +142,7 @@ impl Snapshotter {
                 .ovl_mount_options
                 .iter()
                 .any(|o| o.starts_with("index="));
-        Ok(Snapshotter {
+        let snapshotter = Snapshotter {
             config,
             layout,
             store,
@@ -150,7 +150,11 @@ impl Snapshotter {
             trash,
             log,
             overlay_index_off,
-        })
+        };
+        // A crash can take only the layers not yet known to be on disk:
+        // those are checked at every open (usually none, or a few).
+        snapshotter.check_blobs(false)?;
+        Ok(snapshotter)
     }
 
     /// The configuration this snapshotter was opened with (`mkfs_path`
@@ -205,6 +209,8 @@ impl Snapshotter {
                      {OVERLAY_MAX_LOWERS} (OVL_MAX_STACK), so no snapshot of it could be mounted"
                 )));
             }
+            // Refuses a chain with a lost layer before anything is mounted.
+            let pending = self.not_durable(p)?;
             self.ensure_layers(&p.chain(), generation)?;
             // An image layer's extraction (containerd's unpacker labels it
             // with the chain it makes) is not a use: if the power goes, its
@@ -212,7 +218,7 @@ impl Snapshotter {
             let extraction =
                 kind == Kind::Active && labels.contains_key(crate::layer_cache::LABEL_REF);
             if !extraction {
-                self.ensure_durable(p)?;
+                self.make_durable(&pending)?;
             }
             if kind == Kind::Active {
                 let root = self.layout.fs_dir(p.id);
@@ -331,7 +337,7 @@ impl Snapshotter {
     /// Starts writing a new blob to the disk without making the caller
     /// wait: a thread of its own flushes it (`fdatasync`), so the data is
     /// on its way while other layers unpack, and by the blob's first use
-    /// (see [`Snapshotter::ensure_durable`]) little or nothing is left. (The
+    /// (see [`Snapshotter::make_durable`]) little or nothing is left. (The
     /// kernel's own write-back initiation, `sync_file_range`, blocks its
     /// caller once the device's queue is full: a 100 MB blob made apply
     /// wait.) A failure only means more to wait for at the first use.
@@ -355,19 +361,26 @@ impl Snapshotter {
         }
     }
 
-    /// Makes committed snapshot `top` and every layer below it durable
-    /// before a snapshot using them is handed out (`durable_before_use`):
-    /// the blobs not known to be on disk are flushed (their write-back began
-    /// when they were written: this waits for what is left), their
+    /// The layers of committed snapshot `top`'s chain not yet known to be
+    /// on disk, for [`Snapshotter::make_durable`] (each with whether the
+    /// blob is this root's own); none, and no query, once `top` is durable.
+    /// A chain that holds a lost layer (see [`Snapshotter::check`]) is
+    /// refused here: a lost layer is never durable, nor is any above it.
+    fn not_durable(&self, top: &SnapshotRow) -> Result<Vec<(i64, bool)>> {
+        if top.durable {
+            return Ok(Vec::new());
+        }
+        self.store.read(|tx| tx.not_durable(&top.chain()))
+    }
+
+    /// Makes a chain's layers `pending` ([`Snapshotter::not_durable`])
+    /// durable before a snapshot using them is handed out
+    /// (`durable_before_use`): their blobs are flushed (their write-back
+    /// began when they were written: this waits for what is left), their
     /// directories too, then the records, in one transaction committed with
     /// `synchronous=FULL`, which takes every commit before it to the disk.
-    /// Nothing to do (no query) once `top` is durable.
-    fn ensure_durable(&self, top: &SnapshotRow) -> Result<()> {
-        if top.durable || !self.config.durable_before_use {
-            return Ok(());
-        }
-        let pending = self.store.read(|tx| tx.not_durable(&top.chain()))?;
-        if pending.is_empty() {
+    fn make_durable(&self, pending: &[(i64, bool)]) -> Result<()> {
+        if pending.is_empty() || !self.config.durable_before_use {
             return Ok(());
         }
         // All at once: the filesystem's journal commits concurrent flushes
@@ -384,7 +397,7 @@ impl Snapshotter {
         };
         std::thread::scope(|scope| {
             let mut jobs = Vec::new();
-            for &(id, own) in &pending {
+            for &(id, own) in pending {
                 // A cache's file was made durable by whoever put it there.
                 if own {
                     jobs.push(scope.spawn(move || flush(self.layout.blob(id), true)));
@@ -397,6 +410,216 @@ impl Snapshotter {
         })?;
         let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
         self.store.write_durable(|tx| tx.mark_durable(&ids))
+    }
+
+    /// Checks the blob of every committed layer against what its commit
+    /// recorded (its length; its fs-verity digest where one was recorded
+    /// and `enable_fsverity` is on) and returns the keys of every lost
+    /// layer, in key order: those found now (each logged as a warning that
+    /// names it) and those found before and not yet repaired. A lost layer
+    /// is never mounted: a snapshot whose chain holds one is refused
+    /// (failed-precondition) until [`Snapshotter::repair`] makes it again.
+    /// `open` checks the layers not yet known to be on disk (the only ones a
+    /// power cut can take) and `cleanup` all of them.
+    pub fn check(&self) -> Result<Vec<String>> {
+        let op = self.log.op("check", "");
+        op.finish((|| {
+            self.check_blobs(true)?;
+            self.store.read(|tx| tx.lost())
+        })())
+    }
+
+    /// What [`Snapshotter::check`] finds wrong with the blob of committed
+    /// snapshot `id`, if anything.
+    fn blob_problem(&self, id: i64, record: &BlobRecord) -> Result<Option<String>> {
+        let path = record.path.clone().unwrap_or_else(|| self.layout.blob(id));
+        let len = match std::fs::symlink_metadata(&path) {
+            Ok(md) => md.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Some(format!("{} is missing", path.display())))
+            }
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        };
+        if len != record.size {
+            return Ok(Some(format!(
+                "{} is {len} bytes, {} were committed",
+                path.display(),
+                record.size
+            )));
+        }
+        if let (true, Some(want)) = (self.config.enable_fsverity, &record.verity_digest) {
+            match integrity::measure_verity(&path) {
+                Ok(got) if &got == want => {}
+                Ok(_) => {
+                    return Ok(Some(format!(
+                        "{} has another fs-verity digest than its commit recorded",
+                        path.display()
+                    )))
+                }
+                Err(e) => {
+                    return Ok(Some(format!(
+                        "{}: no fs-verity digest ({e})",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Marks lost every committed layer (all, or those not yet durable)
+    /// whose blob is not what its commit recorded; returns how many.
+    fn check_blobs(&self, all: bool) -> Result<usize> {
+        let rows = self.store.read(|tx| tx.blobs_to_check(all))?;
+        let mut found = 0;
+        for (id, key, record) in rows {
+            if self.blob_problem(id, &record)?.is_none() {
+                continue;
+            }
+            // Again in the write transaction: a remove may have taken the
+            // snapshot (and its blob) meanwhile.
+            let problem = self.store.write(|tx| {
+                let still = tx.blobs_to_check(true)?.into_iter().any(|(i, ..)| i == id);
+                let problem = match still {
+                    true => self.blob_problem(id, &record)?,
+                    false => None,
+                };
+                if problem.is_some() {
+                    tx.mark_lost(id)?;
+                }
+                Ok(problem)
+            })?;
+            if let Some(problem) = problem {
+                found += 1;
+                self.log.warn(format_args!(
+                    "layer {key:?} lost: {problem}; every snapshot on it is refused until \
+                     it is repaired"
+                ));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Makes lost layer `key` (see [`Snapshotter::check`]) again from its
+    /// OCI layer, read from `input` as [`Snapshotter::apply`] reads one: the
+    /// blob is converted on the layer's parent, checked against the diffID
+    /// its commit recorded (label `containerd.io/snapshot/diff-id`, which
+    /// containerd's unpacker sets) when there is one, sealed as a commit
+    /// seals one (fs-verity, dm-verity, `IMMUTABLE_FL` as configured),
+    /// flushed, and put in place of the lost one; the layer is then found
+    /// again, with its key, labels and children as they were. Anything but
+    /// a lost committed layer is failed-precondition; on failure it stays
+    /// lost.
+    pub fn repair(
+        &self,
+        key: &str,
+        input: &mut (dyn Read + Send),
+        opts: &ApplyOptions,
+    ) -> Result<Applied> {
+        let op = self.log.op("repair", key);
+        op.finish((|| {
+            check_key("key", key)?;
+            let (row, generation) = self.store.read_one(|tx| tx.get_with_generation(key))?;
+            if row.kind != Kind::Committed {
+                return Err(Error::failed_precondition(format!(
+                    "snapshot {key:?} is {}; only a committed layer can be repaired",
+                    row.kind.as_str()
+                )));
+            }
+            let lost = |tx: &Tx<'_>| Ok(tx.lost()?.iter().any(|k| k == key));
+            if !self.store.read(lost)? {
+                return Err(Error::failed_precondition(format!(
+                    "layer {key:?} is not lost (check finds lost layers); there is nothing to repair"
+                )));
+            }
+            let dir = self.layout.snapshot_dir(row.id);
+            let _lock =
+                lock_dir(&dir, true).map_err(|e| Error::io("lock snapshot directory", &dir, e))?;
+            self.ensure_layers(&row.parent_ids, generation)?;
+            let dirs: Vec<std::path::PathBuf> =
+                row.parent_ids.iter().map(|id| self.layout.fs_dir(*id)).collect();
+            let lowers = Lowers::open(&dirs)?;
+            let context = || format!("repair {key:?}");
+            let mut tmp = mkfs::TempBlob::new(&dir, &self.log);
+            let applied = differ::convert(&self.config, &tmp, input, opts, &lowers)
+                .map_err(|e| e.context(context()))?;
+            if let Some(want) = row.labels.get(crate::layer_cache::LABEL_DIFF_ID) {
+                if applied.digest != want {
+                    return Err(Error::invalid_argument(format!(
+                        "repair {key:?}: the layer given is {}, but the snapshot was committed \
+                         from {want} (label {})",
+                        applied.digest,
+                        crate::layer_cache::LABEL_DIFF_ID
+                    )));
+                }
+            }
+            let verity = if self.config.enable_dmverity {
+                let uuid = uuid::Uuid::new_v5(
+                    &uuid::Uuid::NAMESPACE_URL,
+                    format!("dm-verity:{}", applied.digest).as_bytes(),
+                );
+                let meta = crate::dmverity::append_tree(&tmp.path, *uuid.as_bytes())
+                    .map_err(|e| e.context(context()))?;
+                Some(meta)
+            } else {
+                None
+            };
+            let size = tmp.finish(true)?;
+            let verity_digest = if self.config.enable_fsverity {
+                let digest = integrity::enable_verity(&tmp.path)
+                    .and_then(|()| integrity::measure_verity(&tmp.path))
+                    .map_err(|e| Error::io("enable fs-verity on", &tmp.path, e))?;
+                Some(digest)
+            } else {
+                None
+            };
+            let md = std::fs::metadata(&tmp.path).map_err(|e| Error::io("stat", &tmp.path, e))?;
+            let usage = Usage {
+                size: (md.blocks() * 512) as i64,
+                inodes: 1,
+            };
+            let blob = self.layout.blob(row.id);
+            // What is left of the lost blob may carry the flag.
+            let _ = integrity::set_immutable(&blob, false);
+            let record = BlobRecord {
+                size,
+                verity_digest,
+                path: None,
+            };
+            let recorded = self.store.write(|tx| {
+                if !lost(tx)? {
+                    return Err(Error::failed_precondition(format!(
+                        "layer {key:?} was repaired or removed meanwhile"
+                    )));
+                }
+                tx.record_repaired(row.id, &record, usage)?;
+                tmp.swap_into(&blob)?;
+                match &verity {
+                    Some(meta) => crate::dmverity::write_metadata(&blob, meta),
+                    None => Ok(()),
+                }
+            });
+            if let Err(e) = recorded {
+                if let Err(undo) = tmp.swap_back(&blob) {
+                    self.log.warn(format_args!(
+                        "repair {key:?}: could not put the lost blob back: {undo}"
+                    ));
+                }
+                return Err(e);
+            }
+            if self.config.set_immutable {
+                if let Err(e) = integrity::set_immutable(&blob, true) {
+                    self.log.warn(format_args!(
+                        "failed to set IMMUTABLE_FL on {}: {e}",
+                        blob.display()
+                    ));
+                }
+            }
+            mkfs::sync_dir(&dir)?;
+            self.log
+                .log(crate::logging::Level::Info, format_args!("layer {key:?} repaired"));
+            Ok(applied)
+        })())
     }
 
     /// The mounts of an active snapshot or a view.
@@ -1045,10 +1268,16 @@ impl Snapshotter {
 
     /// Removes what no snapshot owns: orphaned and abandoned directories,
     /// unfinished blobs, and the trash. Never touches a staging directory
-    /// whose creator is still running.
+    /// whose creator is still running. Then checks every committed layer
+    /// as [`Snapshotter::check`] does.
     pub fn cleanup(&self) -> Result<()> {
         let op = self.log.op("cleanup", "");
-        op.finish(self.cleanup_inner())
+        // Layers lost since open (a blob cut short by hand, a disk
+        // error) are found here too.
+        op.finish(
+            self.cleanup_inner()
+                .and_then(|()| self.check_blobs(true).map(drop)),
+        )
     }
 
     fn cleanup_inner(&self) -> Result<()> {

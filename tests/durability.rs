@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use erofs_snapshotter::Snapshotter;
+use erofs_snapshotter::{ErrorKind, Snapshotter};
 
 /// The `durable` column of the committed snapshots, by name.
 fn durable(env: &Env) -> Vec<(String, bool)> {
@@ -82,4 +82,201 @@ fn sync_commit_commits_durable_layers() {
     let s = env.open_with(|c| c.sync_commit = true);
     chain(&env, &s);
     assert_eq!(durable(&env), all(&["a", "b", "c"], true));
+}
+
+// ---- layers lost in a crash ---------------------------------------------
+
+/// A layer's tar: one file `name` holding `name`.
+fn layer_tar(name: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(name.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, name.as_bytes()).unwrap();
+    b.into_inner().unwrap()
+}
+
+fn diff_id(tar: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{:x}", sha2::Sha256::digest(tar))
+}
+
+/// Unpacks layers `names` as containerd's unpacker does: each prepared
+/// with the chain's labels, applied from its tar, committed, no use.
+fn unpack(s: &Snapshotter, names: &[&str]) {
+    let mut parent = String::new();
+    for name in names {
+        let tar = layer_tar(name);
+        let l = labels(&[
+            ("containerd.io/snapshot.ref", name),
+            ("containerd.io/snapshot/diff-id", &diff_id(&tar)),
+        ]);
+        let key = format!("extract-{name}");
+        s.prepare(&key, &parent, &l).unwrap();
+        s.apply(&key, &mut std::io::Cursor::new(tar), &Default::default())
+            .unwrap();
+        s.commit(name, &key, &l).unwrap();
+        parent = name.to_string();
+    }
+}
+
+/// The blob of committed snapshot `name`, found without using it.
+fn blob_path(env: &Env, name: &str) -> std::path::PathBuf {
+    let db = rusqlite::Connection::open(env.root.join("metadata.db")).unwrap();
+    let id: i64 = db
+        .query_row("SELECT id FROM snapshots WHERE key = ?1", [name], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    env.root.join(format!("snapshots/{id}/layer.erofs"))
+}
+
+fn open_logged(env: &Env) -> (Snapshotter, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let (log, seen) = capturing_logger();
+    (
+        Snapshotter::open_with_logger(env.config(), log).unwrap(),
+        seen,
+    )
+}
+
+#[test]
+fn a_layer_cut_short_is_found_at_open_refused_and_repaired() {
+    let env = Env::new();
+    let s = env.open();
+    unpack(&s, &["a", "b"]);
+    drop(s);
+    // What a power cut does to a layer not yet on disk.
+    let blob = blob_path(&env, "b");
+    let len = std::fs::metadata(&blob).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&blob)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let (s, seen) = open_logged(&env);
+    let warned = seen.lock().unwrap().clone();
+    assert!(
+        warned.iter().any(|m| m.starts_with("layer \"b\" lost: ")
+            && m.contains(&format!(
+                "{} is {} bytes, {len} were committed",
+                blob.display(),
+                len / 2
+            ))),
+        "{warned:?}"
+    );
+    assert_eq!(s.check().unwrap(), ["b"]);
+    // Never mounted: a snapshot on it is refused, by name; the layer below is fine.
+    let e = s.prepare("c1", "b", &no_labels()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("layer \"b\" was lost"), "{e}");
+    s.view("va", "a", &no_labels()).unwrap();
+    // The stat still answers (containerd's records name it).
+    assert_eq!(s.stat("b").unwrap().name, "b");
+
+    // Only the right layer repairs it; only a lost layer is repaired.
+    let e = s
+        .repair(
+            "b",
+            &mut std::io::Cursor::new(layer_tar("a")),
+            &Default::default(),
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("was committed from sha256:"), "{e}");
+    let e = s
+        .repair(
+            "a",
+            &mut std::io::Cursor::new(layer_tar("a")),
+            &Default::default(),
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{e}");
+    drop(s);
+    // Still lost in the next process.
+    let s = env.open();
+    assert_eq!(s.check().unwrap(), ["b"]);
+    let applied = s
+        .repair(
+            "b",
+            &mut std::io::Cursor::new(layer_tar("b")),
+            &Default::default(),
+        )
+        .unwrap();
+    assert_eq!(applied.digest, diff_id(&layer_tar("b")));
+    assert_eq!(s.check().unwrap(), Vec::<String>::new());
+    fsck(&blob).unwrap();
+    let m = s.prepare("c1", "b", &no_labels()).unwrap();
+    with_mounted(&env, "c1", &m, |t| {
+        assert_eq!(read(t, "a"), "a");
+        assert_eq!(read(t, "b"), "b");
+    });
+    // Used: the repaired chain is durable like any other.
+    assert!(durable(&env).iter().all(|(_, d)| *d), "{:?}", durable(&env));
+}
+
+#[test]
+fn a_missing_layer_takes_the_layers_above_it_until_repaired() {
+    let env = Env::new();
+    let s = env.open();
+    unpack(&s, &["a", "b", "c"]);
+    drop(s);
+    std::fs::remove_file(blob_path(&env, "a")).unwrap();
+    let (s, seen) = open_logged(&env);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.starts_with("layer \"a\" lost: ") && m.contains("is missing")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    // Only "a" is lost; every snapshot on it is refused, naming "a".
+    assert_eq!(s.check().unwrap(), ["a"]);
+    for parent in ["a", "b", "c"] {
+        let e = s.view("v", parent, &no_labels()).unwrap_err();
+        assert!(
+            e.to_string().contains("layer \"a\" was lost"),
+            "{parent}: {e}"
+        );
+    }
+    s.repair(
+        "a",
+        &mut std::io::Cursor::new(layer_tar("a")),
+        &Default::default(),
+    )
+    .unwrap();
+    let m = s.view("v", "c", &no_labels()).unwrap();
+    with_mounted(&env, "v", &m, |t| {
+        for n in ["a", "b", "c"] {
+            assert_eq!(read(t, n), n);
+        }
+    });
+}
+
+#[test]
+fn a_layer_lost_while_open_is_found_by_cleanup() {
+    let env = Env::new();
+    let s = env.open();
+    unpack(&s, &["a"]);
+    // Durable now: open no longer checks it; cleanup does.
+    s.view("v", "a", &no_labels()).unwrap();
+    s.remove("v").unwrap();
+    std::fs::write(blob_path(&env, "a"), b"not a layer").unwrap();
+    let lost = || {
+        let db = rusqlite::Connection::open(env.root.join("metadata.db")).unwrap();
+        db.query_row("SELECT lost FROM snapshots WHERE key = 'a'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(lost(), 0);
+    s.cleanup().unwrap();
+    assert_eq!(lost(), 1);
+    let e = s.view("v", "a", &no_labels()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{e}");
+    // A lost layer can be removed like any other.
+    s.remove("a").unwrap();
 }

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     verity_digest BLOB,                              -- fs-verity digest measured at commit
     blob_ref      TEXT,                              -- the layer's file in a layer content cache
     seq           INTEGER NOT NULL DEFAULT 0,        -- the change that last wrote the row
-    durable       INTEGER NOT NULL DEFAULT 1         -- 1: this layer and every ancestor on disk
+    durable       INTEGER NOT NULL DEFAULT 1,        -- 1: this layer and every ancestor on disk
+    lost          INTEGER NOT NULL DEFAULT 0         -- 1: the blob was found cut short or missing
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent_id ON snapshots(parent_id);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -67,6 +68,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 4: layers made durable before their first use (layers of older
     // versions were committed long ago: taken as durable).
     "ALTER TABLE snapshots ADD COLUMN durable INTEGER NOT NULL DEFAULT 1;",
+    // 5: layers found lost after a crash, until repaired.
+    "ALTER TABLE snapshots ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The columns `SnapshotRow::from_row` reads, as a macro so queries are
@@ -172,6 +175,15 @@ impl SnapshotRow {
 
 fn corrupt(col: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
+}
+
+/// The error of using a snapshot whose chain holds lost layer `key`.
+pub(crate) fn lost_error(key: &str) -> Error {
+    Error::failed_precondition(format!(
+        "layer {key:?} was lost: its blob was found cut short or missing (a crash before it \
+         reached the disk?); repair it with the layer's tar (the proxy daemon does, from \
+         containerd's content store), or remove the image and pull it again"
+    ))
 }
 
 fn encode_ids(ids: &[i64]) -> String {
@@ -473,19 +485,100 @@ impl Tx<'_> {
     /// Of snapshots `ids`, those not known to be durable, with whether each
     /// has a blob of its own (not a layer content cache's file).
     pub fn not_durable(&self, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
-        let mut st = self
-            .tx
-            .prepare_cached("SELECT durable, blob_ref IS NULL FROM snapshots WHERE id = ?1")?;
+        let mut st = self.tx.prepare_cached(
+            "SELECT durable, blob_ref IS NULL, lost, key FROM snapshots WHERE id = ?1",
+        )?;
         let mut out = Vec::new();
         for id in ids {
-            let row: Option<(bool, bool)> = st
-                .query_row([id], |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)))
+            let row: Option<(bool, bool, bool, String)> = st
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? != 0,
+                        r.get(1)?,
+                        r.get::<_, i64>(2)? != 0,
+                        r.get(3)?,
+                    ))
+                })
                 .optional()?;
-            if let Some((false, own)) = row {
-                out.push((*id, own));
+            match row {
+                Some((_, _, true, key)) => return Err(lost_error(&key)),
+                Some((false, own, false, _)) => out.push((*id, own)),
+                _ => {}
             }
         }
         Ok(out)
+    }
+
+    /// Committed snapshots whose blob is to be checked, with what their
+    /// commit recorded: every one (`all`), or only those not yet known to
+    /// be on disk (the only ones a power cut can take). Lost ones are left
+    /// out (they are lost already).
+    pub fn blobs_to_check(&self, all: bool) -> Result<Vec<(i64, String, BlobRecord)>> {
+        let mut st = self.tx.prepare_cached(
+            "SELECT id, key, blob_size, verity_digest, blob_ref FROM snapshots \
+             WHERE kind = 3 AND lost = 0 AND blob_size IS NOT NULL AND (?1 OR durable = 0)",
+        )?;
+        let rows = st.query_map([all], |r| {
+            let path: Option<String> = r.get(4)?;
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                BlobRecord {
+                    size: r.get::<_, i64>(2)? as u64,
+                    verity_digest: r.get(3)?,
+                    path: path.map(PathBuf::from),
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Records that the blob of committed snapshot `id` is lost: it is not
+    /// durable, nor is any snapshot above it, until it is repaired.
+    pub fn mark_lost(&self, id: i64) -> Result<()> {
+        let seq = self.next_seq()?;
+        let mut st = self.tx.prepare_cached(
+            "UPDATE snapshots SET lost = (id = ?1), durable = 0, seq = ?2 \
+             WHERE id = ?1 OR instr(' ' || parent_ids || ' ', ' ' || ?1 || ' ') > 0 \
+             RETURNING key",
+        )?;
+        let keys = st.query_map(params![id, seq], |r| r.get::<_, String>(0))?;
+        for key in keys {
+            self.touch(Some(&key?));
+        }
+        Ok(())
+    }
+
+    /// The keys of every lost layer, in key order.
+    pub fn lost(&self) -> Result<Vec<String>> {
+        let mut st = self
+            .tx
+            .prepare_cached("SELECT key FROM snapshots WHERE lost = 1 ORDER BY key")?;
+        let keys = st.query_map([], |r| r.get(0))?;
+        Ok(keys.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Records the blob a repair put in place of lost snapshot `id`'s: found
+    /// again, and (like any new blob) not yet durable.
+    pub fn record_repaired(&self, id: i64, blob: &BlobRecord, usage: Usage) -> Result<()> {
+        let seq = self.next_seq()?;
+        let mut st = self.tx.prepare_cached(
+            "UPDATE snapshots SET lost = 0, durable = 0, blob_size = ?2, verity_digest = ?3, \
+             blob_ref = NULL, size = ?4, inodes = ?5, seq = ?6 WHERE id = ?1 RETURNING key",
+        )?;
+        let key: String = st.query_row(
+            params![
+                id,
+                blob.size as i64,
+                blob.verity_digest,
+                usage.size,
+                usage.inodes,
+                seq
+            ],
+            |r| r.get(0),
+        )?;
+        self.touch(Some(&key));
+        Ok(())
     }
 
     /// Records that snapshots `ids` (each with every one below) are durable.

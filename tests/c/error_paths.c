@@ -92,6 +92,9 @@ int main(int argc, char **argv)
     EXPECT_ERR(erofs_snapshotter_unmount_all(NULL, 0, &err_), EROFS_ERR_INVALID_ARGUMENT, "target");
     EXPECT_ERR(erofs_snapshotter_unmount_all("/tmp", 0x80, &err_), EROFS_ERR_INVALID_ARGUMENT, "flags");
     EXPECT_ERR(erofs_snapshotter_cleanup(NULL, &err_), EROFS_ERR_INVALID_ARGUMENT, "handle");
+    EXPECT_ERR(erofs_snapshotter_check(NULL, &out, &err_), EROFS_ERR_INVALID_ARGUMENT, "handle");
+    EXPECT_ERR(erofs_snapshotter_repair(s, NULL, -1, "/dev/null", NULL, &out, &err_), EROFS_ERR_INVALID_ARGUMENT,
+               "key is NULL");
     EXPECT(erofs_snapshotter_stat(NULL, "k", NULL, NULL) == EROFS_ERR_INVALID_ARGUMENT);
     EXPECT(out == sentinel);
 
@@ -145,6 +148,13 @@ int main(int argc, char **argv)
     EXPECT(json && strstr(json, "\"type\":\"erofs\""));
     erofs_snapshotter_string_free(json);
     EXPECT_OK(erofs_snapshotter_remove(s, "v", &err_));
+    /* Repair is for lost layers only; check finds none here. */
+    EXPECT_ERR(erofs_snapshotter_repair(s, "c", -1, "/dev/null", NULL, &out, &err_), EROFS_ERR_FAILED_PRECONDITION,
+               "not lost");
+    EXPECT(out == sentinel);
+    EXPECT_OK(erofs_snapshotter_check(s, &json, &err_));
+    EXPECT(json && strcmp(json, "[]") == 0);
+    erofs_snapshotter_string_free(json);
     EXPECT_OK(erofs_snapshotter_remove(s, "c", &err_));
     EXPECT_OK(erofs_snapshotter_cleanup(s, &err_));
 
