@@ -129,7 +129,7 @@ func (d *Differ) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mo
 		src.progress = progress
 	}
 	err = src.run(ctx, func(fd int32) error {
-		applied, err = d.sn.applyRaw(ctx, string(mdoc), "", fd, desc.MediaType, desc.Digest)
+		applied, err = d.sn.applyRaw(ctx, opApplyMounts, string(mdoc), fd, desc.MediaType, desc.Digest)
 		return err
 	})
 	if err != nil {
@@ -163,11 +163,20 @@ func (s *Snapshotter) Apply(ctx context.Context, key string, r io.Reader, mediaT
 		src = source{file: f}
 	}
 	err := src.run(ctx, func(fd int32) (err error) {
-		applied, err = s.applyRaw(ctx, "", key, fd, mediaType, dgst)
+		applied, err = s.applyRaw(ctx, opApply, key, fd, mediaType, dgst)
 		return err
 	})
 	return applied, err
 }
+
+// applyOp is the library call applyRaw makes.
+type applyOp int
+
+const (
+	opApply       applyOp = iota // erofs_snapshotter_apply(key)
+	opApplyMounts                // erofs_snapshotter_apply_mounts(mounts JSON)
+	opRepair                     // erofs_snapshotter_repair(key)
+)
 
 type applyOptions struct {
 	MediaType string `json:"media_type,omitempty"`
@@ -180,21 +189,16 @@ type appliedDoc struct {
 	MediaType string        `json:"media_type"`
 }
 
-// applyRaw calls erofs_snapshotter_apply_mounts (mountsJSON set) or
-// erofs_snapshotter_apply (key) on descriptor fd.
-func (s *Snapshotter) applyRaw(ctx context.Context, mountsJSON, key string, fd int32, mediaType string, dgst digest.Digest) (ocispec.Descriptor, error) {
+// applyRaw makes library call op (arg: the key, or the mounts' JSON) on
+// descriptor fd.
+func (s *Snapshotter) applyRaw(ctx context.Context, op applyOp, arg string, fd int32, mediaType string, dgst digest.Digest) (ocispec.Descriptor, error) {
 	odoc, err := json.Marshal(applyOptions{MediaType: mediaType, Digest: dgst.String()})
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("encode apply options: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	copts := C.CString(string(odoc))
 	defer C.free(unsafe.Pointer(copts))
-	var carg *C.char
-	if mountsJSON != "" {
-		carg = C.CString(mountsJSON)
-	} else {
-		carg = C.CString(key)
-	}
+	carg := C.CString(arg)
 	defer C.free(unsafe.Pointer(carg))
 	h, err := s.acquire(ctx)
 	if err != nil {
@@ -202,9 +206,12 @@ func (s *Snapshotter) applyRaw(ctx context.Context, mountsJSON, key string, fd i
 	}
 	var out, cerr *C.char
 	var rc C.int32_t
-	if mountsJSON != "" {
+	switch op {
+	case opApplyMounts:
 		rc = C.erofs_snapshotter_apply_mounts(h, carg, C.int32_t(fd), nil, copts, &out, &cerr)
-	} else {
+	case opRepair:
+		rc = C.erofs_snapshotter_repair(h, carg, C.int32_t(fd), nil, copts, &out, &cerr)
+	default:
 		rc = C.erofs_snapshotter_apply(h, carg, C.int32_t(fd), nil, copts, &out, &cerr)
 	}
 	s.release()

@@ -299,7 +299,9 @@ func serve(cfg Config, grace time.Duration) error {
 		return fmt.Errorf("containerd client for %s: %w", cfg.ContainerdAddress, err)
 	}
 	defer conn.Close()
-	differ := loggingDiffer{erofs.NewDiffer(sn, newProvider(conn))}
+	provider := newProvider(conn)
+	differ := loggingDiffer{erofs.NewDiffer(sn, provider)}
+	cleaner := loggingCleaner{sn, provider.store}
 
 	l, err := listen(cfg.Address)
 	if err != nil {
@@ -309,7 +311,7 @@ func serve(cfg Config, grace time.Duration) error {
 	// handle and the connection to containerd are closed after the last use.
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logUnary), grpc.ChainStreamInterceptor(logStream),
 		grpc.WaitForHandlers(true))
-	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(loggingCleaner{sn}))
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(cleaner))
 	diffapi.RegisterDiffServer(srv, diffservice.FromApplierAndComparer(differ, differ))
 
 	done := make(chan struct{})    // Serve returned
@@ -344,6 +346,12 @@ func serve(cfg Config, grace time.Duration) error {
 		"version":    version,
 		"library":    erofs.Version(),
 	}).Info("serving snapshots and diff APIs")
+	// Layers lost in a crash are made again from containerd's content
+	// store, once containerd answers (it usually starts after its proxy
+	// plugins); cleanup tries again for what is left.
+	healCtx, stopHeal := context.WithCancel(ctx)
+	defer stopHeal()
+	go cleaner.healAtStart(healCtx)
 	err = srv.Serve(l)
 	close(done)
 	<-stopped
@@ -512,16 +520,55 @@ func (b *remoteBlob) Close() error {
 }
 
 // loggingCleaner logs each Cleanup (containerd's GC calls it after removing
-// snapshots), at info level.
-type loggingCleaner struct{ *erofs.Snapshotter }
+// snapshots), at info level, and then repairs lost layers from containerd's
+// content store.
+type loggingCleaner struct {
+	*erofs.Snapshotter
+	layers erofs.LayerStore
+}
 
 func (s loggingCleaner) Cleanup(ctx context.Context) error {
 	start := time.Now()
 	err := s.Snapshotter.Cleanup(ctx)
 	if err == nil {
 		log.G(ctx).WithField("d", time.Since(start)).Info("cleanup done")
+		s.heal(ctx)
 	}
 	return err
+}
+
+// heal repairs what lost layers it can; true when none is left.
+func (s loggingCleaner) heal(ctx context.Context) bool {
+	repaired, err := s.RepairFrom(ctx, s.layers)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("repair of lost layers")
+		return false
+	}
+	if len(repaired) > 0 {
+		log.G(ctx).WithField("layers", len(repaired)).Info("lost layers repaired")
+	}
+	left, err := s.Check(ctx)
+	return err == nil && len(left) == 0
+}
+
+// healAtStart repairs lost layers as soon as containerd's content store
+// answers: tried every 2 s for a minute, then left to cleanup.
+func (s loggingCleaner) healAtStart(ctx context.Context) {
+	lost, err := s.Check(ctx)
+	if err != nil || len(lost) == 0 {
+		return
+	}
+	log.G(ctx).WithField("layers", strings.Join(lost, " ")).Warn("lost layers found at start: repairing them from containerd's content store")
+	for i := 0; i < 30; i++ {
+		if s.heal(ctx) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 // loggingDiffer logs each layer it applies, at info level.
