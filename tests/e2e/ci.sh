@@ -116,7 +116,8 @@ sed 's/^/  | /' <<<"$out"
 rm -rf "$EQ_DIR"
 
 [ $overlayfs = 0 ] || e2e "overlayfs (harness check)" -- overlayfs
-e2e "daemon + walking differ" E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=walking -- proxy
+e2e "daemon + walking differ; a layer lost in a power cut, repaired by the restarted daemon" \
+	E2E_LOSE_LAYER=1 E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=walking -- proxy
 e2e "daemon + its own differ, no mkfs.erofs on its PATH" E2E_DAEMON_BIN="$NO_MKFS" \
 	E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
 # Pulls through the transfer service, from a local registry.

@@ -34,6 +34,8 @@
 # parent and committed onto the one below (parallel), or prepared on its
 # parent (sequential).
 #
+# E2E_LOSE_LAYER=1 (proxy mode): after the unpack, a layer's blob is cut
+# short with the daemon stopped; the restarted daemon must repair it.
 # Other knobs: E2E_TMPDIR (default /tmp) holds the run's directory (containerd
 # root and state, sockets); E2E_KEEP=1 keeps that directory; E2E_LOG_DIR
 # (default /tmp/erofs-e2e-logs) receives the logs of a failed run.
@@ -346,6 +348,31 @@ echo 'isolation: c1 writes not visible'" 2>&1) || { echo "$out"; fail "container
 	! ctr_ containers ls -q | grep -qx c2 || fail "c2 not removed by --rm"
 }
 
+# A power cut before the layers reached the disk: the daemon stopped, the
+# middle layer's blob cut short, the daemon started again. It must find the
+# layer lost, refuse it, and make it again from containerd's content store
+# (containerd keeps its own record of the layer, so it never unpacks it
+# again by itself); the containers then check the whole tree.
+st_lose_layer() {
+	local blob size
+	proxy_stop || fail "proxy daemon did not stop cleanly on SIGTERM"
+	blob=$(find "$PROXY_ROOT/snapshots" -mindepth 2 -maxdepth 2 -name layer.erofs | sort -V | sed -n 2p)
+	[ -n "$blob" ] || fail "no second layer blob under $PROXY_ROOT/snapshots"
+	size=$(stat -c %s "$blob")
+	truncate -s $((size / 2)) "$blob"
+	echo "  $blob cut from $size to $((size / 2)) bytes"
+	proxy_start "$E2E_PROXY_CMD"
+	# shellcheck disable=SC2016 # evaluated by retry
+	retry 60 eval 'grep -q "lost layer repaired from the content store" "$E2E_TMP/proxy.log"' ||
+		fail "the daemon did not repair the lost layer: $(grep -E 'lost' "$E2E_TMP/proxy.log" | tail -5)"
+	grep -E 'lost: |lost layer' "$E2E_TMP/proxy.log" | sed 's/^/  proxy.log: /'
+	[ "$(stat -c %s "$blob")" -eq "$size" ] || fail "$blob is $(stat -c %s "$blob") bytes after the repair, not $size"
+	# containerd reconnects to the restarted daemon.
+	# shellcheck disable=SC2016 # evaluated by retry
+	retry 20 eval 'ctr_ snapshots --snapshotter "$SN" ls >/dev/null 2>&1' ||
+		fail "containerd does not reach the restarted daemon"
+}
+
 st_remove() {
 	ctr_ containers delete c1
 	ctr_ images rm --sync "$IMAGE" | sed 's/^/  /'
@@ -423,6 +450,10 @@ if [ "$PULL" = 1 ]; then
 	step "pull onto $SN, max_concurrent_unpacks = $E2E_UNPACKS (3 committed snapshots, $([ "$PARALLEL" = 1 ] && echo parallel || echo sequential) unpack)" st_pull
 else
 	step "import onto $SN (3 committed snapshots)" st_import
+fi
+if [ "${E2E_LOSE_LAYER:-0}" = 1 ]; then
+	[ "$MODE" = proxy ] || die "E2E_LOSE_LAYER=1 needs proxy mode"
+	step "power cut before the layers reached the disk: a blob cut short, the daemon restarted repairs it from containerd's content store" st_lose_layer
 fi
 step "c1: layers, whiteouts, opaque dir; write to the writable layer" st_run_c1
 step "c1 again: writes persisted in its snapshot" st_restart_c1
