@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use crate::differ::ApplyOptions;
+use crate::differ::{Applied, ApplyOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::info::{InfoUpdate, Labels};
 use crate::logging::{Level, Logger};
@@ -727,13 +727,35 @@ pub extern "C" fn erofs_snapshotter_repair(
     err: *mut *mut c_char,
 ) -> i32 {
     boundary(err, || {
-        let s = handle(s)?;
-        let key = str_arg(key, "key")?;
-        let opts: ApplyOptions = json_arg(options_json, "options_json")?;
-        let mut source = layer_source(fd, path)?;
-        let applied = s.repair(key, &mut source, &opts)?;
-        put_json(result_json, &applied)
+        layer_call(
+            s,
+            key,
+            fd,
+            path,
+            options_json,
+            result_json,
+            Snapshotter::repair,
+        )
     })
+}
+
+/// The body of apply and repair: `call` on key `key` with the layer of `fd`
+/// or `path` and `options_json`; its result into `*result_json`.
+fn layer_call(
+    s: *mut erofs_snapshotter,
+    key: *const c_char,
+    fd: i32,
+    path: *const c_char,
+    options_json: *const c_char,
+    result_json: *mut *mut c_char,
+    call: fn(&Snapshotter, &str, &mut (dyn std::io::Read + Send), &ApplyOptions) -> Result<Applied>,
+) -> Result<()> {
+    let s = handle(s)?;
+    let key = str_arg(key, "key")?;
+    let opts: ApplyOptions = json_arg(options_json, "options_json")?;
+    let mut source = layer_source(fd, path)?;
+    let applied = call(s, key, &mut source, &opts)?;
+    put_json(result_json, &applied)
 }
 
 /// The layer source of an apply: a descriptor the caller keeps (duplicated,
@@ -782,12 +804,15 @@ pub extern "C" fn erofs_snapshotter_apply(
     err: *mut *mut c_char,
 ) -> i32 {
     boundary(err, || {
-        let s = handle(s)?;
-        let key = str_arg(key, "key")?;
-        let opts: ApplyOptions = json_arg(options_json, "options_json")?;
-        let mut source = layer_source(fd, path)?;
-        let applied = s.apply(key, &mut source, &opts)?;
-        put_json(result_json, &applied)
+        layer_call(
+            s,
+            key,
+            fd,
+            path,
+            options_json,
+            result_json,
+            Snapshotter::apply,
+        )
     })
 }
 

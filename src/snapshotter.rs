@@ -553,17 +553,9 @@ impl Snapshotter {
                     )));
                 }
             }
-            let verity = if self.config.enable_dmverity {
-                let uuid = uuid::Uuid::new_v5(
-                    &uuid::Uuid::NAMESPACE_URL,
-                    format!("dm-verity:{}", applied.digest).as_bytes(),
-                );
-                let meta = crate::dmverity::append_tree(&tmp.path, *uuid.as_bytes())
-                    .map_err(|e| e.context(context()))?;
-                Some(meta)
-            } else {
-                None
-            };
+            let verity = self
+                .dmverity_tree(&tmp.path, &applied)
+                .map_err(|e| e.context(context()))?;
             let size = tmp.finish(true)?;
             let verity_digest = if self.config.enable_fsverity {
                 let digest = integrity::enable_verity(&tmp.path)
@@ -1026,20 +1018,9 @@ impl Snapshotter {
         let applied = differ::convert(&self.config, &tmp, input, opts, &lowers)
             .map_err(|e| e.context(format!("apply to {key:?}")))?;
         drop(behind);
-        // containerd's differ with enable_dmverity: the hash tree appended to
-        // the blob, which the recorded length then covers. The superblock's
-        // UUID comes from the diffID: the same layer, the same bytes.
-        let verity = if self.config.enable_dmverity {
-            let uuid = uuid::Uuid::new_v5(
-                &uuid::Uuid::NAMESPACE_URL,
-                format!("dm-verity:{}", applied.digest).as_bytes(),
-            );
-            let meta = crate::dmverity::append_tree(&tmp.path, *uuid.as_bytes())
-                .map_err(|e| e.context(format!("apply to {key:?}")))?;
-            Some(meta)
-        } else {
-            None
-        };
+        let verity = self
+            .dmverity_tree(&tmp.path, &applied)
+            .map_err(|e| e.context(format!("apply to {key:?}")))?;
         let len = tmp.finish(self.config.sync_commit)?;
         if !self.config.sync_commit && self.config.durable_before_use {
             self.start_writeback(&tmp.path);
@@ -1079,6 +1060,24 @@ impl Snapshotter {
         }
         // Dropping `tmp` deletes the blob it replaced, if any.
         Ok(applied)
+    }
+
+    /// containerd's differ with enable_dmverity: the hash tree appended to
+    /// a new blob, which the recorded length then covers. The superblock's
+    /// UUID comes from the diffID: the same layer, the same bytes.
+    fn dmverity_tree(
+        &self,
+        blob: &Path,
+        applied: &Applied,
+    ) -> Result<Option<crate::dmverity::Metadata>> {
+        if !self.config.enable_dmverity {
+            return Ok(None);
+        }
+        let uuid = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("dm-verity:{}", applied.digest).as_bytes(),
+        );
+        crate::dmverity::append_tree(blob, *uuid.as_bytes()).map(Some)
     }
 
     /// Removes a snapshot. Fails with failed-precondition while it has children.

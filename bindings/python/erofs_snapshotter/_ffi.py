@@ -92,6 +92,11 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
         c_int32,
         [HANDLE, c_char_p, c_int32, c_char_p, c_char_p, OUT_STRING, OUT_STRING],
     ),
+    "erofs_snapshotter_check": (c_int32, [HANDLE, OUT_STRING, OUT_STRING]),
+    "erofs_snapshotter_repair": (
+        c_int32,
+        [HANDLE, c_char_p, c_int32, c_char_p, c_char_p, OUT_STRING, OUT_STRING],
+    ),
     "erofs_snapshotter_apply_mounts": (
         c_int32,
         [HANDLE, c_char_p, c_int32, c_char_p, c_char_p, OUT_STRING, OUT_STRING],

@@ -511,9 +511,33 @@ class Snapshotter:
         return [Info.from_dict(d) for d in json.loads(text or "[]")]
 
     def cleanup(self) -> None:
-        """Deletes what no snapshot owns (removed snapshots' files, the trash)."""
+        """Deletes what no snapshot owns (removed snapshots' files, the
+        trash), then checks every committed layer as ``check`` does."""
         with self._use() as h:
             _call(self._lib, self._lib.cdll.erofs_snapshotter_cleanup, h)
+
+    def check(self) -> List[str]:
+        """Checks the blob of every committed layer against what its commit
+        recorded and returns the keys of every lost layer (cut short or
+        missing after a crash; found now, logged as a warning, or before).
+        A snapshot whose chain holds a lost layer is refused
+        (``FailedPreconditionError``) until ``repair`` makes it again."""
+        with self._use() as h:
+            text = _call(self._lib, self._lib.cdll.erofs_snapshotter_check, h, out=True)
+        return list(json.loads(text or "[]"))
+
+    def repair(
+        self,
+        key: str,
+        layer: Union[PathArg, int, Any],
+        media_type: str = "",
+        digest: Optional[str] = None,
+    ) -> Applied:
+        """Makes lost layer ``key`` (see ``check``) again from its OCI layer,
+        given as to ``apply``; checked against the diffID its commit recorded
+        (label ``containerd.io/snapshot/diff-id``) when there is one. The
+        snapshot keeps its key, labels and children; on failure it stays lost."""
+        return self._apply_call(self._lib.cdll.erofs_snapshotter_repair, key, layer, media_type, digest)
 
     def apply(
         self,
@@ -534,6 +558,11 @@ class Snapshotter:
         and ``digest`` its digest, verified when given. Returns the
         uncompressed layer's digest (diffID) and size.
         """
+        return self._apply_call(self._lib.cdll.erofs_snapshotter_apply, key, layer, media_type, digest)
+
+    def _apply_call(
+        self, fn: Any, key: str, layer: Union[PathArg, int, Any], media_type: str, digest: Optional[str]
+    ) -> Applied:
         k = _cstr(key, "key")
         fd, path = _layer_source(layer)
         opts: Dict[str, Any] = {"media_type": media_type}
@@ -541,7 +570,7 @@ class Snapshotter:
             opts["digest"] = digest
         oj = _json(opts, "options")
         with self._use() as h:
-            text = _call(self._lib, self._lib.cdll.erofs_snapshotter_apply, h, k, fd, path, oj, out=True)
+            text = _call(self._lib, fn, h, k, fd, path, oj, out=True)
         return Applied.from_dict(json.loads(text or "{}"))
 
     @contextlib.contextmanager
