@@ -691,9 +691,9 @@ pub extern "C" fn erofs_snapshotter_cleanup(
 /// layer, in key order: found now (each logged as a warning naming it) or
 /// before and not yet repaired. A lost layer is never mounted: a prepare or
 /// view whose parent chain holds one is `EROFS_ERR_FAILED_PRECONDITION`,
-/// naming it, until `erofs_snapshotter_repair` makes it again. Open checks
-/// the layers not yet known to be on disk (the only ones a power cut can
-/// take), cleanup all of them. Thread safe.
+/// naming it, until `erofs_snapshotter_repair` makes it again. The first
+/// open after each boot checks the layers not yet known to be on disk (the
+/// only ones a power cut can take), cleanup all of them. Thread safe.
 #[no_mangle]
 pub extern "C" fn erofs_snapshotter_check(
     s: *mut erofs_snapshotter,

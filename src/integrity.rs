@@ -52,6 +52,26 @@ pub fn measure_verity(path: &Path) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Whether blob `path` (of `len` bytes) has blocks a crash left allocated
+/// but never written (they read as zeros), from its extent map; write-back
+/// still under way is waited for before saying so. False where the
+/// filesystem keeps no extent map.
+pub fn has_unwritten_blocks(path: &Path, len: u64) -> io::Result<bool> {
+    let f = sys::fs::open_nofollow(path)?;
+    let unsupported = |e: &io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL)
+        )
+    };
+    match sys::ioctl::has_unwritten(&f, len, 0) {
+        Ok(false) => Ok(false),
+        Ok(true) => sys::ioctl::has_unwritten(&f, len, sys::ioctl::FIEMAP_FLAG_SYNC),
+        Err(e) if unsupported(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Checks that the filesystem of `dir` can enable fs-verity, by enabling it
 /// on a scratch file. Unsupported is `unavailable` with what to change.
 pub fn probe_verity(dir: &Path) -> Result<()> {

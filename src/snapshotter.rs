@@ -22,7 +22,7 @@ use crate::layout::{
 };
 use crate::logging::Logger;
 use crate::lowers::Lowers;
-use crate::metastore::{MetaStore, SnapshotRow, Tx};
+use crate::metastore::{BlobCheck, MetaStore, SnapshotRow, Tx};
 use crate::mkfs;
 use crate::mkfs_options::Plan;
 use crate::mounts::{escape_overlay_path, Mount, OVERLAY_MAX_LOWERS};
@@ -72,6 +72,13 @@ fn check_kernel() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// This boot of the machine (`/proc/sys/kernel/random/boot_id`, hashed):
+/// what a crash always changes. None when the kernel does not say.
+fn boot_id() -> Option<i64> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(crate::metastore::key_hash(id.trim()) as i64)
 }
 
 impl Snapshotter {
@@ -151,9 +158,16 @@ impl Snapshotter {
             log,
             overlay_index_off,
         };
-        // A crash can take only the layers not yet known to be on disk:
-        // those are checked at every open (usually none, or a few).
-        snapshotter.check_blobs(false)?;
+        // A crash can take only the layers not yet known to be on disk, and
+        // only with a reboot: those are checked at the first open after
+        // each boot.
+        let boot = boot_id();
+        if boot.is_none() || snapshotter.store.read(|tx| tx.checked_boot())? != boot {
+            snapshotter.check_blobs(false)?;
+            if let Some(boot) = boot {
+                snapshotter.store.write(|tx| tx.set_checked_boot(boot))?;
+            }
+        }
         Ok(snapshotter)
     }
 
@@ -419,8 +433,9 @@ impl Snapshotter {
     /// names it) and those found before and not yet repaired. A lost layer
     /// is never mounted: a snapshot whose chain holds one is refused
     /// (failed-precondition) until [`Snapshotter::repair`] makes it again.
-    /// `open` checks the layers not yet known to be on disk (the only ones a
-    /// power cut can take) and `cleanup` all of them.
+    /// The first `open` after each boot checks the layers not yet known to
+    /// be on disk (the only ones a power cut can take, and only with a
+    /// reboot), `cleanup` all of them.
     pub fn check(&self) -> Result<Vec<String>> {
         let op = self.log.op("check", "");
         op.finish((|| {
@@ -431,21 +446,48 @@ impl Snapshotter {
 
     /// What [`Snapshotter::check`] finds wrong with the blob of committed
     /// snapshot `id`, if anything.
-    fn blob_problem(&self, id: i64, record: &BlobRecord) -> Result<Option<String>> {
-        let path = record.path.clone().unwrap_or_else(|| self.layout.blob(id));
-        let len = match std::fs::symlink_metadata(&path) {
-            Ok(md) => md.len(),
+    /// A blob not yet durable is also checked for the blocks a crash takes
+    /// while leaving the length (which the writer sets last) on disk: fewer
+    /// blocks than at commit (holes: `used` is what they took then), or
+    /// blocks allocated but never written. Either reads as zeros.
+    fn blob_problem(&self, blob: &BlobCheck) -> Result<Option<String>> {
+        let (record, used) = (&blob.record, blob.used);
+        let path = record
+            .path
+            .clone()
+            .unwrap_or_else(|| self.layout.blob(blob.id));
+        let md = match std::fs::symlink_metadata(&path) {
+            Ok(md) => md,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Some(format!("{} is missing", path.display())))
             }
             Err(e) => return Err(Error::io("stat", &path, e)),
         };
+        let len = md.len();
         if len != record.size {
             return Ok(Some(format!(
                 "{} is {len} bytes, {} were committed",
                 path.display(),
                 record.size
             )));
+        }
+        if !blob.durable && record.path.is_none() {
+            let on_disk = (md.blocks() * 512) as i64;
+            if on_disk < used {
+                return Ok(Some(format!(
+                    "{} has {on_disk} bytes of blocks, {used} at commit: the rest never \
+                     reached the disk",
+                    path.display()
+                )));
+            }
+            let unwritten = integrity::has_unwritten_blocks(&path, len)
+                .map_err(|e| Error::io("read the extent map of", &path, e))?;
+            if unwritten {
+                return Ok(Some(format!(
+                    "{} has blocks that never reached the disk (allocated, never written)",
+                    path.display()
+                )));
+            }
         }
         if let (true, Some(want)) = (self.config.enable_fsverity, &record.verity_digest) {
             match integrity::measure_verity(&path) {
@@ -472,28 +514,29 @@ impl Snapshotter {
     fn check_blobs(&self, all: bool) -> Result<usize> {
         let rows = self.store.read(|tx| tx.blobs_to_check(all))?;
         let mut found = 0;
-        for (id, key, record) in rows {
-            if self.blob_problem(id, &record)?.is_none() {
+        for blob in rows {
+            if self.blob_problem(&blob)?.is_none() {
                 continue;
             }
             // Again in the write transaction: a remove may have taken the
             // snapshot (and its blob) meanwhile.
             let problem = self.store.write(|tx| {
-                let still = tx.blobs_to_check(true)?.into_iter().any(|(i, ..)| i == id);
+                let still = tx.blobs_to_check(true)?.iter().any(|b| b.id == blob.id);
                 let problem = match still {
-                    true => self.blob_problem(id, &record)?,
+                    true => self.blob_problem(&blob)?,
                     false => None,
                 };
                 if problem.is_some() {
-                    tx.mark_lost(id)?;
+                    tx.mark_lost(blob.id)?;
                 }
                 Ok(problem)
             })?;
             if let Some(problem) = problem {
                 found += 1;
                 self.log.warn(format_args!(
-                    "layer {key:?} lost: {problem}; every snapshot on it is refused until \
-                     it is repaired"
+                    "layer {:?} lost: {problem}; every snapshot on it is refused until \
+                     it is repaired",
+                    blob.key
                 ));
             }
         }

@@ -460,7 +460,12 @@ fn powercut_write() {
 fn powercut_check() {
     println!(); // after libtest's "test powercut_check ... "
     let env = Env::new(); // mount targets only
-    let s = Snapshotter::open(powercut_config()).expect("open after a power cut");
+                          // What open finds lost, in the log.
+    let log = erofs_snapshotter::Logger::new(
+        std::sync::Arc::new(|_, m: &str| println!("VMTEST log: {m}")),
+        erofs_snapshotter::Level::Warn,
+    );
+    let s = Snapshotter::open_with_logger(powercut_config(), log).expect("open after a power cut");
     let mut layers: Vec<u32> = s
         .walk(&[])
         .unwrap()
@@ -469,25 +474,19 @@ fn powercut_check() {
         .filter_map(|i| i.name.strip_prefix("layer-")?.parse().ok())
         .collect();
     layers.sort_unstable();
-    let (mut intact, mut refused, mut wrong) = (0, 0, Vec::new());
-    for i in &layers {
-        let name = format!("layer-{i}");
-        let key = format!("check-{i}");
-        let mounts = match s.view(&key, &name, &no_labels()) {
-            Ok(m) => m,
-            Err(e) => {
-                // Refused: the error must say which blob, and why.
-                if e.message().contains("layer.erofs") {
-                    refused += 1;
-                    println!("VMTEST {name}: refused: {}", e.message());
-                } else {
-                    wrong.push(format!("{name}: refused without naming the blob: {e}"));
-                }
-                continue;
+    // A layer mounts with exactly what was written, or is refused by name
+    // (Err(Ok)): its blob, or a layer found lost at open.
+    let check = |i: u32| -> Result<(), Result<String, String>> {
+        let (name, key) = (format!("layer-{i}"), format!("check-{i}"));
+        let mounts = s.view(&key, &name, &no_labels()).map_err(|e| {
+            if e.message().contains("layer.erofs") || e.message().contains("was lost") {
+                Ok(e.message().to_string())
+            } else {
+                Err(format!("{name}: refused without naming the blob: {e}"))
             }
-        };
+        })?;
         let seen = with_mounted(&env, &key, &mounts, |t| -> Result<(), String> {
-            for j in 0..=*i {
+            for j in 0..=i {
                 let want: Vec<u8> = payload(j as u8).into_iter().take(256 << 10).collect();
                 let got =
                     fs::read(t.join(format!("data/{j}"))).map_err(|e| format!("data/{j}: {e}"))?;
@@ -506,17 +505,53 @@ fn powercut_check() {
             Ok(())
         });
         s.remove(&key).unwrap();
-        match seen {
+        seen.map_err(|e| Err(format!("{name} mounted with wrong content: {e}")))
+    };
+    let (mut intact, mut refused, mut wrong) = (0, 0, Vec::new());
+    for &i in &layers {
+        match check(i) {
             Ok(()) => {
                 intact += 1;
-                println!("VMTEST {name}: intact");
+                println!("VMTEST layer-{i}: intact");
             }
-            Err(e) => wrong.push(format!("{name} mounted with wrong content: {e}")),
+            Err(Ok(why)) => {
+                refused += 1;
+                println!("VMTEST layer-{i}: refused: {why}");
+            }
+            Err(Err(e)) => wrong.push(e),
+        }
+    }
+    // Healing: every layer found lost is made again from its tar (as the
+    // proxy daemon does from containerd's content store), lowest first;
+    // then every layer must mount with exactly what was written.
+    let mut lost: Vec<u32> = s
+        .check()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.strip_prefix("layer-")?.parse().ok())
+        .collect();
+    lost.sort_unstable();
+    for &j in &lost {
+        match s.repair(
+            &format!("layer-{j}"),
+            &mut Cursor::new(powercut_layer(j)),
+            &ApplyOptions::default(),
+        ) {
+            Ok(_) => println!("VMTEST healed layer-{j}"),
+            Err(e) => wrong.push(format!("layer-{j}: repair failed: {e}")),
+        }
+    }
+    for &i in &layers {
+        match check(i) {
+            Ok(()) => {}
+            Err(Ok(why)) => wrong.push(format!("layer-{i}: still refused after healing: {why}")),
+            Err(Err(e)) => wrong.push(format!("after healing: {e}")),
         }
     }
     println!(
-        "VMTEST powercut: committed={} intact={intact} refused={refused} wrong={} highest={}",
+        "VMTEST powercut: committed={} intact={intact} refused={refused} healed={} wrong={} highest={}",
         layers.len(),
+        lost.len(),
         wrong.len(),
         layers.last().map_or(-1, |l| *l as i64)
     );

@@ -28,8 +28,9 @@ import (
 // logged as a warning naming it) or before and not yet repaired. A lost
 // layer is never mounted: Prepare or View on a chain that holds one is
 // errdefs.ErrFailedPrecondition, naming it, until Repair (or RepairFrom)
-// makes it again. New checks the layers not yet known to be on disk (the
-// only ones a power cut can take), Cleanup all of them.
+// makes it again. The first New after each boot checks the layers not yet
+// known to be on disk (the only ones a power cut can take), Cleanup all of
+// them.
 func (s *Snapshotter) Check(ctx context.Context) ([]string, error) {
 	h, err := s.acquire(ctx)
 	if err != nil {

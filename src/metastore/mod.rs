@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 
 pub(crate) use cache::{key_hash, Cached};
 use cache::{Cache, ChangeCounter};
-pub(crate) use queries::{SnapshotRow, Tx};
+pub(crate) use queries::{BlobCheck, SnapshotRow, Tx};
 use queries::{MIGRATIONS, SCHEMA};
 
 /// How long an operation waits for another process's write transaction.

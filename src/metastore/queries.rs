@@ -87,6 +87,16 @@ const GET_WITH_GENERATION: &str = concat!(
     ", (SELECT value FROM state WHERE name = 'mount_generation') FROM snapshots WHERE key = ?1"
 );
 
+/// A committed layer's blob and what its commit recorded of it, for a check.
+pub(crate) struct BlobCheck {
+    pub id: i64,
+    pub key: String,
+    pub record: BlobRecord,
+    pub durable: bool,
+    /// The bytes its blocks took at commit (`size`).
+    pub used: i64,
+}
+
 /// One row of the `snapshots` table.
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotRow {
@@ -180,9 +190,9 @@ fn corrupt(col: usize, e: impl std::error::Error + Send + Sync + 'static) -> rus
 /// The error of using a snapshot whose chain holds lost layer `key`.
 pub(crate) fn lost_error(key: &str) -> Error {
     Error::failed_precondition(format!(
-        "layer {key:?} was lost: its blob was found cut short or missing (a crash before it \
-         reached the disk?); repair it with the layer's tar (the proxy daemon does, from \
-         containerd's content store), or remove the image and pull it again"
+        "layer {key:?} was lost: its blob was found cut short, missing, or with blocks that \
+         never reached the disk (a crash?); repair it with the layer's tar (the proxy daemon \
+         does, from containerd's content store), or remove the image and pull it again"
     ))
 }
 
@@ -513,22 +523,24 @@ impl Tx<'_> {
     /// commit recorded: every one (`all`), or only those not yet known to
     /// be on disk (the only ones a power cut can take). Lost ones are left
     /// out (they are lost already).
-    pub fn blobs_to_check(&self, all: bool) -> Result<Vec<(i64, String, BlobRecord)>> {
+    pub fn blobs_to_check(&self, all: bool) -> Result<Vec<BlobCheck>> {
         let mut st = self.tx.prepare_cached(
-            "SELECT id, key, blob_size, verity_digest, blob_ref FROM snapshots \
+            "SELECT id, key, blob_size, verity_digest, blob_ref, durable, size FROM snapshots \
              WHERE kind = 3 AND lost = 0 AND blob_size IS NOT NULL AND (?1 OR durable = 0)",
         )?;
         let rows = st.query_map([all], |r| {
             let path: Option<String> = r.get(4)?;
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                BlobRecord {
+            Ok(BlobCheck {
+                id: r.get(0)?,
+                key: r.get(1)?,
+                record: BlobRecord {
                     size: r.get::<_, i64>(2)? as u64,
                     verity_digest: r.get(3)?,
                     path: path.map(PathBuf::from),
                 },
-            ))
+                durable: r.get::<_, i64>(5)? != 0,
+                used: r.get(6)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -641,6 +653,24 @@ impl Tx<'_> {
             Ok((id, Kind::from_i64(kind)?))
         })
         .collect()
+    }
+
+    /// The boot (see `Snapshotter::open`) in which the layers not yet durable
+    /// were last checked; None before the first check.
+    pub fn checked_boot(&self) -> Result<Option<i64>> {
+        let mut st = self
+            .tx
+            .prepare_cached("SELECT value FROM state WHERE name = 'checked_boot'")?;
+        Ok(st.query_row([], |r| r.get(0)).optional()?)
+    }
+
+    pub fn set_checked_boot(&self, boot: i64) -> Result<()> {
+        let mut st = self.tx.prepare_cached(
+            "INSERT INTO state (name, value) VALUES ('checked_boot', ?1) \
+             ON CONFLICT (name) DO UPDATE SET value = ?1",
+        )?;
+        st.execute([boot])?;
+        Ok(())
     }
 
     /// Counter bumped by every unmount of a layer, so a handle knows when its

@@ -188,14 +188,15 @@ phase "integrity tests passed"
 # For each setting, CUTS times: commit layers until the power is cut at a
 # random moment, boot again on the same disk and check every committed
 # snapshot: intact, or refused with an error naming its blob; never
-# mounted with other content (powercut_check fails then). Layers under a
+# mounted with other content (powercut_check fails then). Every layer found
+# lost is then repaired from its tar and all must mount intact. Layers under a
 # snapshot handed out before the cut (every third layer is used so) must
 # come back intact, but with durable_before_use off (no_flush).
 CUTS=${VM_POWERCUT_CUTS:-2}
 [ $# -eq 0 ] || CUTS=0 # a filter asks for some tests only
 [ "$CUTS" -gt 0 ] || exit 0
 SUMMARY=$W/powercut.tsv
-printf 'config\tcut\tcut_ms\treported\tintact_reported\tlost_reported\trefused\tused\tused_intact\tcommit_ms_median\tapply_ms_median\n' >"$SUMMARY"
+printf 'config\tcut\tcut_ms\treported\tintact_reported\tlost_reported\trefused\thealed\tused\tused_intact\tcommit_ms_median\tapply_ms_median\n' >"$SUMMARY"
 for config in ${VM_POWERCUT_CONFIGS:-default no_flush sync_commit set_immutable}; do
     for n in $(seq "$CUTS"); do
         cut_ms=$((RANDOM % 4000))
@@ -215,6 +216,7 @@ commit = [int(m) / 1000 for m in re.findall(r"commit_us=(\d+)", w)]
 apply_ = [int(m) / 1000 for m in re.findall(r"apply_us=(\d+)", w)]
 intact = {int(m) for m in re.findall(r"^VMTEST layer-(\d+): intact", c, re.M)}
 refused = len(re.findall(r"^VMTEST layer-\d+: refused", c, re.M))
+healed = len(re.findall(r"^VMTEST healed layer-\d+", c, re.M))
 gone = sorted(set(range(synced + 1)) - intact)
 if gone:
     sys.exit(f"{clog}: layers committed and synced before the cut are not intact: {gone}")
@@ -225,7 +227,7 @@ if config != "no_flush" and lost_used:
     sys.exit(f"{clog}: layers under a snapshot handed out before the cut are not intact: {lost_used}")
 reported -= set(range(synced + 1))
 ok = len(reported & intact)
-print(f"{config}\t{n}\t{cut}\t{len(reported)}\t{ok}\t{len(reported) - ok}\t{refused}\t"
+print(f"{config}\t{n}\t{cut}\t{len(reported)}\t{ok}\t{len(reported) - ok}\t{refused}\t{healed}\t"
       f"{len(below_used)}\t{len(below_used & intact)}\t"
       f"{statistics.median(commit):.1f}\t{statistics.median(apply_):.1f}")
 PY
