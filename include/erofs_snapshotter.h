@@ -319,9 +319,9 @@ int32_t erofs_snapshotter_cleanup(erofs_snapshotter *s,
  * layer, in key order: found now (each logged as a warning naming it) or
  * before and not yet repaired. A lost layer is never mounted: a prepare or
  * view whose parent chain holds one is `EROFS_ERR_FAILED_PRECONDITION`,
- * naming it, until `erofs_snapshotter_repair` makes it again. Open checks
- * the layers not yet known to be on disk (the only ones a power cut can
- * take), cleanup all of them. Thread safe.
+ * naming it, until `erofs_snapshotter_repair` makes it again. The first
+ * open after each boot checks the layers not yet known to be on disk (the
+ * only ones a power cut can take), cleanup all of them. Thread safe.
  */
 int32_t erofs_snapshotter_check(erofs_snapshotter *s,
                                 char **keys_json,
