@@ -92,6 +92,11 @@ impl Layout {
         self.root.join("metadata.db")
     }
 
+    /// SQLite's write-ahead log of [`Layout::metadata_db`].
+    pub fn metadata_wal(&self) -> PathBuf {
+        self.root.join("metadata.db-wal")
+    }
+
     /// The change counter every process sharing the root maps (metastore.rs).
     pub fn changes(&self) -> PathBuf {
         self.root.join("changes")

@@ -621,7 +621,7 @@ impl Snapshotter {
                 verity_digest,
                 path: None,
             };
-            let recorded = self.store.write(|tx| {
+            let recorded = self.store.write_durable(|tx| {
                 if !lost(tx)? {
                     return Err(Error::failed_precondition(format!(
                         "layer {key:?} was repaired or removed meanwhile"
@@ -904,12 +904,11 @@ impl Snapshotter {
             verity_digest,
             path: None,
         };
-        self.store
-            .write(|tx| {
-                let synced = self.config.sync_commit;
-                record_commit(tx, row.id, name, key, parent, labels, usage, &blob, synced)
-            })
-            .map_err(undo)?;
+        self.write_commit(&blob_path, |tx| {
+            let synced = self.config.sync_commit;
+            record_commit(tx, row.id, name, key, parent, labels, usage, &blob, synced)
+        })
+        .map_err(undo)?;
 
         // The upper dir's contents are deleted off the critical path.
         if let Err(e) = self.layout.retire_upper(row.id) {
@@ -917,6 +916,41 @@ impl Snapshotter {
                 .warn(format_args!("commit {name:?}: {e}; cleanup will retry"));
         }
         self.trash.kick();
+        Ok(())
+    }
+
+    /// Records a commit. With `durable_before_use` the record is on disk
+    /// soon after this returns, not at first use: a thread flushes the
+    /// metadata database's write-ahead log once the blob's own write-back
+    /// is done (a flush of the log before that would wait for the blob's
+    /// data: ext4 commits a file's blocks with their data), off the launch
+    /// path. containerd's own record of the commit is on disk at once (bolt
+    /// syncs every transaction), and while it has one containerd never
+    /// unpacks the layer again: the sooner ours is there too, the smaller
+    /// the window in which a crash leaves containerd naming a layer this
+    /// root forgot (README, "Lost layers"). A layer this root knows is at
+    /// worst lost, and then repaired (see [`Snapshotter::check`]).
+    fn write_commit(&self, blob: &Path, record: impl FnOnce(&Tx<'_>) -> Result<()>) -> Result<()> {
+        self.store.write(record)?;
+        if self.config.durable_before_use && !self.config.sync_commit {
+            let (blob, wal) = (blob.to_path_buf(), self.layout.metadata_wal());
+            let spawned = std::thread::Builder::new()
+                .name("erofs-record-sync".into())
+                .spawn(move || {
+                    if let Ok(f) = crate::sys::fs::open_nofollow(&blob) {
+                        let _ = f.sync_data();
+                    }
+                    // Gone when a checkpoint emptied it into the database,
+                    // which SQLite flushed then.
+                    if let Ok(f) = crate::sys::fs::open_nofollow(&wal) {
+                        let _ = f.sync_data();
+                    }
+                });
+            if let Err(e) = spawned {
+                self.log
+                    .warn(format_args!("start the flush of a commit's record: {e}"));
+            }
+        }
         Ok(())
     }
 
@@ -948,9 +982,10 @@ impl Snapshotter {
             size: (md.blocks() * 512) as i64,
             inodes: 1,
         };
-        self.store
-            // A cache's file was made durable by whoever put it there.
-            .write(|tx| record_commit(tx, row.id, name, key, parent, labels, usage, &blob, true))?;
+        // A cache's file was made durable by whoever put it there.
+        self.write_commit(&path, |tx| {
+            record_commit(tx, row.id, name, key, parent, labels, usage, &blob, true)
+        })?;
         // The upper dir, never written, stays as the layer's mount point
         // (the layer may be mounted on it already); the work dir goes.
         if let Err(e) = self

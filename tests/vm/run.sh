@@ -196,7 +196,7 @@ CUTS=${VM_POWERCUT_CUTS:-2}
 [ $# -eq 0 ] || CUTS=0 # a filter asks for some tests only
 [ "$CUTS" -gt 0 ] || exit 0
 SUMMARY=$W/powercut.tsv
-printf 'config\tcut\tcut_ms\treported\tintact_reported\tlost_reported\trefused\thealed\tused\tused_intact\tcommit_ms_median\tapply_ms_median\n' >"$SUMMARY"
+printf 'config\tcut\tcut_ms\treported\tintact_reported\tlost_reported\tgone\trefused\thealed\tused\tused_intact\tcommit_ms_median\tapply_ms_median\n' >"$SUMMARY"
 for config in ${VM_POWERCUT_CONFIGS:-default no_flush sync_commit set_immutable}; do
     for n in $(seq "$CUTS"); do
         cut_ms=$((RANDOM % 4000))
@@ -216,6 +216,8 @@ commit = [int(m) / 1000 for m in re.findall(r"commit_us=(\d+)", w)]
 apply_ = [int(m) / 1000 for m in re.findall(r"apply_us=(\d+)", w)]
 intact = {int(m) for m in re.findall(r"^VMTEST layer-(\d+): intact", c, re.M)}
 refused = len(re.findall(r"^VMTEST layer-\d+: refused", c, re.M))
+present = {int(m) for m in re.findall(r"^VMTEST layer-(\d+): (?:intact|refused)", c, re.M)}
+gone_reported = sorted(reported - present)
 healed = len(re.findall(r"^VMTEST healed layer-\d+", c, re.M))
 gone = sorted(set(range(synced + 1)) - intact)
 if gone:
@@ -227,7 +229,7 @@ if config != "no_flush" and lost_used:
     sys.exit(f"{clog}: layers under a snapshot handed out before the cut are not intact: {lost_used}")
 reported -= set(range(synced + 1))
 ok = len(reported & intact)
-print(f"{config}\t{n}\t{cut}\t{len(reported)}\t{ok}\t{len(reported) - ok}\t{refused}\t{healed}\t"
+print(f"{config}\t{n}\t{cut}\t{len(reported)}\t{ok}\t{len(reported) - ok}\t{len(gone_reported)}\t{refused}\t{healed}\t"
       f"{len(below_used)}\t{len(below_used & intact)}\t"
       f"{statistics.median(commit):.1f}\t{statistics.median(apply_):.1f}")
 PY
