@@ -74,6 +74,20 @@ fn check_kernel() -> Result<()> {
     Ok(())
 }
 
+/// Writes `blob`'s dm-verity sidecar, or removes a stale one.
+fn put_sidecar(blob: &Path, verity: Option<&crate::dmverity::Metadata>) -> Result<()> {
+    let sidecar = crate::dmverity::metadata_path(blob);
+    match verity {
+        Some(meta) => crate::dmverity::write_metadata(blob, meta),
+        None => match std::fs::remove_file(&sidecar) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove stale dm-verity metadata", &sidecar, e))
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
 /// This boot of the machine (`/proc/sys/kernel/random/boot_id`, hashed):
 /// what a crash always changes. None when the kernel does not say.
 fn boot_id() -> Option<i64> {
@@ -629,10 +643,7 @@ impl Snapshotter {
                 }
                 tx.record_repaired(row.id, &record, usage)?;
                 tmp.swap_into(&blob)?;
-                match &verity {
-                    Some(meta) => crate::dmverity::write_metadata(&blob, meta),
-                    None => Ok(()),
-                }
+                put_sidecar(&blob, verity.as_ref())
             });
             if let Err(e) = recorded {
                 if let Err(undo) = tmp.swap_back(&blob) {
@@ -1113,17 +1124,7 @@ impl Snapshotter {
             tmp.swap_into(&blob)?;
             // The sidecar of the blob now in place, before the record is
             // committed (a failure here puts the earlier blob back).
-            match &verity {
-                Some(meta) => crate::dmverity::write_metadata(&blob, meta),
-                None => match std::fs::remove_file(crate::dmverity::metadata_path(&blob)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
-                        "remove stale dm-verity metadata",
-                        &crate::dmverity::metadata_path(&blob),
-                        e,
-                    )),
-                    _ => Ok(()),
-                },
-            }
+            put_sidecar(&blob, verity.as_ref())
         });
         if let Err(e) = recorded {
             if let Err(undo) = tmp.swap_back(&blob) {

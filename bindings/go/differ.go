@@ -157,13 +157,19 @@ func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts .
 // a pipe. A non-empty dgst is verified against the data. The result is the
 // uncompressed layer's descriptor (Digest is the diffID).
 func (s *Snapshotter) Apply(ctx context.Context, key string, r io.Reader, mediaType string, dgst digest.Digest) (ocispec.Descriptor, error) {
+	return s.applyReader(ctx, opApply, key, r, mediaType, dgst)
+}
+
+// applyReader makes library call op on key with the layer read from r (an
+// *os.File directly, anything else through a pipe).
+func (s *Snapshotter) applyReader(ctx context.Context, op applyOp, key string, r io.Reader, mediaType string, dgst digest.Digest) (ocispec.Descriptor, error) {
 	var applied ocispec.Descriptor
 	src := source{r: r}
 	if f, ok := r.(*os.File); ok {
 		src = source{file: f}
 	}
 	err := src.run(ctx, func(fd int32) (err error) {
-		applied, err = s.applyRaw(ctx, opApply, key, fd, mediaType, dgst)
+		applied, err = s.applyRaw(ctx, op, key, fd, mediaType, dgst)
 		return err
 	})
 	return applied, err

@@ -9,9 +9,9 @@ import "C"
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/content"
@@ -59,16 +59,7 @@ func (s *Snapshotter) Check(ctx context.Context) ([]string, error) {
 // another layer than the one committed is errdefs.ErrInvalidArgument. On
 // failure the layer stays lost.
 func (s *Snapshotter) Repair(ctx context.Context, key string, r io.Reader, mediaType string, dgst digest.Digest) (ocispec.Descriptor, error) {
-	var repaired ocispec.Descriptor
-	src := source{r: r}
-	if f, ok := r.(*os.File); ok {
-		src = source{file: f}
-	}
-	err := src.run(ctx, func(fd int32) (err error) {
-		repaired, err = s.applyRaw(ctx, opRepair, key, fd, mediaType, dgst)
-		return err
-	})
-	return repaired, err
+	return s.applyReader(ctx, opRepair, key, r, mediaType, dgst)
 }
 
 // LayerStore is what RepairFrom reads layers from: containerd's content
@@ -88,9 +79,9 @@ const labelUncompressed = "containerd.io/uncompressed"
 // containerd.io/snapshot/diff-id) among the blobs containerd labeled with
 // it, in the namespace the snapshot's key names (containerd's metadata
 // store names snapshots "<namespace>/<n>/<name>"; otherwise ctx's). It
-// returns the keys repaired; a layer it cannot repair (no diffID, no blob,
-// a failed repair) stays lost, logged with the reason, and is tried again
-// next time. containerd keeps its record of a lost layer, so it never
+// returns the keys repaired, and the reasons for the layers it could not
+// repair (no diffID, no blob, a failed repair; joined, each naming its
+// layer), which stay lost, are logged, and are tried again next time. containerd keeps its record of a lost layer, so it never
 // unpacks that layer again by itself: this is how a node heals. The proxy
 // daemon calls it at start and after each Cleanup.
 func (s *Snapshotter) RepairFrom(ctx context.Context, store LayerStore) ([]string, error) {
@@ -98,17 +89,21 @@ func (s *Snapshotter) RepairFrom(ctx context.Context, store LayerStore) ([]strin
 	if err != nil {
 		return nil, err
 	}
-	var repaired []string
+	var (
+		repaired []string
+		failed   []error
+	)
 	for _, key := range lost {
 		l := log.G(ctx).WithField("key", key)
 		if err := s.repairOne(ctx, store, key); err != nil {
 			l.WithError(err).Warn("lost layer not repaired")
+			failed = append(failed, fmt.Errorf("layer %q: %w", key, err))
 			continue
 		}
 		l.Info("lost layer repaired from the content store")
 		repaired = append(repaired, key)
 	}
-	return repaired, nil
+	return repaired, errors.Join(failed...)
 }
 
 func (s *Snapshotter) repairOne(ctx context.Context, store LayerStore, key string) error {

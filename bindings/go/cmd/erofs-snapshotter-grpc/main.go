@@ -59,6 +59,7 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	digest "github.com/opencontainers/go-digest"
@@ -532,27 +533,25 @@ func (s loggingCleaner) Cleanup(ctx context.Context) error {
 	err := s.Snapshotter.Cleanup(ctx)
 	if err == nil {
 		log.G(ctx).WithField("d", time.Since(start)).Info("cleanup done")
-		s.heal(ctx)
+		// Failures are logged, layer by layer; cleanup itself succeeded.
+		_ = s.heal(ctx)
 	}
 	return err
 }
 
-// heal repairs what lost layers it can; true when none is left.
-func (s loggingCleaner) heal(ctx context.Context) bool {
+// heal repairs what lost layers it can (RepairFrom logs each one).
+func (s loggingCleaner) heal(ctx context.Context) error {
 	repaired, err := s.RepairFrom(ctx, s.layers)
-	if err != nil {
-		log.G(ctx).WithError(err).Warn("repair of lost layers")
-		return false
-	}
 	if len(repaired) > 0 {
 		log.G(ctx).WithField("layers", len(repaired)).Info("lost layers repaired")
 	}
-	left, err := s.Check(ctx)
-	return err == nil && len(left) == 0
+	return err
 }
 
-// healAtStart repairs lost layers as soon as containerd's content store
-// answers: tried every 2 s for a minute, then left to cleanup.
+// healAtStart repairs lost layers once containerd's content store answers:
+// tried again every 2 s for a minute while containerd is unavailable (it
+// usually starts after its proxy plugins); other failures are left to the
+// next cleanup.
 func (s loggingCleaner) healAtStart(ctx context.Context) {
 	lost, err := s.Check(ctx)
 	if err != nil || len(lost) == 0 {
@@ -560,7 +559,7 @@ func (s loggingCleaner) healAtStart(ctx context.Context) {
 	}
 	log.G(ctx).WithField("layers", strings.Join(lost, " ")).Warn("lost layers found at start: repairing them from containerd's content store")
 	for i := 0; i < 30; i++ {
-		if s.heal(ctx) {
+		if err := s.heal(ctx); err == nil || !errdefs.IsUnavailable(err) {
 			return
 		}
 		select {
