@@ -118,8 +118,8 @@ rm -rf "$EQ_DIR"
 [ $overlayfs = 0 ] || e2e "overlayfs (harness check)" -- overlayfs
 e2e "daemon + walking differ; a layer lost in a power cut, repaired by the restarted daemon" \
 	E2E_LOSE_LAYER=1 E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=walking -- proxy
-e2e "daemon + its own differ, no mkfs.erofs on its PATH" E2E_DAEMON_BIN="$NO_MKFS" \
-	E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
+e2e "daemon + its own differ, no mkfs.erofs on its PATH; a commit's record lost in a power cut, forgotten by containerd" \
+	E2E_DAEMON_BIN="$NO_MKFS" E2E_LOSE_RECORD=1 E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
 # Pulls through the transfer service, from a local registry.
 [ $overlayfs = 0 ] || e2e "overlayfs, parallel pull (max_concurrent_unpacks 3; harness check)" \
 	E2E_UNPACKS=3 -- overlayfs

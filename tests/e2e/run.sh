@@ -36,6 +36,8 @@
 #
 # E2E_LOSE_LAYER=1 (proxy mode): after the unpack, a layer's blob is cut
 # short with the daemon stopped; the restarted daemon must repair it.
+# E2E_LOSE_RECORD=1 (proxy mode): the top layer's record is deleted with the
+# daemon stopped; the restarted daemon must make containerd forget it.
 # Other knobs: E2E_TMPDIR (default /tmp) holds the run's directory (containerd
 # root and state, sockets); E2E_KEEP=1 keeps that directory; E2E_LOG_DIR
 # (default /tmp/erofs-e2e-logs) receives the logs of a failed run.
@@ -373,6 +375,42 @@ st_lose_layer() {
 		fail "containerd does not reach the restarted daemon"
 }
 
+# A power cut in the moment after a commit returned, before its record
+# reached the disk: containerd (which syncs its own record at once) names a
+# layer this root forgot. With the daemon stopped, the top layer's record and
+# directory are deleted; the restarted daemon must make containerd forget
+# the layer too, so that the next run unpacks it again.
+st_lose_record() {
+	local id
+	proxy_stop || fail "proxy daemon did not stop cleanly on SIGTERM"
+	id=$(python3 - "$PROXY_ROOT/metadata.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+id_, key = db.execute("SELECT id, key FROM snapshots WHERE kind = 3 ORDER BY id DESC LIMIT 1").fetchone()
+db.execute("DELETE FROM snapshots WHERE id = ?", (id_,))
+db.commit()
+print(id_)
+PY
+	) || fail "could not delete the top layer's record"
+	rm -rf "${PROXY_ROOT:?}/snapshots/$id"
+	echo "  record and directory of snapshot $id deleted"
+	proxy_start "$E2E_PROXY_CMD"
+	# shellcheck disable=SC2016 # evaluated by retry
+	retry 60 eval 'grep -q "records of layers lost with their records removed" "$E2E_TMP/proxy.log"' ||
+		fail "the daemon did not make containerd forget the layer: $(tail -5 "$E2E_TMP/proxy.log")"
+	grep -E "lost with its record removed" "$E2E_TMP/proxy.log" | sed 's/^/  proxy.log: /'
+	# shellcheck disable=SC2016 # evaluated by retry
+	retry 20 eval 'ctr_ snapshots --snapshotter "$SN" ls >/dev/null 2>&1' ||
+		fail "containerd does not reach the restarted daemon"
+	# containerd no longer has the top layer; its GC may take the layers
+	# below too (only the top's record held them). The next run unpacks
+	# again, from the local content store.
+	local committed
+	committed=$(ctr_ snapshots --snapshotter "$SN" ls | awk 'NR > 1 && $NF == "Committed"' | wc -l)
+	echo "  committed snapshots containerd still lists: $committed"
+	[ "$committed" -lt 3 ] || fail "containerd still lists all 3 layers"
+}
+
 st_remove() {
 	ctr_ containers delete c1
 	ctr_ images rm --sync "$IMAGE" | sed 's/^/  /'
@@ -454,6 +492,10 @@ fi
 if [ "${E2E_LOSE_LAYER:-0}" = 1 ]; then
 	[ "$MODE" = proxy ] || die "E2E_LOSE_LAYER=1 needs proxy mode"
 	step "power cut before the layers reached the disk: a blob cut short, the daemon restarted repairs it from containerd's content store" st_lose_layer
+fi
+if [ "${E2E_LOSE_RECORD:-0}" = 1 ]; then
+	[ "$MODE" = proxy ] || die "E2E_LOSE_RECORD=1 needs proxy mode"
+	step "power cut right after a commit: its record gone here, kept by containerd; the restarted daemon makes containerd forget it" st_lose_record
 fi
 step "c1: layers, whiteouts, opaque dir; write to the writable layer" st_run_c1
 step "c1 again: writes persisted in its snapshot" st_restart_c1

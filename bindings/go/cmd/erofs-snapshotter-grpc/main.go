@@ -42,6 +42,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -57,6 +58,7 @@ import (
 	contentproxy "github.com/containerd/containerd/v2/core/content/proxy"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
@@ -292,17 +294,31 @@ func serve(cfg Config, grace time.Duration) error {
 	}()
 
 	// Lazy: containerd usually starts after its proxy plugins.
-	conn, err := grpc.NewClient("unix://"+mustAbs(cfg.ContainerdAddress),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(defaults.DefaultMaxRecvMsgSize)),
-	)
+	dial := func() (*grpc.ClientConn, error) {
+		conn, err := grpc.NewClient("unix://"+mustAbs(cfg.ContainerdAddress),
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(defaults.DefaultMaxRecvMsgSize)),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("containerd client for %s: %w", cfg.ContainerdAddress, err)
+		}
+		return conn, nil
+	}
+	conn, err := dial()
 	if err != nil {
-		return fmt.Errorf("containerd client for %s: %w", cfg.ContainerdAddress, err)
+		return err
 	}
 	defer conn.Close()
+	// Healing has a connection of its own: its attempts while containerd
+	// is not up yet must not put the differ's into a back-off.
+	healConn, err := dial()
+	if err != nil {
+		return err
+	}
+	defer healConn.Close()
 	provider := newProvider(conn)
 	differ := loggingDiffer{erofs.NewDiffer(sn, provider)}
-	cleaner := loggingCleaner{sn, provider.store}
+	cleaner := loggingCleaner{sn, contentproxy.NewContentStore(healConn), healConn}
 
 	l, err := listen(cfg.Address)
 	if err != nil {
@@ -525,7 +541,8 @@ func (b *remoteBlob) Close() error {
 // content store.
 type loggingCleaner struct {
 	*erofs.Snapshotter
-	layers erofs.LayerStore
+	layers     content.Store    // containerd's content store
+	containerd *grpc.ClientConn // containerd's API
 }
 
 func (s loggingCleaner) Cleanup(ctx context.Context) error {
@@ -548,18 +565,28 @@ func (s loggingCleaner) heal(ctx context.Context) error {
 	return err
 }
 
-// healAtStart repairs lost layers once containerd's content store answers:
+// healAtStart repairs lost layers, and makes containerd forget the layers
+// this root lost with their records (forgetGone), once containerd answers:
 // tried again every 2 s for a minute while containerd is unavailable (it
 // usually starts after its proxy plugins); other failures are left to the
-// next cleanup.
+// next cleanup (lost layers) or start.
 func (s loggingCleaner) healAtStart(ctx context.Context) {
-	lost, err := s.Check(ctx)
-	if err != nil || len(lost) == 0 {
-		return
+	if lost, err := s.Check(ctx); err == nil && len(lost) > 0 {
+		log.G(ctx).WithField("layers", strings.Join(lost, " ")).Warn("lost layers found at start: repairing them from containerd's content store")
 	}
-	log.G(ctx).WithField("layers", strings.Join(lost, " ")).Warn("lost layers found at start: repairing them from containerd's content store")
 	for i := 0; i < 30; i++ {
-		if err := s.heal(ctx); err == nil || !errdefs.IsUnavailable(err) {
+		err := s.heal(ctx)
+		if !errdefs.IsUnavailable(err) {
+			var n int
+			n, err = forgetGone(ctx, s.containerd, s.layers, s.ours)
+			if n > 0 {
+				log.G(ctx).WithField("layers", n).Info("containerd's records of layers lost with their records removed")
+			}
+		}
+		if err == nil || !errdefs.IsUnavailable(err) {
+			if err != nil {
+				log.G(ctx).WithError(err).Warn("reconcile with containerd after a start")
+			}
 			return
 		}
 		select {
@@ -568,6 +595,21 @@ func (s loggingCleaner) healAtStart(ctx context.Context) {
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// ours says whether this root has a committed layer named chainID in the
+// namespace of ctx: containerd names its snapshots here
+// "<namespace>/<n>/<name>".
+func (s loggingCleaner) ours(ctx context.Context, chainID string) bool {
+	ns, _ := namespaces.Namespace(ctx)
+	filter := fmt.Sprintf("kind==committed,name~=%q", "^"+regexp.QuoteMeta(ns)+"/[0-9]+/"+regexp.QuoteMeta(chainID)+"$")
+	found := false
+	err := s.Walk(ctx, func(context.Context, snapshots.Info) error {
+		found = true
+		return nil
+	}, filter)
+	// Unsure: say yes, so nothing of containerd's is removed.
+	return found || err != nil
 }
 
 // loggingDiffer logs each layer it applies, at info level.
