@@ -535,10 +535,9 @@ impl Snapshotter {
             // Again in the write transaction: a remove may have taken the
             // snapshot (and its blob) meanwhile.
             let problem = self.store.write(|tx| {
-                let still = tx.blobs_to_check(true)?.iter().any(|b| b.id == blob.id);
-                let problem = match still {
-                    true => self.blob_problem(&blob)?,
-                    false => None,
+                let problem = match tx.blob_to_check(blob.id)? {
+                    Some(now) => self.blob_problem(&now)?,
+                    None => None,
                 };
                 if problem.is_some() {
                     tx.mark_lost(blob.id)?;
@@ -892,9 +891,8 @@ impl Snapshotter {
         } else {
             None
         };
-        if ours && !self.config.sync_commit && self.config.durable_before_use {
-            self.start_writeback(&blob_path);
-        }
+        // (A blob written here is flushed by the thread `write_commit`
+        // starts, before the record.)
         if self.config.set_immutable {
             if let Err(e) = integrity::set_immutable(&blob_path, true) {
                 self.log.warn(format_args!(

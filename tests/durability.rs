@@ -238,6 +238,66 @@ fn a_layer_cut_short_is_found_at_open_refused_and_repaired() {
     assert!(durable(&env).iter().all(|(_, d)| *d), "{:?}", durable(&env));
 }
 
+/// A repair reads a layer as hostile as any: data cut short, not a tar,
+/// or a tar whose paths climb out of the root are refused, the layer stays
+/// lost, and nothing is left in its directory but what was there.
+#[test]
+fn a_repair_from_bad_data_leaves_the_layer_lost() {
+    let env = Env::new();
+    let s = env.open();
+    unpack(&s, &["a"]);
+    drop(s);
+    let blob = blob_path(&env, "a");
+    std::fs::remove_file(&blob).unwrap();
+    reboot(&env);
+    let s = env.open();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(blob.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let good = layer_tar("a");
+    let climbing = {
+        let mut t = good.clone();
+        // The entry's name, in the header's first bytes: "../a".
+        t[..4].copy_from_slice(b"../a");
+        let sum: u32 = t[..512]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(*b)
+                }
+            })
+            .sum();
+        t[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        t
+    };
+    for (what, data, cause) in [
+        ("cut short", good[..700].to_vec(), "truncated"),
+        ("not a tar", vec![0x5a; 4096], "header checksum mismatch"),
+        (
+            "a name climbing out",
+            climbing,
+            "the path leaves the layer root",
+        ),
+    ] {
+        let e = s
+            .repair("a", &mut std::io::Cursor::new(data), &Default::default())
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{what}: {e}");
+        assert!(e.to_string().contains(cause), "{what}: {e}");
+        assert_eq!(s.check().unwrap(), ["a"], "{what}");
+        assert_eq!(listing(), before, "{what}");
+    }
+}
+
 #[test]
 fn a_missing_layer_takes_the_layers_above_it_until_repaired() {
     let env = Env::new();

@@ -97,6 +97,30 @@ pub(crate) struct BlobCheck {
     pub used: i64,
 }
 
+/// The columns `BlobCheck::from_row` reads.
+macro_rules! blob_check_columns {
+    () => {
+        "id, key, blob_size, verity_digest, blob_ref, durable, size"
+    };
+}
+
+impl BlobCheck {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<BlobCheck> {
+        let path: Option<String> = r.get(4)?;
+        Ok(BlobCheck {
+            id: r.get(0)?,
+            key: r.get(1)?,
+            record: BlobRecord {
+                size: r.get::<_, i64>(2)? as u64,
+                verity_digest: r.get(3)?,
+                path: path.map(PathBuf::from),
+            },
+            durable: r.get::<_, i64>(5)? != 0,
+            used: r.get(6)?,
+        })
+    }
+}
+
 /// One row of the `snapshots` table.
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotRow {
@@ -524,25 +548,25 @@ impl Tx<'_> {
     /// be on disk (the only ones a power cut can take). Lost ones are left
     /// out (they are lost already).
     pub fn blobs_to_check(&self, all: bool) -> Result<Vec<BlobCheck>> {
-        let mut st = self.tx.prepare_cached(
-            "SELECT id, key, blob_size, verity_digest, blob_ref, durable, size FROM snapshots \
-             WHERE kind = 3 AND lost = 0 AND blob_size IS NOT NULL AND (?1 OR durable = 0)",
-        )?;
-        let rows = st.query_map([all], |r| {
-            let path: Option<String> = r.get(4)?;
-            Ok(BlobCheck {
-                id: r.get(0)?,
-                key: r.get(1)?,
-                record: BlobRecord {
-                    size: r.get::<_, i64>(2)? as u64,
-                    verity_digest: r.get(3)?,
-                    path: path.map(PathBuf::from),
-                },
-                durable: r.get::<_, i64>(5)? != 0,
-                used: r.get(6)?,
-            })
-        })?;
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            blob_check_columns!(),
+            " FROM snapshots WHERE kind = 3 AND lost = 0 AND blob_size IS NOT NULL \
+             AND (?1 OR durable = 0)"
+        ))?;
+        let rows = st.query_map([all], BlobCheck::from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Committed snapshot `id` as [`Tx::blobs_to_check`] gives it, if it
+    /// still is one to check.
+    pub fn blob_to_check(&self, id: i64) -> Result<Option<BlobCheck>> {
+        let mut st = self.tx.prepare_cached(concat!(
+            "SELECT ",
+            blob_check_columns!(),
+            " FROM snapshots WHERE id = ?1 AND kind = 3 AND lost = 0 AND blob_size IS NOT NULL"
+        ))?;
+        Ok(st.query_row([id], BlobCheck::from_row).optional()?)
     }
 
     /// Records that the blob of committed snapshot `id` is lost: it is not

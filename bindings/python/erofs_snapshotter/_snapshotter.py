@@ -518,8 +518,9 @@ class Snapshotter:
 
     def check(self) -> List[str]:
         """Checks the blob of every committed layer against what its commit
-        recorded and returns the keys of every lost layer (cut short or
-        missing after a crash; found now, logged as a warning, or before).
+        recorded and returns the keys of every lost layer (cut short,
+        missing, or with blocks that never reached the disk after a crash;
+        found now, logged as a warning, or before).
         A snapshot whose chain holds a lost layer is refused
         (``FailedPreconditionError``) until ``repair`` makes it again."""
         with self._use() as h:
