@@ -313,6 +313,23 @@ int32_t erofs_snapshotter_cleanup(erofs_snapshotter *s,
                                   char **err);
 
 /**
+ * Writes to `*caps_json` a JSON array of the capabilities a containerd
+ * plugin of this snapshotter advertises (containerd's names): `"rebase"`
+ * (commit may rebase a snapshot prepared without a parent: parallel
+ * unpack), `"only-remap-ids"` (user namespaces only through ID-mapped
+ * layers, never a chown), and `"remap-ids"` when this kernel mounts EROFS
+ * layers and overlayfs through ID-mapped mounts (tried once per process).
+ * With it, a snapshot labelled `containerd.io/snapshot/uidmapping` and
+ * `.../gidmapping` (`inside:outside:count[,...]`) has an upper dir owned by
+ * the mapped root and mounts carrying `uidmap=`/`gidmap=` options, which
+ * `erofs_snapshotter_mount_all` (or containerd) makes into ID-mapped
+ * mounts. Thread safe.
+ */
+int32_t erofs_snapshotter_capabilities(erofs_snapshotter *s,
+                                       char **caps_json,
+                                       char **err);
+
+/**
  * Checks the blob of every committed layer against what its commit
  * recorded (length; fs-verity digest where recorded) and writes to
  * `*keys_json` (when not NULL) a JSON array of the keys of every lost
@@ -410,7 +427,12 @@ int32_t erofs_snapshotter_media_types(char **media_types_json,
  * on the existing directory `target`, in order; on failure nothing stays
  * mounted. EROFS images are mounted file-backed, or through a loop device
  * where the kernel needs one; overlays with more lower directories than one
- * `mount(2)` call takes use the new mount API. Needs CAP_SYS_ADMIN. Thread safe.
+ * `mount(2)` call takes use the new mount API. A mount with containerd's
+ * `uidmap=` and `gidmap=` options (a snapshot with ID-mapping labels; see
+ * `erofs_snapshotter_capabilities`) is made through ID-mapped mounts as
+ * containerd makes it: each lower dir of an overlay through an ID-mapped
+ * copy, any other mount with an ID-mapped copy on top. Needs CAP_SYS_ADMIN.
+ * Thread safe.
  */
 int32_t erofs_snapshotter_mount_all(const char *mounts_json,
                                     const char *target,

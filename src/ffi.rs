@@ -685,6 +685,29 @@ pub extern "C" fn erofs_snapshotter_cleanup(
     boundary(err, || handle(s)?.cleanup())
 }
 
+/// Writes to `*caps_json` a JSON array of the capabilities a containerd
+/// plugin of this snapshotter advertises (containerd's names): `"rebase"`
+/// (commit may rebase a snapshot prepared without a parent: parallel
+/// unpack), `"only-remap-ids"` (user namespaces only through ID-mapped
+/// layers, never a chown), and `"remap-ids"` when this kernel mounts EROFS
+/// layers and overlayfs through ID-mapped mounts (tried once per process).
+/// With it, a snapshot labelled `containerd.io/snapshot/uidmapping` and
+/// `.../gidmapping` (`inside:outside:count[,...]`) has an upper dir owned by
+/// the mapped root and mounts carrying `uidmap=`/`gidmap=` options, which
+/// `erofs_snapshotter_mount_all` (or containerd) makes into ID-mapped
+/// mounts. Thread safe.
+#[no_mangle]
+pub extern "C" fn erofs_snapshotter_capabilities(
+    s: *mut erofs_snapshotter,
+    caps_json: *mut *mut c_char,
+    err: *mut *mut c_char,
+) -> i32 {
+    boundary(err, || {
+        let caps = handle(s)?.capabilities();
+        put_json(caps_json, &caps)
+    })
+}
+
 /// Checks the blob of every committed layer against what its commit
 /// recorded (length; fs-verity digest where recorded) and writes to
 /// `*keys_json` (when not NULL) a JSON array of the keys of every lost
@@ -867,7 +890,12 @@ pub extern "C" fn erofs_snapshotter_media_types(
 /// on the existing directory `target`, in order; on failure nothing stays
 /// mounted. EROFS images are mounted file-backed, or through a loop device
 /// where the kernel needs one; overlays with more lower directories than one
-/// `mount(2)` call takes use the new mount API. Needs CAP_SYS_ADMIN. Thread safe.
+/// `mount(2)` call takes use the new mount API. A mount with containerd's
+/// `uidmap=` and `gidmap=` options (a snapshot with ID-mapping labels; see
+/// `erofs_snapshotter_capabilities`) is made through ID-mapped mounts as
+/// containerd makes it: each lower dir of an overlay through an ID-mapped
+/// copy, any other mount with an ID-mapped copy on top. Needs CAP_SYS_ADMIN.
+/// Thread safe.
 #[no_mangle]
 pub extern "C" fn erofs_snapshotter_mount_all(
     mounts_json: *const c_char,

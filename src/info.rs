@@ -343,6 +343,16 @@ pub fn validate_labels(labels: &Labels) -> Result<()> {
             )));
         }
     }
+    // containerd's ID-mapping labels are read at every mount: a malformed
+    // one is refused when it is set.
+    crate::idmap::IdMap::from_values(
+        labels
+            .get(crate::idmap::LABEL_UIDMAPPING)
+            .map(String::as_str),
+        labels
+            .get(crate::idmap::LABEL_GIDMAPPING)
+            .map(String::as_str),
+    )?;
     Ok(())
 }
 

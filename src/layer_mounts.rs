@@ -23,7 +23,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::config::DmverityMode;
 use crate::dmverity;
@@ -397,6 +397,64 @@ pub(crate) fn mount_erofs_file(image: &Path, target: &Path, mode: &AtomicU8) -> 
         }
     }
     crate::loopdev::mount_via_loop(image, target, flags, None)
+}
+
+/// Whether this kernel mounts an EROFS layer through an ID-mapped mount
+/// and stacks overlayfs on it (what `remap-ids` needs), tried once per
+/// process in a scratch directory under `scratch_parent`: an empty EROFS
+/// image is mounted, an ID-mapped copy of it made, and an overlay mounted
+/// on that. Err says why not.
+pub(crate) fn remap_ids_supported(scratch_parent: &Path) -> std::result::Result<(), String> {
+    static PROBED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    PROBED.get_or_init(|| probe_idmap(scratch_parent)).clone()
+}
+
+fn probe_idmap(parent: &Path) -> std::result::Result<(), String> {
+    let dir =
+        crate::layout::unique_dir(parent, ".idmap-probe-", 0o700).map_err(|e| e.to_string())?;
+    let r = probe_idmap_in(&dir);
+    for sub in ["merged", "layer"] {
+        let _ = sys::mount::unmount(&dir.join(sub), true);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+fn probe_idmap_in(dir: &Path) -> std::result::Result<(), String> {
+    let step = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+    let image = dir.join("probe.erofs");
+    let file = std::fs::File::create(&image).map_err(|e| step("create image", &e))?;
+    let root = erofs_writer::Meta {
+        mode: 0o755,
+        ..Default::default()
+    };
+    erofs_writer::Builder::new(file, erofs_writer::Options::default(), root)
+        .and_then(|b| b.finish())
+        .map_err(|e| step("write image", &e))?;
+    for sub in ["layer", "upper", "work", "merged"] {
+        std::fs::create_dir(dir.join(sub)).map_err(|e| step("create directory", &e))?;
+    }
+    let layer = dir.join("layer");
+    let mode = std::sync::atomic::AtomicU8::new(0);
+    mount_erofs_file(&image, &layer, &mode).map_err(|e| step("mount EROFS", &e))?;
+    let ns = sys::process::user_namespace("0 666 1\n", "0 666 1\n")
+        .map_err(|e| step("make a user namespace", &e))?;
+    let lower = sys::mount::clone_idmapped(&layer, &ns, true)
+        .map_err(|e| step("ID-mapped mount of EROFS", &e))?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        sys::fs::fd_path(&lower).display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    sys::mount::mount(
+        "overlay".as_ref(),
+        &dir.join("merged"),
+        "overlay",
+        sys::mount::MountFlags::empty(),
+        Some(&data),
+    )
+    .map_err(|e| step("overlayfs on an ID-mapped lower dir", &e))
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub mod ffi;
 /// cbindgen:ignore
 pub mod filters;
 /// cbindgen:ignore
+pub mod idmap;
+/// cbindgen:ignore
 pub mod info;
 /// cbindgen:ignore
 pub mod integrity;

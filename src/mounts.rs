@@ -69,6 +69,10 @@ pub(crate) struct ParsedOptions {
     pub flags: MountFlags,
     pub data: Vec<String>,
     pub loop_dev: bool,
+    /// containerd's `uidmap=` and `gidmap=`: the mount is made through
+    /// ID-mapped mounts (see [`crate::idmap`]), not given to the kernel.
+    pub uidmap: Option<String>,
+    pub gidmap: Option<String>,
 }
 
 pub(crate) fn parse_options(options: &[String]) -> ParsedOptions {
@@ -76,8 +80,18 @@ pub(crate) fn parse_options(options: &[String]) -> ParsedOptions {
         flags: MountFlags::empty(),
         data: Vec::new(),
         loop_dev: false,
+        uidmap: None,
+        gidmap: None,
     };
     for o in options {
+        if let Some(v) = o.strip_prefix("uidmap=") {
+            p.uidmap = Some(v.to_string());
+            continue;
+        }
+        if let Some(v) = o.strip_prefix("gidmap=") {
+            p.gidmap = Some(v.to_string());
+            continue;
+        }
         let none = MountFlags::empty();
         let (set, clear) = match o.as_str() {
             "ro" => (MountFlags::RDONLY, none),
@@ -139,7 +153,9 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
 
 fn undo(done: &[Made]) {
     for made in done.iter().rev() {
-        let _ = sys::mount::unmount(&made.path, true);
+        for _ in 0..made.stacked {
+            let _ = sys::mount::unmount(&made.path, true);
+        }
     }
 }
 
@@ -164,6 +180,8 @@ struct Made {
     /// top mount), or `/proc/self/fd/N` of `_fd`.
     path: PathBuf,
     _fd: Option<OwnedFd>,
+    /// Mounts stacked there: 2 for an ID-mapped copy on top of the mount.
+    stacked: usize,
 }
 
 /// Resolves a mount's `sub` target inside `mount_point` and opens it.
@@ -246,6 +264,7 @@ impl Dest {
             return Ok(Made {
                 path: mount_point.to_path_buf(),
                 _fd: None,
+                stacked: 1,
             });
         }
         let root = open_path(mount_point)?;
@@ -253,13 +272,57 @@ impl Dest {
         Ok(Made {
             path: fd_path(&fd),
             _fd: Some(fd),
+            stacked: 1,
         })
     }
 }
 
 /// Mounts `m` on `dest`.
 fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
-    let p = parse_options(&m.options);
+    let mut p = parse_options(&m.options);
+    // An ID-mapped mount, as containerd's mount code makes it: an overlay's
+    // lower dirs are each mounted through an ID-mapped copy; any other
+    // mount is made, then an ID-mapped copy of it put on top.
+    let userns = match (&p.uidmap, &p.gidmap) {
+        (None, None) => None,
+        (Some(u), Some(g)) => Some(crate::idmap::user_namespace(u, g).map_err(|e| {
+            e.context(format!("mount {} {:?} on {}", m.kind, m.source, dest.shown))
+        })?),
+        _ => {
+            return Err(Error::invalid_argument(format!(
+                "mount {} {:?} on {}: options {}: an ID-mapped mount needs both uidmap= and \
+                 gidmap=",
+                m.kind,
+                m.source,
+                dest.shown,
+                shown_options(&m.options)
+            )))
+        }
+    };
+    // Held until the overlay is mounted: its lower dirs name them.
+    let mut mapped_lowers = Vec::new();
+    if let (Some(ns), "overlay") = (&userns, m.kind.as_str()) {
+        for opt in p.data.iter_mut() {
+            let Some(list) = opt.strip_prefix("lowerdir=") else {
+                continue;
+            };
+            let mut names = Vec::new();
+            for dir in split_lowerdirs(list) {
+                let fd = sys::mount::clone_idmapped(Path::new(&dir), ns, true).map_err(|e| {
+                    Error::new(
+                        idmap_error_kind(&e),
+                        format!(
+                            "ID-mapped mount of lower dir {dir:?} for {}: {e}",
+                            dest.shown
+                        ),
+                    )
+                })?;
+                names.push(escape_overlay_path(&fd_path(&fd).to_string_lossy()));
+                mapped_lowers.push(fd);
+            }
+            *opt = format!("lowerdir={}", names.join(":"));
+        }
+    }
     let fail = |e: io::Error| {
         let kind = match sys::errno(&e) {
             _ if loopdev::is_unavailable(&e) => crate::ErrorKind::Unavailable,
@@ -352,7 +415,43 @@ fn mount_one(m: &Mount, mount_point: &Path, dest: &Dest) -> Result<Made> {
             return Err(fail(e));
         }
     }
-    Ok(new)
+    drop(mapped_lowers);
+    match userns {
+        Some(ns) if m.kind != "overlay" => map_in_place(new, &ns, p.flags, &dest.shown),
+        _ => Ok(new),
+    }
+}
+
+/// Puts an ID-mapped copy of the mount just made (`new`) on top of it,
+/// as containerd's `IDMapMount(target, target)`; on failure unmounts it.
+fn map_in_place(mut new: Made, ns: &OwnedFd, flags: MountFlags, shown: &str) -> Result<Made> {
+    let r = sys::mount::clone_idmapped(&new.path, ns, flags.contains(MountFlags::RDONLY))
+        .and_then(|copy| sys::mount::attach(&copy, &open_path(&new.path)?));
+    match r {
+        Ok(()) => {
+            new.stacked = 2;
+            Ok(new)
+        }
+        Err(e) => {
+            let _ = sys::mount::unmount(&new.path, true);
+            Err(Error::new(
+                idmap_error_kind(&e),
+                format!("ID-mapped mount of {shown}: {e}"),
+            ))
+        }
+    }
+}
+
+/// An ID-mapped mount the kernel or the filesystem cannot make is
+/// unavailable; anything else internal.
+fn idmap_error_kind(e: &io::Error) -> crate::ErrorKind {
+    match sys::errno(e) {
+        Some(Errno::INVAL | Errno::NOSYS | Errno::PERM | Errno::OPNOTSUPP) => {
+            crate::ErrorKind::Unavailable
+        }
+        Some(Errno::NOENT | Errno::NOTDIR) => crate::ErrorKind::NotFound,
+        _ => crate::ErrorKind::Internal,
+    }
 }
 
 fn is_regular(p: &Path) -> bool {

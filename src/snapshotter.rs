@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::differ::{self, Applied, ApplyOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filters::Filter;
+use crate::idmap::{IdMap, LABEL_GIDMAPPING, LABEL_UIDMAPPING};
 use crate::info::{
     apply_label_update, validate_labels, BlobRecord, Info, InfoRef, InfoUpdate, Kind, Labels,
     Timestamp, Usage,
@@ -212,9 +213,25 @@ impl Snapshotter {
     fn create(&self, kind: Kind, key: &str, parent: &str, labels: &Labels) -> Result<Vec<Mount>> {
         check_key("key", key)?;
         validate_labels(labels)?;
+        // containerd's remap-ids: the container's root owns the upper dir,
+        // and the layers are mounted through ID-mapped mounts.
+        let idmap = IdMap::from_values(
+            labels.get(LABEL_UIDMAPPING).map(String::as_str),
+            labels.get(LABEL_GIDMAPPING).map(String::as_str),
+        )?;
+        let owner = idmap.as_ref().map(IdMap::root_pair).transpose()?;
+        if idmap.is_some() && !parent.is_empty() {
+            self.remap_ids_supported()?;
+        }
         // The parent's layers are mounted first: a new upper dir takes the
         // owner and mode of the parent's root, as containerd's snapshotters do.
-        let mut attrs = None;
+        let mut attrs = owner
+            .filter(|_| kind == Kind::Active)
+            .map(|(uid, gid)| RootAttrs {
+                mode: 0o755,
+                uid,
+                gid,
+            });
         if !parent.is_empty() {
             // Usually a cached image layer: no database read on this path.
             let cached = self.store.cached_get(parent).map_err(|e| match e.kind() {
@@ -251,10 +268,11 @@ impl Snapshotter {
             if kind == Kind::Active {
                 let root = self.layout.fs_dir(p.id);
                 let md = std::fs::metadata(&root).map_err(|e| Error::io("stat", &root, e))?;
+                let (uid, gid) = owner.unwrap_or((md.uid(), md.gid()));
                 attrs = Some(RootAttrs {
                     mode: md.mode() & 0o7777,
-                    uid: md.uid(),
-                    gid: md.gid(),
+                    uid,
+                    gid,
                 });
             }
         }
@@ -325,22 +343,55 @@ impl Snapshotter {
             }
         };
         let cache_file = cached.as_ref().and_then(|b| b.path.as_deref());
-        let labelled = labels.contains_key(LABEL_PARENT_CHAIN_ID);
-        self.mounts_of(kind, id, &parent_ids, cache_file, labelled, generation)
+        self.mounts_of(
+            kind,
+            id,
+            &parent_ids,
+            cache_file,
+            &|k| labels.get(k).map(String::as_str),
+            generation,
+        )
+    }
+
+    /// Whether this kernel can mount the layers through ID-mapped mounts
+    /// (containerd's `remap-ids` capability), tried once per process: Err
+    /// (unavailable) says why not.
+    pub fn remap_ids_supported(&self) -> Result<()> {
+        crate::layer_mounts::remap_ids_supported(&self.layout.root).map_err(|why| {
+            Error::unavailable(format!(
+                "labels {LABEL_UIDMAPPING:?} and {LABEL_GIDMAPPING:?} ask for ID-mapped layers, \
+                 which this kernel cannot mount ({why})"
+            ))
+        })
+    }
+
+    /// The capabilities a containerd plugin of this snapshotter advertises:
+    /// `rebase` (parallel unpack), `only-remap-ids` (no chown fallback, as
+    /// containerd's EROFS snapshotter), and `remap-ids` where
+    /// [`Snapshotter::remap_ids_supported`].
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        let mut caps = vec!["rebase", "only-remap-ids"];
+        if self.remap_ids_supported().is_ok() {
+            caps.push("remap-ids");
+        }
+        caps
     }
 
     /// The mounts of active snapshot or view `id` over its mounted layers
     /// `parent_ids`: `cache_file` is the layer content cache's file serving
-    /// it, `labelled` whether it has [`LABEL_PARENT_CHAIN_ID`] (see [`Top`]).
-    fn mounts_of(
+    /// it; `label` gives its labels: [`LABEL_PARENT_CHAIN_ID`] (see
+    /// [`Top`]) and the ID mappings.
+    fn mounts_of<'l>(
         &self,
         kind: Kind,
         id: i64,
         parent_ids: &[i64],
         cache_file: Option<&Path>,
-        labelled: bool,
+        label: &dyn Fn(&str) -> Option<&'l str>,
         generation: i64,
     ) -> Result<Vec<Mount>> {
+        let labelled = label(LABEL_PARENT_CHAIN_ID).is_some();
+        let idmap = IdMap::from_values(label(LABEL_UIDMAPPING), label(LABEL_GIDMAPPING))?;
         let top = match cache_file {
             Some(file) if kind == Kind::Active => Top::Cached(file),
             _ if awaits_rebase(kind, parent_ids, labelled) => Top::RebaseLater,
@@ -351,7 +402,7 @@ impl Snapshotter {
             // `fs/` like a committed layer, the overlay's top lower dir.
             self.ensure_layers(&[id], generation)?;
         }
-        Ok(self.build_mounts(kind, id, parent_ids, top))
+        Ok(self.build_mounts(kind, id, parent_ids, top, idmap.as_ref()))
     }
 
     /// Mounts the layers of the committed snapshots `ids` (what their
@@ -688,14 +739,24 @@ impl Snapshotter {
             row.id,
             &row.parent_ids,
             row.blob_ref.as_deref(),
-            row.labels.contains_key(LABEL_PARENT_CHAIN_ID),
+            &|k| row.labels.get(k),
             generation,
         )
     }
 
     /// Mounts for snapshot `id` whose layers `parent_ids` (nearest first)
     /// are mounted, with `top` on them (see [`Top`]).
-    fn build_mounts(&self, kind: Kind, id: i64, parent_ids: &[i64], top: Top) -> Vec<Mount> {
+    fn build_mounts(
+        &self,
+        kind: Kind,
+        id: i64,
+        parent_ids: &[i64],
+        top: Top,
+        idmap: Option<&IdMap>,
+    ) -> Vec<Mount> {
+        // containerd's uidmap=/gidmap= on what mounts layers; an upper dir
+        // alone (no parent) is owned by the mapped root and needs none.
+        let mapped = idmap.map(IdMap::mount_options).unwrap_or_default();
         let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
         if let Top::Cached(blob) = top {
             if parent_ids.is_empty() {
@@ -714,7 +775,7 @@ impl Snapshotter {
             }];
         }
         if kind == Kind::View && parent_ids.len() == 1 {
-            return vec![match self.layers.local_blob(parent_ids[0]) {
+            let mut m = match self.layers.local_blob(parent_ids[0]) {
                 Some(true) => self.erofs_mount(&self.layout.blob(parent_ids[0])),
                 // A cache's file (or not known): the layer mounted on fs/.
                 _ => Mount {
@@ -723,7 +784,9 @@ impl Snapshotter {
                     target: None,
                     options: vec!["ro".into(), "rbind".into()],
                 },
-            }];
+            };
+            m.options.extend(mapped);
+            return vec![m];
         }
         let mut options = Vec::with_capacity(4 + self.config.ovl_mount_options.len());
         if self.overlay_index_off {
@@ -737,6 +800,7 @@ impl Snapshotter {
             // lets callers (a differ) see it without parsing the options.
             options.push("ro".to_string());
         }
+        options.extend(mapped);
         let mut lower = String::from("lowerdir=");
         if let Top::Cached(_) = top {
             lower.push_str(&escape_overlay_path(&path(self.layout.fs_dir(id))));

@@ -17,7 +17,7 @@ import sys
 # docs/design.md, "Code layout": a module uses only its own layer or below.
 LAYERS = [
     ["sys"],
-    ["error", "json", "logging", "filters"],
+    ["error", "json", "logging", "filters", "idmap"],
     ["info", "tar", "integrity", "dmverity", "trash", "subprocess", "loopdev"],
     ["mkfs_options", "lowers", "layout", "mounts", "config", "metastore", "layer_out", "layer_cache"],
     ["mkfs", "layer_tar", "layer_mounts"],

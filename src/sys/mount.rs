@@ -95,3 +95,59 @@ pub(crate) fn mount_configured(
     )?;
     Ok(())
 }
+
+/// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`,
+/// not its submounts) whose IDs are mapped through the user namespace
+/// `userns` (`mount_setattr(MOUNT_ATTR_IDMAP)`), read only when `read_only`.
+/// Usable as a path through `/proc/self/fd/N` (an overlay's lower dir) or
+/// attached with [`attach`].
+pub(crate) fn clone_idmapped(
+    path: &Path,
+    userns: &impl AsFd,
+    read_only: bool,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::mount::OpenTreeFlags;
+    use std::os::fd::AsRawFd;
+    let tree = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        path,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )?;
+    let mut attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_fd().as_raw_fd() as u64,
+    };
+    if read_only {
+        attr.attr_set |= libc::MOUNT_ATTR_RDONLY;
+    }
+    // SAFETY: mount_setattr reads `size_of::<mount_attr>()` bytes of `attr`,
+    // which lives across the call; the path is a NUL-terminated literal.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &mut attr as *mut libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tree)
+}
+
+/// Attaches the detached mount `mnt` onto the directory `dest` (an open
+/// descriptor), on top of whatever is mounted there.
+pub(crate) fn attach(mnt: &impl AsFd, dest: &impl AsFd) -> io::Result<()> {
+    Ok(rustix::mount::move_mount(
+        mnt,
+        "",
+        dest,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?)
+}

@@ -77,3 +77,62 @@ pub(crate) fn send_nosignal(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
         }
     }
 }
+
+/// A user namespace whose ID maps are `uid_map` and `gid_map` (the text of
+/// `/proc/PID/uid_map`: "inside outside count" lines), as an `O_RDONLY`
+/// descriptor of its `ns/user` file, for `MOUNT_ATTR_IDMAP`. Made as
+/// containerd's `GetUsernsFD` makes it: a child is cloned into a new user
+/// namespace, its maps are written, its namespace opened, and it is let go.
+pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (r, w) = pipe()?;
+    let (r_raw, w_raw) = (r.as_raw_fd(), w.as_raw_fd());
+    // SAFETY: clone without CLONE_VM gives the child a copy of this address
+    // space, as fork does. The child makes only raw system calls (close,
+    // read, _exit), which are async-signal-safe, so it is sound whatever
+    // the other threads of this process were doing.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // The child: waits until the parent closes its end (done, or gone).
+        // SAFETY: raw system calls on descriptors this child owns.
+        unsafe {
+            libc::close(w_raw);
+            let mut b = 0u8;
+            libc::read(r_raw, (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    drop(r);
+    let made = (|| {
+        for (file, map) in [("uid_map", uid_map), ("gid_map", gid_map)] {
+            let path = format!("/proc/{pid}/{file}");
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            // The kernel takes a map in one write.
+            let n = f.write(map.as_bytes())?;
+            if n != map.len() {
+                return Err(io::Error::other(format!("{path}: short write")));
+            }
+        }
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
+        Ok(OwnedFd::from(ns))
+    })();
+    drop(w);
+    let _ = rustix::process::waitpid(
+        Pid::from_raw(pid as i32),
+        rustix::process::WaitOptions::empty(),
+    );
+    made
+}

@@ -93,6 +93,7 @@ int main(int argc, char **argv)
     EXPECT_ERR(erofs_snapshotter_unmount_all("/tmp", 0x80, &err_), EROFS_ERR_INVALID_ARGUMENT, "flags");
     EXPECT_ERR(erofs_snapshotter_cleanup(NULL, &err_), EROFS_ERR_INVALID_ARGUMENT, "handle");
     EXPECT_ERR(erofs_snapshotter_check(NULL, &out, &err_), EROFS_ERR_INVALID_ARGUMENT, "handle");
+    EXPECT_ERR(erofs_snapshotter_capabilities(NULL, &out, &err_), EROFS_ERR_INVALID_ARGUMENT, "handle");
     EXPECT_ERR(erofs_snapshotter_repair(s, NULL, -1, "/dev/null", NULL, &out, &err_), EROFS_ERR_INVALID_ARGUMENT,
                "key is NULL");
     EXPECT(erofs_snapshotter_stat(NULL, "k", NULL, NULL) == EROFS_ERR_INVALID_ARGUMENT);
@@ -154,6 +155,10 @@ int main(int argc, char **argv)
     EXPECT(out == sentinel);
     EXPECT_OK(erofs_snapshotter_check(s, &json, &err_));
     EXPECT(json && strcmp(json, "[]") == 0);
+    erofs_snapshotter_string_free(json);
+    /* This kernel (6.18) mounts EROFS layers through ID-mapped mounts. */
+    EXPECT_OK(erofs_snapshotter_capabilities(s, &json, &err_));
+    EXPECT(json && strcmp(json, "[\"rebase\",\"only-remap-ids\",\"remap-ids\"]") == 0);
     erofs_snapshotter_string_free(json);
     EXPECT_OK(erofs_snapshotter_remove(s, "c", &err_));
     EXPECT_OK(erofs_snapshotter_cleanup(s, &err_));
