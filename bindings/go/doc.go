@@ -20,8 +20,13 @@
 //				return nil, err
 //			}
 //			ic.Meta.Exports[plugins.SnapshotterRootDir] = s.Root()
-//			// Commit honours snapshots.WithParent: parallel unpack.
-//			ic.Meta.Capabilities = append(ic.Meta.Capabilities, snapshots.RebaseCap)
+//			// rebase (parallel unpack), only-remap-ids, and remap-ids
+//			// where the kernel has ID-mapped mounts of EROFS layers.
+//			caps, err := s.Capabilities(ic.Context)
+//			if err != nil {
+//				return nil, err
+//			}
+//			ic.Meta.Capabilities = append(ic.Meta.Capabilities, caps...)
 //			return s, nil
 //		},
 //	})
@@ -40,7 +45,9 @@
 //     unpack), so the plugin advertises snapshots.RebaseCap.
 //   - Mounts are concrete (bind, erofs file-backed image, overlay with the
 //     layers already mounted by the library): plain mount(2) or mount.All
-//     handles them, no mount manager needed.
+//     handles them, no mount manager needed. A snapshot with containerd's
+//     ID-mapping labels has uidmap= and gidmap= options, which mount.All
+//     and MountAll make into ID-mapped mounts (remap-ids).
 //   - Library warnings (and, with a debug-level logger, one record per
 //     operation) go to log.G(ctx) of the context given to New.
 //   - NewDiffer is the matching containerd diff.Applier (and a Comparer that

@@ -385,6 +385,34 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, filters .
 	})
 }
 
+// Capabilities are what a containerd plugin of this snapshotter advertises
+// (ic.Meta.Capabilities, or capabilities = [...] of a proxy plugin):
+// snapshots.RebaseCap ("rebase": Commit honours snapshots.WithParent, so
+// containerd unpacks in parallel), "only-remap-ids" (user namespaces only
+// through ID-mapped layers, never a chown, as containerd's EROFS
+// snapshotter), and "remap-ids" when this kernel mounts EROFS layers and
+// overlayfs through ID-mapped mounts (tried once per process). With it, a
+// snapshot labelled containerd.io/snapshot/uidmapping and gidmapping gets an
+// upper dir owned by the mapped root and mounts with uidmap= and gidmap=
+// options, which containerd's mount code (or MountAll) makes ID-mapped.
+func (s *Snapshotter) Capabilities(ctx context.Context) ([]string, error) {
+	h, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out, cerr *C.char
+	rc := C.erofs_snapshotter_capabilities(h, &out, &cerr)
+	s.release()
+	if rc != C.EROFS_OK {
+		return nil, newError(int32(rc), takeString(cerr))
+	}
+	var caps []string
+	if err := withBytes(out, func(b []byte) error { return json.Unmarshal(b, &caps) }); err != nil {
+		return nil, fmt.Errorf("decode capabilities: %v: %w", err, errdefs.ErrInternal)
+	}
+	return caps, nil
+}
+
 // Cleanup deletes what no snapshot owns (snapshots.Cleaner).
 func (s *Snapshotter) Cleanup(ctx context.Context) error {
 	h, err := s.acquire(ctx)

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/snapshots/testsuite"
 	ctrderofs "github.com/containerd/containerd/v2/plugins/snapshots/erofs"
@@ -77,6 +78,38 @@ func TestSuiteImmutable(t *testing.T) {
 func TestSuiteRedirectDir(t *testing.T) {
 	requireRoot(t)
 	testsuite.SnapshotterSuite(t, "erofs-redirect-dir", ours(Config{OvlMountOptions: []string{"redirect_dir=on"}}))
+}
+
+// remapped gives every Prepare and View containerd's ID-mapping labels, as
+// CRI does for a pod in a user namespace.
+type remapped struct {
+	snapshots.Snapshotter
+	labels map[string]string
+}
+
+func (r remapped) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	return r.Snapshotter.Prepare(ctx, key, parent, append(opts, snapshots.WithLabels(r.labels))...)
+}
+
+func (r remapped) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	return r.Snapshotter.View(ctx, key, parent, append(opts, snapshots.WithLabels(r.labels))...)
+}
+
+// remap-ids: every snapshot ID-mapped (an identity map of the IDs the
+// suite's files use, so its checks of owners hold), its mounts made by
+// containerd's mount code through ID-mapped mounts.
+func TestSuiteRemapIDs(t *testing.T) {
+	requireRoot(t)
+	testsuite.SnapshotterSuite(t, "erofs", func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {
+		s, closer, err := ours(Config{})(ctx, root)
+		if err != nil {
+			return nil, nil, err
+		}
+		return remapped{s, map[string]string{
+			snapshots.LabelSnapshotUIDMapping: "0:0:65536",
+			snapshots.LabelSnapshotGIDMapping: "0:0:65536",
+		}}, closer, nil
+	})
 }
 
 // containerd's own EROFS snapshotter through the same suite on this machine,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
@@ -28,9 +27,17 @@ func init() {
 				return nil, err
 			}
 			ic.Meta.Exports[plugins.SnapshotterRootDir] = s.Root()
-			// Commit honours snapshots.WithParent, so containerd may unpack
-			// an image's layers in parallel (max_concurrent_unpacks).
-			ic.Meta.Capabilities = append(ic.Meta.Capabilities, snapshots.RebaseCap)
+			// "rebase": Commit honours snapshots.WithParent, so containerd
+			// may unpack an image's layers in parallel
+			// (max_concurrent_unpacks). "only-remap-ids", and "remap-ids"
+			// where the kernel mounts EROFS layers through ID-mapped mounts:
+			// pods in user namespaces get them without a chown.
+			caps, err := s.Capabilities(ic.Context)
+			if err != nil {
+				s.Close()
+				return nil, err
+			}
+			ic.Meta.Capabilities = append(ic.Meta.Capabilities, caps...)
 			return s, nil
 		},
 	})

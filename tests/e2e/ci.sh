@@ -15,7 +15,9 @@
 #   proxy, own differ, E2E_UNPACKS=3   parallel pull: the daemon is declared with
 #                                   capabilities = ["rebase"], every layer is
 #                                   prepared without a parent and committed
-#                                   onto the one below
+#                                   onto the one below; with E2E_USERNS=1 also
+#                                   remap-ids: a container in a user namespace
+#                                   on ID-mapped layers
 #   proxy, walking differ, E2E_UNPACKS=3   the same with containerd's walking differ
 # and two runs that must fail, to show the checks catch what they are for:
 #   proxy, own differ, E2E_UNPACKS=3, E2E_PROXY_REBASE=0
@@ -125,8 +127,8 @@ e2e "daemon + its own differ, no mkfs.erofs on its PATH; a commit's record lost 
 	E2E_UNPACKS=3 -- overlayfs
 e2e "daemon + its own differ, sequential pull (max_concurrent_unpacks 1)" \
 	E2E_UNPACKS=1 E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
-e2e "daemon + its own differ, parallel pull (max_concurrent_unpacks 3, rebase)" \
-	E2E_UNPACKS=3 E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
+e2e "daemon + its own differ, parallel pull (max_concurrent_unpacks 3, rebase); a container in a user namespace (remap-ids)" \
+	E2E_UNPACKS=3 E2E_USERNS=1 E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
 e2e "daemon + walking differ, parallel pull (max_concurrent_unpacks 3, rebase)" \
 	E2E_UNPACKS=3 E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=walking -- proxy
 

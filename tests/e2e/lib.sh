@@ -90,7 +90,7 @@ proxy_rebase() {
 # transfer service's max_concurrent_unpacks, E2E_PROXY_REBASE=1 the proxy
 # snapshotter's rebase capability.
 ctd_config() {
-	local mode=$1 immutable=${2:-false} sn
+	local mode=$1 immutable=${2:-false} sn caps
 	sn=$(snapshotter_of "$mode")
 	mkdir -p "$E2E_TMP/root" "$E2E_TMP/state" "$E2E_TMP/s" "$E2E_TMP/opt"
 	{
@@ -211,10 +211,14 @@ ctd_config() {
 				    type = "snapshot"
 				    address = "$PROXY_SNAPSHOT_SOCK"
 			EOF
-			[ "$(proxy_rebase)" != 1 ] || cat <<-EOF
-				    # Parallel unpack: layers prepared without a parent, committed
-				    # with one (snapshots.WithParent).
-				    capabilities = ["rebase"]
+			caps=()
+			[ "$(proxy_rebase)" != 1 ] || caps+=('"rebase"')
+			[ "${E2E_USERNS:-0}" != 1 ] || caps+=('"remap-ids"' '"only-remap-ids"')
+			[ ${#caps[@]} = 0 ] || cat <<-EOF
+				    # rebase: parallel unpack (layers prepared without a parent,
+				    # committed with one); remap-ids: ID-mapped layers for user
+				    # namespaces, only-remap-ids: never a chown.
+				    capabilities = [$(IFS=,; echo "${caps[*]}" | sed 's/,/, /g')]
 			EOF
 			[ "$E2E_PROXY_DIFFER" != proxy ] || cat <<-EOF
 				  # The daemon's own differ.

@@ -38,6 +38,13 @@
 # short with the daemon stopped; the restarted daemon must repair it.
 # E2E_LOSE_RECORD=1 (proxy mode): the top layer's record is deleted with the
 # daemon stopped; the restarted daemon must make containerd forget it.
+# E2E_USERNS=1 (proxy mode): the daemon is declared with the remap-ids and
+# only-remap-ids capabilities (as containerd's EROFS snapshotter advertises
+# them), and a container runs in a user namespace (ctr run --uidmap --gidmap
+# --remap-labels): the snapshot gets containerd's ID-mapping labels, the shim
+# mounts its layers through ID-mapped mounts, the container sees the image's
+# files owned by its root, and its writes land in the upper dir as host uid
+# 100000; containerd never chowns (it would refuse: only-remap-ids).
 # Other knobs: E2E_TMPDIR (default /tmp) holds the run's directory (containerd
 # root and state, sockets); E2E_KEEP=1 keeps that directory; E2E_LOG_DIR
 # (default /tmp/erofs-e2e-logs) receives the logs of a failed run.
@@ -411,6 +418,41 @@ PY
 	[ "$committed" -lt 3 ] || fail "containerd still lists all 3 layers"
 }
 
+# A container in a user namespace: container root is host uid and gid 100000.
+st_run_userns() {
+	local out script upper owner
+	script=$(
+		cat <<EOF
+set -e
+[ "\$(id -u):\$(id -g)" = 0:0 ] || { echo "CHECK FAILED: not root inside"; exit 1; }
+grep -q '^ *0 *100000 *65536' /proc/self/uid_map || { echo "CHECK FAILED: no user namespace: \$(cat /proc/self/uid_map)"; exit 1; }
+[ "\$(stat -c %u:%g /bin/sh)" = 0:0 ] || { echo "CHECK FAILED: /bin/sh owned by \$(stat -c %u:%g /bin/sh) inside"; exit 1; }
+$("$HERE/image.sh" test-expect)
+echo u1 > /userns.txt
+echo "user namespace: image owned by the container's root, written"
+EOF
+	)
+	out=$(ctr_ run --snapshotter "$SN" --runc-root "$RUNC_ROOT" --fifo-dir "$E2E_TMP/fifo" \
+		--uidmap 0:100000:65536 --gidmap 0:100000:65536 --remap-labels "$IMAGE" u1 \
+		/bin/sh -c "$script" 2>&1) || { echo "$out"; fail "container u1 (user namespace) failed"; }
+	sed 's/^/  u1: /' <<<"$out"
+	grep -q 'image content: OK' <<<"$out" || fail "no image check output"
+	grep -q 'user namespace: image owned' <<<"$out" || fail "no user namespace output"
+	# The snapshot's own mounts carry containerd's uidmap=/gidmap= options.
+	out=$(ctr_ snapshots --snapshotter "$SN" mounts /mnt u1)
+	grep -q 'uidmap=0:100000:65536' <<<"$out" || { echo "$out"; fail "u1's mounts have no uidmap= option"; }
+	upper=$(grep -oE 'upperdir=[^,]+' <<<"$out" | head -1 | cut -d= -f2)
+	[ -n "$upper" ] || { echo "$out"; fail "no upperdir in u1's mounts"; }
+	owner=$(stat -c %u:%g "$upper")
+	[ "$owner" = 100000:100000 ] || fail "u1's upper dir owned by $owner, want 100000:100000 (the mapped root)"
+	owner=$(stat -c %u:%g "$upper/userns.txt")
+	[ "$owner" = 100000:100000 ] || fail "what u1 wrote is owned by $owner on the host, want 100000:100000"
+	echo "  upper dir $upper and /userns.txt in it: owned by 100000:100000 on the host"
+	# No chowned copy of the image (containerd's fall-back names it <...>-remap).
+	! ctr_ snapshots --snapshotter "$SN" ls | grep -q remap || fail "containerd made a chowned copy of the image"
+	ctr_ containers delete u1
+}
+
 st_remove() {
 	ctr_ containers delete c1
 	ctr_ images rm --sync "$IMAGE" | sed 's/^/  /'
@@ -500,6 +542,10 @@ fi
 step "c1: layers, whiteouts, opaque dir; write to the writable layer" st_run_c1
 step "c1 again: writes persisted in its snapshot" st_restart_c1
 step "c2: fresh snapshot of the same image, c1 writes not visible" st_run_c2
+if [ "${E2E_USERNS:-0}" = 1 ]; then
+	[ "$MODE" = proxy ] || die "E2E_USERNS=1 needs proxy mode"
+	step "u1: a container in a user namespace, its layers ID-mapped (remap-ids), no chown" st_run_userns
+fi
 step "remove containers and image; GC empties snapshots and content" st_remove
 step "no mounts, no snapshot directories left" st_no_leftovers
 step "stop containerd$([ "$MODE" = proxy ] && echo ' and the daemon (SIGTERM, socket gone)'), nothing left" st_stop

@@ -93,6 +93,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
         [HANDLE, c_char_p, c_int32, c_char_p, c_char_p, OUT_STRING, OUT_STRING],
     ),
     "erofs_snapshotter_check": (c_int32, [HANDLE, OUT_STRING, OUT_STRING]),
+    "erofs_snapshotter_capabilities": (c_int32, [HANDLE, OUT_STRING, OUT_STRING]),
     "erofs_snapshotter_repair": (
         c_int32,
         [HANDLE, c_char_p, c_int32, c_char_p, c_char_p, OUT_STRING, OUT_STRING],

@@ -527,6 +527,18 @@ class Snapshotter:
             text = _call(self._lib, self._lib.cdll.erofs_snapshotter_check, h, out=True)
         return list(json.loads(text or "[]"))
 
+    def capabilities(self) -> List[str]:
+        """What a containerd plugin of this snapshotter advertises:
+        ``"rebase"`` (parallel unpack), ``"only-remap-ids"``, and
+        ``"remap-ids"`` when this kernel mounts EROFS layers through ID-mapped
+        mounts. With it, a snapshot labelled
+        ``containerd.io/snapshot/uidmapping`` and ``.../gidmapping``
+        (``"0:100000:65536"``) has an upper dir owned by the mapped root, and
+        ``mount_all`` / ``mounted`` make its layers' mounts ID-mapped."""
+        with self._use() as h:
+            text = _call(self._lib, self._lib.cdll.erofs_snapshotter_capabilities, h, out=True)
+        return list(json.loads(text or "[]"))
+
     def repair(
         self,
         key: str,

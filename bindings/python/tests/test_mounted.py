@@ -172,3 +172,26 @@ def test_mount_errors(snap: es.Snapshotter, tmp_path: Path) -> None:
     assert mounts_under(tmp_path) == []
     with pytest.raises(es.InvalidArgumentError, match="NUL"):
         es.unmount_all("/tmp/a\0b")
+
+
+def test_remap_ids_mounts_layers_with_the_mapped_ids(snap: es.Snapshotter) -> None:
+    """containerd's remap-ids: ``mounted`` makes the ID-mapped mounts itself."""
+    assert "remap-ids" in snap.capabilities()  # kernel 6.18: ID-mapped EROFS
+    snap.prepare("a")
+    with snap.mounted("a") as p:
+        (p / "f").write_text("x")
+    snap.commit("layer", "a")
+    labels = {
+        "containerd.io/snapshot/uidmapping": "0:100000:65536",
+        "containerd.io/snapshot/gidmapping": "0:200000:65536",
+    }
+    mounts = snap.prepare("ctr", "layer", labels=labels)
+    assert "uidmap=0:100000:65536" in mounts[0].options
+    with snap.mounted("ctr") as p:
+        st = os.lstat(p / "f")
+        assert (st.st_uid, st.st_gid) == (100000, 200000)
+        (p / "new").write_text("y")
+        st = os.lstat(p / "new")
+        assert (st.st_uid, st.st_gid) == (0, 0)  # written by the host's root
+    with pytest.raises(es.InvalidArgumentError, match="uidmapping"):
+        snap.prepare("bad", "layer", labels={"containerd.io/snapshot/uidmapping": "0:1"})

@@ -356,12 +356,19 @@ func serve(cfg Config, grace time.Duration) error {
 		srv.Stop()
 		<-graceful
 	}()
+	// containerd takes a proxy plugin's capabilities from its own config,
+	// not from the plugin: said here, to copy into proxy_plugins.
+	caps, err := sn.Capabilities(context.Background())
+	if err != nil {
+		return err
+	}
 	log.L.WithFields(log.Fields{
-		"socket":     cfg.Address,
-		"root":       sn.Root(),
-		"containerd": cfg.ContainerdAddress,
-		"version":    version,
-		"library":    erofs.Version(),
+		"socket":       cfg.Address,
+		"root":         sn.Root(),
+		"containerd":   cfg.ContainerdAddress,
+		"version":      version,
+		"library":      erofs.Version(),
+		"capabilities": `["` + strings.Join(caps, `", "`) + `"]`,
 	}).Info("serving snapshots and diff APIs")
 	// Layers lost in a crash are made again from containerd's content
 	// store, once containerd answers (it usually starts after its proxy
