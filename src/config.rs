@@ -78,6 +78,85 @@ pub struct Config {
     /// layer must have one), `off` (never).
     #[serde(default)]
     pub dmverity_mode: DmverityMode,
+    /// containerd's `default_size` (block mode): above 0, each container's
+    /// active snapshot writes into an ext4 image of this many bytes (its own
+    /// filesystem, so a container cannot fill the host's disk); label
+    /// `containerd.io/snapshot/max-size` sets one snapshot's. Bytes, as a
+    /// number or as containerd writes it ("64Mi", "1g", "512MB": binary
+    /// units, go-units' `RAMInBytes`). 0 (the default): upper directories.
+    #[serde(default, deserialize_with = "size_field")]
+    pub default_size: u64,
+}
+
+/// A size in bytes as a number, or as go-units' `RAMInBytes` reads a string.
+fn size_field<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(
+            "expected a size in bytes (a number, or a string such as \"64Mi\")",
+        )
+    })? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// go-units' `RAMInBytes` (what containerd parses `default_size` with):
+/// a decimal number, optionally with a fraction, then an optional space and
+/// one of k, m, g, t, p (any case, powers of 1024), optionally followed by
+/// "i" and "b" ("16", "16k", "1.5Gi", "64MB", "2 gib"). An empty string is 0.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let bad = || {
+        format!(
+            "{text:?} is not a size: a number of bytes, optionally with k, m, g, t or p \
+             (powers of 1024), e.g. \"64Mi\" or \"1g\""
+        )
+    };
+    if text.is_empty() {
+        return Ok(0);
+    }
+    let digits = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (num, rest) = text.split_at(digits);
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.contains("..") {
+        return Err(bad());
+    }
+    let rest = rest.strip_prefix(' ').unwrap_or(rest).to_ascii_lowercase();
+    let (shift, tail) = match rest.chars().next() {
+        Some('k') => (10, &rest[1..]),
+        Some('m') => (20, &rest[1..]),
+        Some('g') => (30, &rest[1..]),
+        Some('t') => (40, &rest[1..]),
+        Some('p') => (50, &rest[1..]),
+        _ => (0, rest.as_str()),
+    };
+    if !["", "i", "b", "ib"].contains(&tail) {
+        return Err(bad());
+    }
+    // go-units multiplies a float; whole numbers stay exact here.
+    let bytes = match num.split_once('.') {
+        None => num
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(1 << shift)),
+        Some(_) => {
+            let v: f64 = num.parse().map_err(|_| bad())?;
+            let b = v * (1u64 << shift) as f64;
+            (b < i64::MAX as f64).then_some(b as u64)
+        }
+    };
+    match bytes {
+        Some(b) if b <= i64::MAX as u64 => Ok(b),
+        _ => Err(format!(
+            "{text:?} is larger than containerd's largest size (2^63 - 1 bytes)"
+        )),
+    }
 }
 
 /// containerd's `dmverity_mode` (read from a string, so that any other
@@ -176,6 +255,7 @@ impl Config {
             layer_content_caches: Vec::new(),
             enable_dmverity: false,
             dmverity_mode: DmverityMode::Auto,
+            default_size: 0,
         }
     }
 
@@ -326,6 +406,35 @@ impl Config {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+
+    #[test]
+    fn sizes_parse_as_go_units_ram_in_bytes() {
+        for (text, want) in [
+            ("", 0),
+            ("0", 0),
+            ("16", 16),
+            ("16b", 16),
+            ("16k", 16 << 10),
+            ("16KB", 16 << 10),
+            ("64Mi", 64 << 20),
+            ("64mib", 64 << 20),
+            ("1g", 1 << 30),
+            ("2 GiB", 2 << 30),
+            ("1.5g", 3 << 29),
+            ("1t", 1 << 40),
+            ("1p", 1 << 50),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text:?}");
+        }
+        assert_eq!(parse_size("1 "), Ok(1));
+        assert_eq!(parse_size("1ib"), Ok(1));
+        for bad in [
+            "-1", "1x", "k", ".5g", "1.g", "1..5g", "1.5.5", "1  k", "1kx", "1e3", "1gbb", "1bi",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_size("8192p").unwrap_err().contains("larger"));
+    }
 
     fn err(json: &str) -> String {
         let e = Config::from_json(json).unwrap_err();

@@ -21,6 +21,8 @@
 //! may be added, existing ones keep their signatures and meaning.
 
 /// cbindgen:ignore
+mod block_layer;
+/// cbindgen:ignore
 pub mod config;
 /// cbindgen:ignore
 pub mod differ;

@@ -1,6 +1,7 @@
-//! Loop devices, for kernels without file-backed EROFS mounts (before 6.12).
-//! The device is configured read-only with autoclear, so it goes away when
-//! the mount on it does.
+//! Loop devices, for kernels without file-backed EROFS mounts (before 6.12),
+//! and for the ext4 images of writable block layers (`default_size`). The
+//! device is configured with autoclear (read-only for EROFS), so it goes
+//! away when the mount on it does.
 //!
 //! Where `/dev` is not a devtmpfs (a container's tmpfs `/dev`, filled once at
 //! its start), the kernel may hand out a loop device (`LOOP_CTL_GET_FREE`,
@@ -54,12 +55,13 @@ fn open(path: &Path, write: bool) -> io::Result<File> {
 /// opened. With autoclear the device detaches when its last user (the mount)
 /// goes away, so the returned file must be closed once mounted.
 pub(crate) fn attach(backing: &Path) -> io::Result<(File, PathBuf)> {
-    attach_in(Path::new("/dev"), backing)
+    attach_in(Path::new("/dev"), backing, false)
 }
 
-/// [`attach`] with the device nodes looked for in `dev_dir` (a test's fake /dev).
-fn attach_in(dev_dir: &Path, backing: &Path) -> io::Result<(File, PathBuf)> {
-    let backing_file = open(backing, false)?;
+/// [`attach`] with the device nodes looked for in `dev_dir` (a test's fake
+/// /dev), read-write when `writable`.
+fn attach_in(dev_dir: &Path, backing: &Path, writable: bool) -> io::Result<(File, PathBuf)> {
+    let backing_file = open(backing, writable)?;
     let ctl_path = dev_dir.join("loop-control");
     let ctl = open(&ctl_path, true).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => unavailable(format!(
@@ -72,7 +74,7 @@ fn attach_in(dev_dir: &Path, backing: &Path) -> io::Result<(File, PathBuf)> {
     for _ in 0..64 {
         let n = sys::ioctl::loop_get_free(&ctl)?;
         let dev_path = dev_dir.join(format!("loop{n}"));
-        let dev = match open(&dev_path, false) {
+        let dev = match open(&dev_path, writable) {
             Ok(d) => d,
             // Asking again would return the same device (see the module doc).
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -85,10 +87,8 @@ fn attach_in(dev_dir: &Path, backing: &Path) -> io::Result<(File, PathBuf)> {
             }
             Err(e) => return Err(e),
         };
-        let info = LoopInfo64::new(
-            LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
-            backing.as_os_str().as_bytes(),
-        );
+        let ro = if writable { 0 } else { LO_FLAGS_READ_ONLY };
+        let info = LoopInfo64::new(ro | LO_FLAGS_AUTOCLEAR, backing.as_os_str().as_bytes());
         let e = match sys::ioctl::loop_configure(&dev, &backing_file, info) {
             Ok(()) => return Ok((dev, dev_path)),
             Err(e) => e,
@@ -139,6 +139,56 @@ pub(crate) fn mount_via_loop(
     r
 }
 
+/// Mounts the writable `fstype` image `source` on `target`: through the
+/// loop device that already has it attached, if one does (another mount of
+/// it, perhaps detached from every path but still used by an overlay:
+/// mounting that device again gives the same filesystem, where a second
+/// device would give two filesystems writing one file), else a new one.
+pub(crate) fn mount_writable(source: &Path, target: &Path, fstype: &str) -> io::Result<()> {
+    if let Some(dev_path) = device_of(source)? {
+        return sys::mount::mount(
+            OsStr::new(dev_path.as_os_str()),
+            target,
+            fstype,
+            MountFlags::empty(),
+            None,
+        );
+    }
+    let (dev, dev_path) = attach_in(Path::new("/dev"), source, true)?;
+    let r = sys::mount::mount(
+        OsStr::new(dev_path.as_os_str()),
+        target,
+        fstype,
+        MountFlags::empty(),
+        None,
+    );
+    drop(dev);
+    r
+}
+
+/// The loop device `image` is attached to, if any (`/sys/block/loopN/loop/
+/// backing_file` names it, by the path it was attached with).
+fn device_of(image: &Path) -> io::Result<Option<PathBuf>> {
+    let want = std::fs::canonicalize(image)?;
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Ok(None);
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.as_bytes().starts_with(b"loop") {
+            continue;
+        }
+        let Ok(backing) = std::fs::read(e.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let backing = backing.strip_suffix(b"\n").unwrap_or(&backing);
+        if Path::new(OsStr::from_bytes(backing)) == want {
+            return Ok(Some(Path::new("/dev").join(name)));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,7 +202,7 @@ mod tests {
         std::fs::create_dir(&fake_dev).unwrap();
         let image = dir.path().join("image");
         std::fs::write(&image, vec![0u8; 4096]).unwrap();
-        let e = attach_in(&fake_dev, &image).unwrap_err();
+        let e = attach_in(&fake_dev, &image, false).unwrap_err();
         assert!(is_unavailable(&e), "{e:?}");
         assert_eq!(
             e.to_string(),
@@ -164,7 +214,7 @@ mod tests {
         );
         std::os::unix::fs::symlink("/dev/loop-control", fake_dev.join("loop-control")).unwrap();
         let started = std::time::Instant::now();
-        let e = attach_in(&fake_dev, &image).unwrap_err();
+        let e = attach_in(&fake_dev, &image, false).unwrap_err();
         assert!(is_unavailable(&e), "{e:?}");
         let m = e.to_string();
         assert!(
@@ -175,7 +225,7 @@ mod tests {
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
         // Other errors keep their class.
-        let e = attach_in(&fake_dev, &dir.path().join("no-image")).unwrap_err();
+        let e = attach_in(&fake_dev, &dir.path().join("no-image"), false).unwrap_err();
         assert!(!is_unavailable(&e) && e.kind() == io::ErrorKind::NotFound);
     }
 }

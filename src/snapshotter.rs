@@ -7,6 +7,7 @@ use std::path::Path;
 use std::io::Read;
 use std::sync::Arc;
 
+use crate::block_layer;
 use crate::config::Config;
 use crate::differ::{self, Applied, ApplyOptions};
 use crate::error::{Error, ErrorKind, Result};
@@ -152,6 +153,10 @@ impl Snapshotter {
                 "set it to \"auto\" or \"off\"",
             )?;
         }
+        if config.default_size > 0 {
+            block_layer::check_mkfs()?;
+            block_layer::check_size(&root, config.default_size, "config field \"default_size\"")?;
+        }
         let store = MetaStore::open(&layout.metadata_db(), &layout.changes(), config.sync_commit)?;
         let layers = Layers::open(&layout, config.enable_fsverity, config.dmverity_mode)?;
         let trash = crate::trash::Trash::new(layout.trash.clone(), log.clone());
@@ -284,7 +289,27 @@ impl Snapshotter {
             }
             _ => None,
         };
+        // Block mode: a container's writable layer is an ext4 image (an
+        // image layer's extraction, converted at its commit, needs none).
+        let block_size = match kind {
+            Kind::Active
+                if self.config.default_size > 0
+                    && !labels.contains_key(crate::layer_cache::LABEL_REF) =>
+            {
+                let label = labels.get(block_layer::LABEL_MAX_SIZE).map(String::as_str);
+                let size = block_layer::size_for(label, self.config.default_size, &self.log);
+                if size != self.config.default_size {
+                    let what = format!("label {:?}", block_layer::LABEL_MAX_SIZE);
+                    block_layer::check_size(&self.layout.root, size, &what)?;
+                }
+                Some(size)
+            }
+            _ => None,
+        };
         let staging = self.layout.stage(kind, attrs, &self.log)?;
+        if let Some(size) = block_size {
+            block_layer::make_image(&staging.path, size, attrs)?;
+        }
         let mut installed = None;
         let result = self.store.write(|tx| {
             let p = if parent.is_empty() {
@@ -402,7 +427,15 @@ impl Snapshotter {
             // `fs/` like a committed layer, the overlay's top lower dir.
             self.ensure_layers(&[id], generation)?;
         }
-        Ok(self.build_mounts(kind, id, parent_ids, top, idmap.as_ref()))
+        // A block layer: its image mounted, upper and work dirs in it.
+        let dir = self.layout.snapshot_dir(id);
+        let rw = match top {
+            Top::Upper if kind == Kind::Active && block_layer::has_image(&dir) => {
+                Some(block_layer::ensure_mounted(&dir)?)
+            }
+            _ => None,
+        };
+        Ok(self.build_mounts(kind, id, parent_ids, top, idmap.as_ref(), rw.as_deref()))
     }
 
     /// Mounts the layers of the committed snapshots `ids` (what their
@@ -753,7 +786,10 @@ impl Snapshotter {
         parent_ids: &[i64],
         top: Top,
         idmap: Option<&IdMap>,
+        rw: Option<&Path>,
     ) -> Vec<Mount> {
+        let upper = rw.map_or_else(|| self.layout.fs_dir(id), block_layer::upper);
+        let work = rw.map_or_else(|| self.layout.work_dir(id), block_layer::work);
         // containerd's uidmap=/gidmap= on what mounts layers; an upper dir
         // alone (no parent) is owned by the mapped root and needs none.
         let mapped = idmap.map(IdMap::mount_options).unwrap_or_default();
@@ -769,7 +805,7 @@ impl Snapshotter {
             let mode = if kind == Kind::Active { "rw" } else { "ro" };
             return vec![Mount {
                 kind: "bind".into(),
-                source: path(self.layout.fs_dir(id)),
+                source: path(upper),
                 target: None,
                 options: vec![mode.into(), "rbind".into()],
             }];
@@ -793,8 +829,8 @@ impl Snapshotter {
             options.push("index=off".to_string());
         }
         if kind == Kind::Active && !matches!(top, Top::Cached(_)) {
-            options.push(format!("workdir={}", path(self.layout.work_dir(id))));
-            options.push(format!("upperdir={}", path(self.layout.fs_dir(id))));
+            options.push(format!("workdir={}", path(work)));
+            options.push(format!("upperdir={}", path(upper)));
         } else {
             // Without an upper dir the overlay is read-only anyway; saying so
             // lets callers (a differ) see it without parsing the options.
@@ -914,7 +950,11 @@ impl Snapshotter {
             }
             (None, Some(len)) => (len, false),
             (None, None) => {
-                let upper = self.layout.fs_dir(row.id);
+                let upper = if block_layer::has_image(&dir) {
+                    block_layer::upper(&block_layer::ensure_mounted(&dir)?)
+                } else {
+                    self.layout.fs_dir(row.id)
+                };
                 let built = match self.config.layer_plan() {
                     Plan::Builtin(b) => {
                         // Deterministic: the same name and tree, the same bytes.
@@ -983,12 +1023,31 @@ impl Snapshotter {
         })
         .map_err(undo)?;
 
+        // A block layer's image goes with its upper dir.
+        if let Err(e) = self.retire_block(&dir, row.id) {
+            self.log
+                .warn(format_args!("commit {name:?}: {e}; cleanup will retry"));
+        }
         // The upper dir's contents are deleted off the critical path.
         if let Err(e) = self.layout.retire_upper(row.id) {
             self.log
                 .warn(format_args!("commit {name:?}: {e}; cleanup will retry"));
         }
         self.trash.kick();
+        Ok(())
+    }
+
+    /// Unmounts snapshot `id`'s block layer (in `dir`), if it has one, and
+    /// moves its image and mount point to the trash.
+    fn retire_block(&self, dir: &Path, id: i64) -> Result<()> {
+        if !block_layer::has_image(dir) {
+            return Ok(());
+        }
+        block_layer::unmount(dir)?;
+        self.layout
+            .retire(&dir.join(block_layer::IMAGE), &format!("rwlayer-{id}"))?;
+        self.layout
+            .retire(&dir.join(block_layer::MOUNT_DIR), &format!("rw-{id}"))?;
         Ok(())
     }
 
@@ -1264,10 +1323,13 @@ impl Snapshotter {
                 self.log.warn(format_args!("remove {key:?}: {e}"));
             }
         }
-        if let Err(e) = self.layout.retire(
-            &self.layout.snapshot_dir(row.id),
-            &format!("snapshot-{}", row.id),
-        ) {
+        let dir = self.layout.snapshot_dir(row.id);
+        if row.kind == Kind::Active && block_layer::has_image(&dir) {
+            if let Err(e) = block_layer::unmount(&dir) {
+                self.log.warn(format_args!("remove {key:?}: {e}"));
+            }
+        }
+        if let Err(e) = self.layout.retire(&dir, &format!("snapshot-{}", row.id)) {
             self.log
                 .warn(format_args!("remove {key:?}: {e}; cleanup will retry"));
         }
@@ -1324,7 +1386,16 @@ impl Snapshotter {
             match row.kind {
                 // Served by a cache's file, which may be mounted on fs/.
                 Kind::Active if row.blob_ref.is_some() => Ok(Usage::default()),
-                Kind::Active => crate::layout::disk_usage(&self.layout.fs_dir(row.id)),
+                Kind::Active => {
+                    // A block layer: what is used in its image.
+                    let dir = self.layout.snapshot_dir(row.id);
+                    let upper = if block_layer::has_image(&dir) {
+                        block_layer::upper(&block_layer::ensure_mounted(&dir)?)
+                    } else {
+                        self.layout.fs_dir(row.id)
+                    };
+                    crate::layout::disk_usage(&upper)
+                }
                 _ => Ok(row.usage),
             }
         })())

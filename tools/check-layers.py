@@ -20,7 +20,7 @@ LAYERS = [
     ["error", "json", "logging", "filters", "idmap"],
     ["info", "tar", "integrity", "dmverity", "trash", "subprocess", "loopdev"],
     ["mkfs_options", "lowers", "layout", "mounts", "config", "metastore", "layer_out", "layer_cache"],
-    ["mkfs", "layer_tar", "layer_mounts"],
+    ["mkfs", "layer_tar", "layer_mounts", "block_layer"],
     ["upper_dir", "differ"],
     ["snapshotter"],
     ["ffi"],

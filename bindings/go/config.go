@@ -60,6 +60,12 @@ type Config struct {
 	// layers with <blob>.dmverity are mounted through dm-verity), "on"
 	// (every layer must have one) or "off".
 	DmverityMode string `json:"dmverity_mode,omitempty" toml:"dmverity_mode"`
+	// DefaultSize is containerd's default_size (block mode): "" or "0"
+	// keeps upper directories; a size ("64Mi", "1g", or bytes) gives each
+	// container's active snapshot an ext4 image of that size as its writable
+	// layer (label containerd.io/snapshot/max-size sets one snapshot's), so
+	// a container cannot fill the host's disk. Needs mkfs.ext4 (e2fsprogs).
+	DefaultSize string `json:"default_size,omitempty" toml:"default_size"`
 }
 
 // document is what erofs_snapshotter_open reads, and the root it names.
@@ -87,9 +93,10 @@ func (c Config) document() (string, string, error) {
 		EnableDmverity        bool     `json:"enable_dmverity"`
 		DmverityMode          string   `json:"dmverity_mode,omitempty"`
 		DurableBeforeUse      *bool    `json:"durable_before_use,omitempty"`
+		DefaultSize           string   `json:"default_size,omitempty"`
 	}{root, c.SetImmutable, c.EnableFsverity, c.SyncCommit, c.MkfsOptions, c.OvlMountOptions, c.MkfsPath, c.EnableTarIndex,
 		c.MaxLayerSize, c.MaxFileSize, c.MaxExpansionRatio, c.ConvertTimeoutSeconds, c.LayerContentCaches,
-		c.EnableDmverity, c.DmverityMode, c.DurableBeforeUse}
+		c.EnableDmverity, c.DmverityMode, c.DurableBeforeUse, c.DefaultSize}
 	b, err := json.Marshal(doc)
 	if err != nil {
 		return "", "", fmt.Errorf("config: %v: %w", err, errdefs.ErrInvalidArgument)

@@ -524,6 +524,7 @@ ovl_mount_options = ["redirect_dir=on"]
 enable_tar_index = true
 enable_dmverity = true
 dmverity_mode = "on"
+default_size = "16Mi"
 `
 	if err := toml.NewDecoder(strings.NewReader(doc)).DisallowUnknownFields().Decode(&cfg); err != nil {
 		t.Fatal(err)
@@ -532,7 +533,7 @@ dmverity_mode = "on"
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"root":"/var/lib/erofs","set_immutable":true,"enable_fsverity":false,"sync_commit":false,"mkfs_options":["-zlz4"],"ovl_mount_options":["redirect_dir=on"],"enable_tar_index":true,"enable_dmverity":true,"dmverity_mode":"on"}`
+	want := `{"root":"/var/lib/erofs","set_immutable":true,"enable_fsverity":false,"sync_commit":false,"mkfs_options":["-zlz4"],"ovl_mount_options":["redirect_dir=on"],"enable_tar_index":true,"enable_dmverity":true,"dmverity_mode":"on","default_size":"16Mi"}`
 	if got != want || root != "/var/lib/erofs" {
 		t.Fatalf("document\n got %s\nwant %s", got, want)
 	}

@@ -312,6 +312,12 @@ pub(crate) fn free_space(dir: &Path) -> io::Result<u64> {
     Ok(blocks.saturating_mul(st.f_frsize))
 }
 
+/// The size of the filesystem of `dir`, in bytes.
+pub(crate) fn total_space(dir: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
 /// Exchanges `a` and `b` atomically (both must exist).
 pub(crate) fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
     use rustix::fs::{renameat_with, RenameFlags};

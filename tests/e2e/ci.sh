@@ -11,7 +11,9 @@
 # pulled from a local registry through containerd's transfer service:
 #   overlayfs, E2E_UNPACKS=3        parallel unpack on containerd's overlayfs
 #                                   (checks the harness)
-#   proxy, own differ, E2E_UNPACKS=1   sequential pull
+#   proxy, own differ, E2E_UNPACKS=1   sequential pull, the daemon in block mode
+#                                   (--default-size 32Mi, E2E_QUOTA=32): ENOSPC
+#                                   in a container past its 32 MiB
 #   proxy, own differ, E2E_UNPACKS=3   parallel pull: the daemon is declared with
 #                                   capabilities = ["rebase"], every layer is
 #                                   prepared without a parent and committed
@@ -125,8 +127,8 @@ e2e "daemon + its own differ, no mkfs.erofs on its PATH; a commit's record lost 
 # Pulls through the transfer service, from a local registry.
 [ $overlayfs = 0 ] || e2e "overlayfs, parallel pull (max_concurrent_unpacks 3; harness check)" \
 	E2E_UNPACKS=3 -- overlayfs
-e2e "daemon + its own differ, sequential pull (max_concurrent_unpacks 1)" \
-	E2E_UNPACKS=1 E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
+e2e "daemon + its own differ, sequential pull (max_concurrent_unpacks 1); block mode (default_size 32 MiB)" \
+	E2E_UNPACKS=1 E2E_QUOTA=32 E2E_PROXY_CMD='ours --default-size 32Mi' E2E_PROXY_DIFFER=proxy -- proxy
 e2e "daemon + its own differ, parallel pull (max_concurrent_unpacks 3, rebase); a container in a user namespace (remap-ids)" \
 	E2E_UNPACKS=3 E2E_USERNS=1 E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
 e2e "daemon + walking differ, parallel pull (max_concurrent_unpacks 3, rebase)" \

@@ -45,6 +45,10 @@
 # mounts its layers through ID-mapped mounts, the container sees the image's
 # files owned by its root, and its writes land in the upper dir as host uid
 # 100000; containerd never chowns (it would refuse: only-remap-ids).
+# E2E_QUOTA=MiB (proxy mode, with the daemon run with --default-size of that
+# many MiB, block mode): a container's writable layer is an ext4 image of that
+# size: a write past it fails with ENOSPC inside, the image on the host never
+# grows past it, and removing the container removes it.
 # Other knobs: E2E_TMPDIR (default /tmp) holds the run's directory (containerd
 # root and state, sockets); E2E_KEEP=1 keeps that directory; E2E_LOG_DIR
 # (default /tmp/erofs-e2e-logs) receives the logs of a failed run.
@@ -418,6 +422,30 @@ PY
 	[ "$committed" -lt 3 ] || fail "containerd still lists all 3 layers"
 }
 
+# Block mode: a container's writes bounded by its image.
+st_run_quota() {
+	local out images size blocks
+	out=$(ctr_ run --snapshotter "$SN" --runc-root "$RUNC_ROOT" --fifo-dir "$E2E_TMP/fifo" "$IMAGE" q1 \
+		/bin/sh -c "dd if=/dev/zero of=/small bs=1M count=4 2>/dev/null && echo 'quota: 4 MiB written';
+			if dd if=/dev/zero of=/big bs=1M count=$((E2E_QUOTA * 2)) 2>/tmp/err; then
+				echo 'CHECK FAILED: $((E2E_QUOTA * 2)) MiB written'; exit 1
+			fi
+			grep -q 'No space left' /tmp/err && echo 'quota: ENOSPC past the limit' || { cat /tmp/err; exit 1; }" 2>&1) ||
+		{ echo "$out"; fail "container q1 failed"; }
+	sed 's/^/  q1: /' <<<"$out"
+	grep -q 'quota: ENOSPC' <<<"$out" || fail "no ENOSPC inside the container"
+	images=$(find "$PROXY_ROOT/snapshots" -maxdepth 2 -name rwlayer.img)
+	[ "$(grep -c . <<<"$images")" -ge 1 ] || fail "no rwlayer.img in the daemon's root"
+	for img in $images; do
+		size=$(stat -c %s "$img")
+		blocks=$(($(stat -c %b "$img") * 512))
+		[ "$size" -eq $((E2E_QUOTA << 20)) ] || fail "$img is $size bytes, want $((E2E_QUOTA << 20))"
+		[ "$blocks" -le $((E2E_QUOTA << 20)) ] || fail "$img holds $blocks bytes on the host"
+	done
+	echo "  $(grep -c . <<<"$images") writable images of $E2E_QUOTA MiB; at most that much on the host's disk"
+	ctr_ containers delete q1
+}
+
 # A container in a user namespace: container root is host uid and gid 100000.
 st_run_userns() {
 	local out script upper owner
@@ -542,6 +570,10 @@ fi
 step "c1: layers, whiteouts, opaque dir; write to the writable layer" st_run_c1
 step "c1 again: writes persisted in its snapshot" st_restart_c1
 step "c2: fresh snapshot of the same image, c1 writes not visible" st_run_c2
+if [ -n "${E2E_QUOTA:-}" ]; then
+	[ "$MODE" = proxy ] || die "E2E_QUOTA needs proxy mode"
+	step "q1: block mode, the writable layer an ext4 image of $E2E_QUOTA MiB: ENOSPC past it" st_run_quota
+fi
 if [ "${E2E_USERNS:-0}" = 1 ]; then
 	[ "$MODE" = proxy ] || die "E2E_USERNS=1 needs proxy mode"
 	step "u1: a container in a user namespace, its layers ID-mapped (remap-ids), no chown" st_run_userns

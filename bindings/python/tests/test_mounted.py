@@ -195,3 +195,28 @@ def test_remap_ids_mounts_layers_with_the_mapped_ids(snap: es.Snapshotter) -> No
         assert (st.st_uid, st.st_gid) == (0, 0)  # written by the host's root
     with pytest.raises(es.InvalidArgumentError, match="uidmapping"):
         snap.prepare("bad", "layer", labels={"containerd.io/snapshot/uidmapping": "0:1"})
+
+
+def test_block_mode_bounds_what_a_container_writes(root: Path) -> None:
+    """containerd's default_size: the writable layer is an ext4 image."""
+    with es.Snapshotter({"root": str(root), "default_size": "8Mi"}) as snap:
+        snap.prepare("a")
+        with snap.mounted("a") as p:
+            (p / "f").write_text("x")
+        snap.commit("layer", "a")
+        snap.prepare("ctr", "layer")
+        with snap.mounted("ctr") as p:
+            with open(p / "small", "wb") as f:
+                f.write(b"\0" * (2 << 20))
+            with pytest.raises(OSError) as e:
+                with open(p / "big", "wb") as f:
+                    for _ in range(16):
+                        f.write(b"\0" * (1 << 20))
+                    f.flush()
+                    os.fsync(f.fileno())
+            assert e.value.errno == 28  # ENOSPC
+            os.unlink(p / "big")
+        assert 2 << 20 <= snap.usage("ctr").size < 3 << 20
+        snap.remove("ctr")
+    with pytest.raises(es.InvalidArgumentError, match="default_size"):
+        es.Snapshotter({"root": str(root), "default_size": "lots"})

@@ -89,7 +89,8 @@ const (
 // (erofs.Config: root, set_immutable, enable_fsverity, sync_commit,
 // mkfs_options, ovl_mount_options, mkfs_path, enable_tar_index,
 // max_layer_size, max_file_size, max_expansion_ratio,
-// convert_timeout_seconds, layer_content_caches).
+// convert_timeout_seconds, layer_content_caches, enable_dmverity,
+// dmverity_mode, durable_before_use, default_size).
 type Config struct {
 	Address           string `toml:"address"`
 	ContainerdAddress string `toml:"containerd_address"`
@@ -126,6 +127,7 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 		tarIndex    = fs.Bool("enable-tar-index", false, "differ writes tar-index images (mkfs.erofs --tar=i)")
 		dmverity    = fs.Bool("enable-dmverity", false, "differ appends a dm-verity hash tree to each layer (<blob>.dmverity)")
 		dmMode      = fs.String("dmverity-mode", "auto", "mount layers through dm-verity: auto (those with <blob>.dmverity), on (all), off")
+		defaultSize = fs.String("default-size", "", "block mode: each container's writable layer is an ext4 image of this size (\"64Mi\", \"1g\", bytes; empty or 0: upper directories)")
 		mkfsPath    = fs.String("mkfs-path", "", "mkfs.erofs program (default: mkfs.erofs on PATH)")
 		maxLayer    = fs.Uint64("max-layer-size", 0, "largest sum of file sizes one applied layer may write, in bytes (0: no limit; default 128 GiB)")
 		maxFile     = fs.Uint64("max-file-size", 0, "largest file an applied layer may hold, in bytes (0: no limit; default 64 GiB)")
@@ -190,6 +192,8 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 			cfg.EnableDmverity = *dmverity
 		case "dmverity-mode":
 			cfg.DmverityMode = *dmMode
+		case "default-size":
+			cfg.DefaultSize = *defaultSize
 		case "mkfs-path":
 			cfg.MkfsPath = *mkfsPath
 		case "max-layer-size":
