@@ -88,6 +88,17 @@ pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd
     use std::os::fd::AsRawFd;
     let (r, w) = pipe()?;
     let (r_raw, w_raw) = (r.as_raw_fd(), w.as_raw_fd());
+    // The child starts with every signal blocked (it inherits this
+    // thread's mask): no handler of the host (a Go runtime's, say) ever
+    // runs in it.
+    // SAFETY: sigset_t is plain data, filled by sigfillset before use;
+    // pthread_sigmask only reads `all` and writes `old`.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
     // SAFETY: clone without CLONE_VM gives the child a copy of this address
     // space, as fork does. The child makes only raw system calls (close,
     // read, _exit), which are async-signal-safe, so it is sound whatever
@@ -102,8 +113,15 @@ pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd
             0usize,
         )
     };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
+    let failed = (pid < 0).then(io::Error::last_os_error);
+    if pid != 0 {
+        // SAFETY: restores the mask saved above, in the parent.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     if pid == 0 {
         // The child: waits until the parent closes its end (done, or gone).
