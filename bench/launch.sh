@@ -13,7 +13,7 @@
 # container and every snapshot are removed (and the backend directories are
 # waited for), so each run unpacks again.
 #
-# Modes (BENCH_MODES, default "overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable proxy-sync proxy-noflush"):
+# Modes (BENCH_MODES, default "overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable proxy-sync proxy-noflush overlayfs-userns erofs-userns proxy-userns proxy-block"):
 #   overlayfs         containerd's overlayfs snapshotter (walking differ)
 #   erofs             containerd's EROFS snapshotter + EROFS differ
 #   erofs-immutable   the same with set_immutable = true
@@ -29,6 +29,18 @@
 #   proxy-noflush     the same with durable_before_use off (BENCH_PROXY_NOFLUSH_CMD): no
 #                     flush at all (proxy flushes the image's layers once, before the
 #                     container's snapshot is handed out)
+#   proxy-block       proxy in block mode (BENCH_PROXY_BLOCK_CMD, default
+#                     'ours --default-size 1Gi'): the container's writable layer an
+#                     ext4 image made and mounted at prepare
+# and a container in a user namespace (ctr run --uidmap 0:100000:65536 --gidmap
+# 0:100000:65536; the marker directory is world-writable), their ratio against
+# overlayfs-userns:
+#   overlayfs-userns  containerd's overlayfs without --remap-labels: containerd's
+#                     client makes a chowned copy of the image (its chown path)
+#   erofs-userns      containerd's EROFS snapshotter, --remap-labels (it advertises
+#                     remap-ids): ID-mapped layers
+#   proxy-userns      proxy, --remap-labels, declared with remap-ids and
+#                     only-remap-ids: ID-mapped layers
 # The daemon commands are templates with {socket}, {root} and {containerd};
 # 'ours [ARGS]' (the default: BENCH_PROXY_CMD=ours,
 # BENCH_PROXY_MKFS_CMD='ours --mkfs-option -x2',
@@ -77,7 +89,7 @@ E2E_INSTALL_ARGS=(--bench)
 E2E_NS=bench
 
 BENCH_RUNS=${BENCH_RUNS:-5}
-BENCH_MODES=${BENCH_MODES-overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable proxy-sync proxy-noflush}
+BENCH_MODES=${BENCH_MODES-overlayfs erofs erofs-immutable proxy-walking proxy proxy-mkfs proxy-immutable proxy-sync proxy-noflush overlayfs-userns erofs-userns proxy-userns proxy-block}
 BENCH_UNPACKS=${BENCH_UNPACKS-1 2 4}
 BENCH_PULL_MODES=${BENCH_PULL_MODES-overlayfs erofs proxy}
 # Fewer than BENCH_RUNS by default: 9 configurations, overlayfs's runs about
@@ -88,6 +100,9 @@ BENCH_PROXY_MKFS_CMD=${BENCH_PROXY_MKFS_CMD:-ours --mkfs-option -x2}
 BENCH_PROXY_IMMUTABLE_CMD=${BENCH_PROXY_IMMUTABLE_CMD:-ours --set-immutable}
 BENCH_PROXY_SYNC_CMD=${BENCH_PROXY_SYNC_CMD:-ours --sync-commit}
 BENCH_PROXY_NOFLUSH_CMD=${BENCH_PROXY_NOFLUSH_CMD:-ours --durable-before-use=false}
+BENCH_PROXY_BLOCK_CMD=${BENCH_PROXY_BLOCK_CMD:-ours --default-size 1Gi}
+# The user namespace of the *-userns modes.
+USERNS_MAP=0:100000:65536
 BENCH_PROXY_DIFFER=${BENCH_PROXY_DIFFER:-proxy}
 BENCH_CACHE=${BENCH_CACHE:-/var/cache/erofs-snapshotter-bench}
 BENCH_SUITE=${BENCH_SUITE:-bookworm}
@@ -305,6 +320,14 @@ check_tree() {
 	fi
 }
 
+# userns_args: ctr run's flags for the mode's user namespace, if any.
+userns_args() {
+	case $MODE in
+	overlayfs-userns) echo "--uidmap $USERNS_MAP --gidmap $USERNS_MAP" ;;
+	*-userns) echo "--uidmap $USERNS_MAP --gidmap $USERNS_MAP --remap-labels" ;;
+	esac
+}
+
 # one_run N [REF]: prints "launch_seconds ctr_returned_seconds pull_seconds".
 # With REF, the clock starts with `ctr images pull REF` (pull_seconds: until it
 # returned) and the container runs REF; without, pull_seconds is "-".
@@ -318,8 +341,9 @@ one_run() {
 		t_pull=$(elapsed "$t0")
 		image=$ref
 	fi
+	# shellcheck disable=SC2046 # the user namespace's flags, split on purpose
 	ctr_ run -d --snapshotter "$SN" --runc-root "$RUNC_ROOT" --fifo-dir "$E2E_TMP/fifo" \
-		--mount "type=bind,src=$MARKS,dst=/bench,options=rbind:rw" \
+		--mount "type=bind,src=$MARKS,dst=/bench,options=rbind:rw" $(userns_args) \
 		"$image" "$id" /bin/sh -c "echo started > /bench/$id; exec sleep 600" >/dev/null
 	t_ctr=$(elapsed "$t0")
 	for _ in $(seq 1 6000); do
@@ -341,6 +365,20 @@ one_run() {
 		sleep 0.1
 	done
 	ctr_ containers delete "$id"
+	if [ "$MODE" = overlayfs-userns ]; then
+		# containerd's chowned copy is collected with the container, but its
+		# parent keeps it as a child in containerd's metadata: the image's
+		# snapshots can then only go with the image (collected as a whole).
+		ctr_ images rm --sync "$image" >/dev/null
+		local _
+		for _ in $(seq 1 30); do
+			[ -n "$(snapshots_of)" ] || break
+			sync_gc
+			sleep 0.2
+		done
+		[ -z "$(snapshots_of)" ] || die "snapshots left after removing the image: $(snapshots_of)"
+		ctr_ images import --no-unpack "$IMAGE_TAR" >/dev/null
+	fi
 	remove_snapshots
 	wait_backend_empty
 	echo "$t_start $t_ctr $t_pull"
@@ -368,8 +406,11 @@ start_mode() {
 	local key=${2:-$1}
 	SN=$(snapshotter_of "$MODE")
 	local proxy_tmpl='' immutable=false
+	E2E_USERNS=
 	case $MODE in
-	overlayfs | erofs) ;;
+	overlayfs | erofs | overlayfs-userns | erofs-userns) ;;
+	proxy-userns) proxy_tmpl=$BENCH_PROXY_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER E2E_USERNS=1 ;;
+	proxy-block) proxy_tmpl=$BENCH_PROXY_BLOCK_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
 	erofs-immutable) immutable=true ;;
 	proxy-walking) proxy_tmpl=$BENCH_PROXY_CMD E2E_PROXY_DIFFER=walking ;;
 	proxy) proxy_tmpl=$BENCH_PROXY_CMD E2E_PROXY_DIFFER=$BENCH_PROXY_DIFFER ;;
@@ -390,6 +431,8 @@ start_mode() {
 	e2e_init "bench-$MODE"
 	MARKS=$E2E_TMP/marks
 	mkdir -p "$MARKS"
+	# A container's root in a user namespace is host uid 100000.
+	chmod 0777 "$MARKS"
 	[ -z "$proxy_tmpl" ] || proxy_start "$proxy_tmpl"
 	ctd_config "$MODE" "$immutable"
 	# Debug level for pulls: containerd's "image unpacked ... parallel=" record.
@@ -509,6 +552,10 @@ TMP_FS=$(findmnt -no FSTYPE,SOURCE --target "$E2E_TMPDIR" | head -1 | tr -s ' ')
 		proxy-immutable) echo "$m: daemon '$BENCH_PROXY_IMMUTABLE_CMD', differ $BENCH_PROXY_DIFFER" ;;
 		proxy-sync) echo "$m: daemon '$BENCH_PROXY_SYNC_CMD', differ $BENCH_PROXY_DIFFER" ;;
 		proxy-noflush) echo "$m: daemon '$BENCH_PROXY_NOFLUSH_CMD', differ $BENCH_PROXY_DIFFER" ;;
+		proxy-block) echo "$m: daemon '$BENCH_PROXY_BLOCK_CMD', differ $BENCH_PROXY_DIFFER" ;;
+		proxy-userns) echo "$m: daemon '$BENCH_PROXY_CMD', differ $BENCH_PROXY_DIFFER, capabilities remap-ids and only-remap-ids; ctr run --uidmap $USERNS_MAP --gidmap $USERNS_MAP --remap-labels" ;;
+		erofs-userns) echo "$m: ctr run --uidmap $USERNS_MAP --gidmap $USERNS_MAP --remap-labels (ID-mapped layers)" ;;
+		overlayfs-userns) echo "$m: ctr run --uidmap $USERNS_MAP --gidmap $USERNS_MAP (containerd's chowned copy of the image)" ;;
 		esac
 	done | sort -u
 	echo "  ('ours' is bindings/go/cmd/erofs-snapshotter-grpc --socket {socket} --root {root} --containerd-address {containerd}; differ proxy: its own, as diff proxy plugin)"
@@ -518,9 +565,11 @@ TMP_FS=$(findmnt -no FSTYPE,SOURCE --target "$E2E_TMPDIR" | head -1 | tr -s ' ')
 	if [ -n "$BENCH_MODES" ]; then
 		echo
 		echo "Unpacked by ctr run (client-side, layer after layer), $BENCH_RUNS runs per mode:"
+		echo "  (vs_overlay: a *-userns mode against overlayfs-userns, containerd's chown path; the others against overlayfs)"
 		printf '%-16s %10s %10s %8s   %s\n' mode median_s vs_overlay apply_s "runs (s)"
-		base=${RESULT_MEDIAN[overlayfs]:-}
 		for m in $BENCH_MODES; do
+			base=${RESULT_MEDIAN[overlayfs]:-}
+			[[ $m != *-userns ]] || base=${RESULT_MEDIAN[overlayfs-userns]:-}
 			if [ -n "${RESULT_MEDIAN[$m]:-}" ]; then
 				printf '%-16s %10.2f %10s %8s   %s\n' "$m" "${RESULT_MEDIAN[$m]}" \
 					"$(ratio "${RESULT_MEDIAN[$m]}" "$base")" "$(fmt2 "${RESULT_APPLY[$m]:-}")" \
@@ -529,6 +578,9 @@ TMP_FS=$(findmnt -no FSTYPE,SOURCE --target "$E2E_TMPDIR" | head -1 | tr -s ' ')
 				printf '%-16s %10s %10s %8s   %s\n' "$m" - - - "${RESULT_NOTE[$m]:-}"
 			fi
 		done
+		if [ -n "${RESULT_MEDIAN[proxy-block]:-}" ] && [ -n "${RESULT_MEDIAN[proxy]:-}" ]; then
+			echo "  block mode against directory mode: proxy-block / proxy = $(ratio "${RESULT_MEDIAN[proxy-block]}" "${RESULT_MEDIAN[proxy]}")"
+		fi
 	fi
 	if [ -n "$BENCH_PULL_MODES" ]; then
 		echo

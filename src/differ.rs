@@ -775,7 +775,12 @@ pub(crate) fn mounts_dir(mounts: &[crate::Mount]) -> Option<PathBuf> {
         "overlay" => PathBuf::from(m.options.iter().find_map(|o| o.strip_prefix("upperdir="))?),
         _ => return None,
     };
-    upper.parent().map(Path::to_path_buf)
+    // A block layer's upper dir is `<dir>/rw/upper` (see `block_layer`).
+    let dir = upper.parent()?;
+    if upper.file_name()? == "upper" && dir.file_name()? == "rw" {
+        return dir.parent().map(Path::to_path_buf);
+    }
+    Some(dir.to_path_buf())
 }
 
 #[cfg(test)]
@@ -855,6 +860,14 @@ mod tests {
             options: vec![],
         };
         assert_eq!(mounts_dir(&[bind]), Some(PathBuf::from("/r/snapshots/4")));
+        // Block mode: the upper dir is in the image mounted on rw/.
+        let block = crate::Mount {
+            kind: "bind".into(),
+            source: "/r/snapshots/5/rw/upper".into(),
+            target: None,
+            options: vec![],
+        };
+        assert_eq!(mounts_dir(&[block]), Some(PathBuf::from("/r/snapshots/5")));
         let tmpfs = crate::Mount {
             kind: "tmpfs".into(),
             source: "tmpfs".into(),

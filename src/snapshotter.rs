@@ -265,8 +265,7 @@ impl Snapshotter {
             // An image layer's extraction (containerd's unpacker labels it
             // with the chain it makes) is not a use: if the power goes, its
             // layer goes with the ones below. A container's snapshot is.
-            let extraction =
-                kind == Kind::Active && labels.contains_key(crate::layer_cache::LABEL_REF);
+            let extraction = kind == Kind::Active && is_extraction(key, labels);
             if !extraction {
                 self.make_durable(&pending)?;
             }
@@ -292,10 +291,7 @@ impl Snapshotter {
         // Block mode: a container's writable layer is an ext4 image (an
         // image layer's extraction, converted at its commit, needs none).
         let block_size = match kind {
-            Kind::Active
-                if self.config.default_size > 0
-                    && !labels.contains_key(crate::layer_cache::LABEL_REF) =>
-            {
+            Kind::Active if self.config.default_size > 0 && !is_extraction(key, labels) => {
                 let label = labels.get(block_layer::LABEL_MAX_SIZE).map(String::as_str);
                 let size = block_layer::size_for(label, self.config.default_size, &self.log);
                 if size != self.config.default_size {
@@ -1603,6 +1599,22 @@ impl Drop for Snapshotter {
             store.write(|tx| tx.bump_mount_generation()).map(drop)
         });
     }
+}
+
+/// An image layer's extraction, as containerd makes one: its unpacker
+/// labels it with the chain it makes (`containerd.io/snapshot.ref`), and
+/// every unpack (the transfer service's, a client's `ctr run`) keys it
+/// `extract-<unique> <chainID>` (`snapshots.UnpackKeyFormat`), which a
+/// backend sees after containerd's `<namespace>/<id>/`.
+fn is_extraction(key: &str, labels: &Labels) -> bool {
+    if labels.contains_key(crate::layer_cache::LABEL_REF) {
+        return true;
+    }
+    let own = match key.splitn(3, '/').collect::<Vec<_>>()[..] {
+        [_, id, rest] if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => key,
+    };
+    own.starts_with("extract-") && own.contains(' ')
 }
 
 fn parse_filters(filters: &[String]) -> Result<Filter> {

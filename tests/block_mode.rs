@@ -145,6 +145,11 @@ fn extractions_and_views_have_no_image_and_a_snapshot_without_parent_binds_its_u
     assert_eq!(m[0].kind, "bind");
     assert!(m[0].source.ends_with("/fs"), "{m:?}");
     s.commit("l", "x", &no_labels()).unwrap();
+    // So does a client-side unpack's (ctr run), by containerd's key format.
+    let m = s
+        .prepare("ns/7/extract-123 sha256:ab", "", &no_labels())
+        .unwrap();
+    assert!(m[0].source.ends_with("/fs"), "{m:?}");
     let v = s.view("v", "l", &no_labels()).unwrap();
     assert!(!v
         .iter()
@@ -229,4 +234,30 @@ fn default_size_is_checked_at_open_naming_the_field() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn the_differ_applies_a_layer_to_mounts_with_a_block_layer() {
+    let env = Env::new();
+    let s = open_block(&env, 8 * MIB);
+    let mounts = s.prepare("x", "", &no_labels()).unwrap();
+    assert!(mounts[0].source.ends_with("/rw/upper"), "{mounts:?}");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "hello", &b"world"[..]).unwrap();
+    let data = b.into_inner().unwrap();
+    let opts = erofs_snapshotter::ApplyOptions {
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        digest: None,
+    };
+    s.apply_mounts(&mounts, &mut std::io::Cursor::new(&data), &opts)
+        .unwrap();
+    s.commit("l", "x", &no_labels()).unwrap();
+    let v = s.view("v", "l", &no_labels()).unwrap();
+    with_mounted(&env, "v", &v, |root| {
+        assert_eq!(read(root, "hello"), "world")
+    });
 }

@@ -65,7 +65,7 @@ ctr_() { CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 "$E2E_BIN/ctr" -a "$CTD_SOCK
 # snapshotter_of MODE: the snapshotter name ctr uses in that mode.
 snapshotter_of() {
 	case $1 in
-	overlayfs) echo overlayfs ;;
+	overlayfs | overlayfs-*) echo overlayfs ;;
 	erofs | erofs-*) echo erofs ;;
 	proxy | proxy-*) echo "$E2E_PROXY_NAME" ;;
 	*) die "unknown mode $1 (overlayfs, erofs, proxy)" ;;
