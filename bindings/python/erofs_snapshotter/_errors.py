@@ -76,6 +76,42 @@ class PanicError(SnapshotterError):
     code = _ffi.EROFS_ERR_PANIC
 
 
+class PathNotFoundError(NotFoundError, FileNotFoundError):
+    """A path given (a mount target) does not exist: a ``NotFoundError``
+    that is also Python's ``FileNotFoundError`` (``errno`` ENOENT,
+    ``filename`` the path)."""
+
+
+class PathPermissionError(FailedPreconditionError, PermissionError):
+    """The system refused an operation on a path (EPERM, EACCES): a
+    ``FailedPreconditionError`` that is also Python's ``PermissionError``."""
+
+
+def for_path(e: SnapshotterError, path: object) -> SnapshotterError:
+    """``e``, as the ``OSError`` subclass that fits an error about ``path``
+    (its message ends with the system's ``(os error N)``), else as it is."""
+    import errno as _errno
+
+    os_errno = None
+    if e.message.endswith(")") and "(os error " in e.message:
+        try:
+            os_errno = int(e.message.rsplit("(os error ", 1)[1].rstrip(")"))
+        except ValueError:
+            os_errno = None
+    cls: Optional[Type[SnapshotterError]] = None
+    if isinstance(e, NotFoundError):
+        cls, os_errno = PathNotFoundError, os_errno or _errno.ENOENT
+    elif isinstance(e, FailedPreconditionError) and os_errno in (_errno.EPERM, _errno.EACCES):
+        cls = PathPermissionError
+    if cls is None:
+        return e
+    out = cls(e.message, e.code)
+    out.errno = os_errno
+    out.strerror = e.message
+    out.filename = str(path)
+    return out
+
+
 ERRORS: Dict[int, Type[SnapshotterError]] = {
     cls.code: cls
     for cls in (
@@ -111,7 +147,10 @@ __all__ = [
     "UnimplementedError",
     "InternalError",
     "PanicError",
+    "PathNotFoundError",
+    "PathPermissionError",
     "LibraryNotFoundError",
     "ERRORS",
     "error_for",
+    "for_path",
 ]

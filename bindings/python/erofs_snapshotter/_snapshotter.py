@@ -27,7 +27,7 @@ from typing import (
 )
 
 from . import _ffi
-from ._errors import FailedPreconditionError, InvalidArgumentError, error_for
+from ._errors import FailedPreconditionError, InvalidArgumentError, SnapshotterError, error_for, for_path
 from ._types import Applied, Info, Mount, Usage
 
 LOGGER_NAME = "erofs_snapshotter"
@@ -166,7 +166,10 @@ def mount_all(mounts: MountsArg, target: PathArg, *, lib_path: LibArg = None) ->
     mounted. Needs CAP_SYS_ADMIN. Done by the C library
     (``erofs_snapshotter_mount_all``)."""
     L = _ffi.get(lib_path)
-    _call(L, L.cdll.erofs_snapshotter_mount_all, _mounts_json(mounts), _cstr(target, "target"))
+    try:
+        _call(L, L.cdll.erofs_snapshotter_mount_all, _mounts_json(mounts), _cstr(target, "target"))
+    except SnapshotterError as e:
+        raise for_path(e, target) from None
 
 
 def unmount_all(target: PathArg, *, detach: bool = False, lib_path: LibArg = None) -> None:
@@ -174,7 +177,10 @@ def unmount_all(target: PathArg, *, detach: bool = False, lib_path: LibArg = Non
     Not being a mount point is not an error."""
     L = _ffi.get(lib_path)
     flags = _ffi.EROFS_UNMOUNT_DETACH if detach else 0
-    _call(L, L.cdll.erofs_snapshotter_unmount_all, _cstr(target, "target"), flags)
+    try:
+        _call(L, L.cdll.erofs_snapshotter_unmount_all, _cstr(target, "target"), flags)
+    except SnapshotterError as e:
+        raise for_path(e, target) from None
 
 
 @contextlib.contextmanager
@@ -381,7 +387,7 @@ class Snapshotter:
     def _use(self) -> Iterator[c_void_p]:
         with self._cond:
             if self._handle is None:
-                raise InvalidArgumentError("invalid argument: the snapshotter is closed")
+                raise FailedPreconditionError("failed precondition: the snapshotter is closed")
             self._busy += 1
             handle = self._handle
         try:

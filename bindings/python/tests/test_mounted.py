@@ -220,3 +220,16 @@ def test_block_mode_bounds_what_a_container_writes(root: Path) -> None:
         snap.remove("ctr")
     with pytest.raises(es.InvalidArgumentError, match="default_size"):
         es.Snapshotter({"root": str(root), "default_size": "lots"})
+
+
+def test_path_errors_are_pythons_own(snap: es.Snapshotter, tmp_path: Path) -> None:
+    """A missing mount target is FileNotFoundError (and NotFoundError)."""
+    import errno
+
+    mounts = snap.prepare("a")
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError) as e:
+        es.mount_all(mounts, missing)
+    assert isinstance(e.value, es.NotFoundError) and isinstance(e.value, es.PathNotFoundError)
+    assert e.value.errno == errno.ENOENT and e.value.filename == str(missing)
+    assert "does not exist" in str(e.value) or "No such file" in str(e.value)

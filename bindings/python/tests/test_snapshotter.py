@@ -58,7 +58,8 @@ def test_context_manager_and_close(root: Path) -> None:
         s.prepare("a")
     assert s.closed and "closed" in repr(s)
     s.close()  # idempotent
-    with pytest.raises(es.InvalidArgumentError, match="closed"):
+    # As the Go package's calls after Close: failed-precondition.
+    with pytest.raises(es.FailedPreconditionError, match="closed"):
         s.stat("a")
     # A second handle on the same root sees what the first one made.
     with es.Snapshotter({"root": str(root)}) as s2:

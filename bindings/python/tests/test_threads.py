@@ -79,7 +79,7 @@ def test_close_waits_for_calls_in_progress(root: Path) -> None:
             try:
                 s.walk()
                 calls[0] += 1
-            except es.InvalidArgumentError as e:
+            except es.FailedPreconditionError as e:
                 assert "closed" in str(e)
                 return
             except BaseException as e:  # pragma: no cover - reported below
