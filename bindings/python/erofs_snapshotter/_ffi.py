@@ -167,12 +167,20 @@ def candidates(lib_path: Optional["os.PathLike[str] | str"] = None) -> List[Tupl
     An explicit ``lib_path`` or ``$EROFS_SNAPSHOTTER_LIB`` is the only
     candidate when given: a wrong explicit choice must fail, not fall through.
     """
+    # A directory names the library file in it.
+    def file_in(p: str) -> str:
+        return os.path.join(p, LIB_FILE) if os.path.isdir(p) else p
+
     if lib_path is not None:
-        return [("lib_path argument", os.fspath(lib_path))]
+        return [("lib_path argument", file_in(os.fspath(lib_path)))]
     env = os.environ.get(ENV_VAR)
     if env:
-        return [(f"${ENV_VAR}", env)]
+        return [(f"${ENV_VAR}", file_in(env))]
     out: List[Tuple[str, str]] = []
+    # A wheel carries the library next to the package.
+    bundled = Path(__file__).resolve().parent / LIB_FILE
+    if bundled.is_file():
+        out.append(("the package's own copy", str(bundled)))
     repo = repository_root()
     if repo is not None:
         for profile in ("release", "debug"):

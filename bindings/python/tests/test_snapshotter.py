@@ -45,7 +45,8 @@ def test_config_forms(root: Path) -> None:
 
 
 def test_lib_path(root: Path, lib: _ffi.Library) -> None:
-    for choice in (lib.path, Path(lib.path), lib):
+    # The file, as str or Path, the loaded library, or the directory holding it.
+    for choice in (lib.path, Path(lib.path), lib, Path(lib.path).parent):
         with es.Snapshotter({"root": str(root)}, lib_path=choice) as s:
             assert s.lib is lib
     with pytest.raises(es.LibraryNotFoundError, match="cargo build"):
