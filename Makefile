@@ -7,6 +7,8 @@
 # Without root, with Rust, Go and Python 3 (pytest) installed:
 #
 #   make build              the library (cdylib, staticlib) and the ctl tool
+#   make install            the C library, header and pkg-config file (PREFIX,
+#                           LIBDIR, INCLUDEDIR, PKGCONFIGDIR, DESTDIR)
 #   make lint               rustfmt, clippy, gofmt
 #   make header             regenerate include/erofs_snapshotter.h (commit it)
 #   make test-unprivileged  every check that needs no root
@@ -15,10 +17,10 @@ CARGO   ?= cargo
 CC      ?= gcc
 CXX     ?= g++
 BUILD   := target/c
-LIBDIR  := $(CURDIR)/target/release
+BUILD_LIBDIR := $(CURDIR)/target/release
 HEADER  := include/erofs_snapshotter.h
 CSTRICT := -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude
-CLINK   := -L$(LIBDIR) -lerofs_snapshotter -Wl,-rpath,$(LIBDIR)
+CLINK   := -L$(BUILD_LIBDIR) -lerofs_snapshotter -Wl,-rpath,$(BUILD_LIBDIR)
 SAN     := -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 VALGRIND ?= valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
 	--show-leak-kinds=definite,indirect
@@ -32,10 +34,10 @@ GEN_HEADER := $(CARGO) run --quiet --locked --manifest-path tools/gen-header/Car
 # what does. Each target reports PASS/FAIL and its time in the summary.
 SETUP_STEPS        := deps
 UNPRIVILEGED_STEPS := lint build header-check test-rust-unit go-vet test-python-ffi
-ROOT_STEPS         := test-rust-root test-c test-valgrind test-python-root \
+ROOT_STEPS         := test-rust-root test-c test-valgrind test-install test-python-root \
                       test-go-root test-no-erofs-utils test-e2e test-vm test-fuzz
 
-.PHONY: all deps build run test test-unprivileged test-root lint header header-check \
+.PHONY: all deps build install test-install run test test-unprivileged test-root lint header header-check \
 	test-rust test-rust-unit test-rust-root test-c test-valgrind \
 	test-python test-python-ffi test-python-root test-go go-vet test-go-root \
 	test-no-erofs-utils test-e2e test-vm test-fuzz bench bench-launch bench-writer bench-scale \
@@ -49,6 +51,19 @@ deps:
 # The library (cdylib, staticlib) and the ctl tool. Writes only under target/.
 build:
 	$(CARGO) build --release --locked
+
+# The C library as a system library: scripts/install.sh says what goes where.
+PREFIX       ?= /usr/local
+INSTALL_VARS := PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' CARGO='$(CARGO)' \
+	$(if $(LIBDIR),LIBDIR='$(LIBDIR)') \
+	$(if $(INCLUDEDIR),INCLUDEDIR='$(INCLUDEDIR)') $(if $(PKGCONFIGDIR),PKGCONFIGDIR='$(PKGCONFIGDIR)')
+install:
+	$(INSTALL_VARS) scripts/install.sh
+
+# make install into a DESTDIR, then the C example built and run with
+# pkg-config alone, the archive's symbols, SQLite beside it (as root).
+test-install:
+	tests/install/check.sh
 
 $(BUILD):
 	mkdir -p $(BUILD)

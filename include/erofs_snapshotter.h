@@ -25,6 +25,15 @@
 #include <stdint.h>
 #include <stdbool.h>
 
+/** The version of this header (erofs_snapshotter_version() gives the library's). */
+#define EROFS_SNAPSHOTTER_VERSION "0.1.0"
+#define EROFS_SNAPSHOTTER_VERSION_MAJOR 0
+#define EROFS_SNAPSHOTTER_VERSION_MINOR 1
+#define EROFS_SNAPSHOTTER_VERSION_PATCH 0
+/** The ABI number: the N of liberofs_snapshotter.so.N, its SONAME. */
+#define EROFS_SNAPSHOTTER_SOVERSION 0
+
+
 /**
  * Success.
  */

@@ -38,6 +38,9 @@ need=()
 for p in gcc:gcc g++:g++ make:make pkg-config:pkg-config git:git valgrind:valgrind; do
     command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
 done
+# The system's SQLite (libsqlite3-dev), which test-install links beside the
+# library's own to show the two never meet.
+compgen -G '/usr/lib/*-linux-gnu/libsqlite3.a' >/dev/null || need+=(libsqlite3-dev)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 # mkfs.erofs ($1, default: the one on PATH) >= 1.8.2, not 1.8.7 or 1.8.8.

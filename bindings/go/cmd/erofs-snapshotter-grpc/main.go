@@ -5,15 +5,19 @@
 //	erofs-snapshotter-grpc [--config FILE] [--socket PATH] [--root DIR]
 //	    [--containerd-address PATH] [--set-immutable] [--enable-fsverity]
 //	    [--sync-commit] [--enable-tar-index] [--mkfs-path PATH]
-//	    [--mkfs-option OPT]... [--ovl-mount-option OPT]...
-//	    [--log-level LEVEL] [--log-format text|json] [--version]
+//	    [--mkfs-option OPT]... [--ovl-mount-option OPT]... [--default-size SIZE]
+//	    [--log-level LEVEL] [--log-format text|json] [--version] [--help]
+//
+// The configuration file is /etc/erofs-snapshotter/config.toml when it
+// exists (--config names another). Under systemd (packaging/systemd) it
+// takes the socket from socket activation and says READY=1 once serving.
 //
 // containerd's config.toml:
 //
 //	[proxy_plugins.erofs]
 //	  type = "snapshot"
 //	  address = "/run/erofs-snapshotter/erofs-snapshotter.sock"
-//	  capabilities = ["rebase"]
+//	  capabilities = ["rebase", "remap-ids", "only-remap-ids"]
 //	[proxy_plugins.erofs-differ]
 //	  type = "diff"
 //	  address = "/run/erofs-snapshotter/erofs-snapshotter.sock"
@@ -44,6 +48,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -83,6 +88,8 @@ const (
 	defaultSocket     = "/run/erofs-snapshotter/erofs-snapshotter.sock"
 	defaultRoot       = "/var/lib/erofs-snapshotter"
 	defaultContainerd = "/run/containerd/containerd.sock"
+	// defaultConfig is read when it exists and --config is not given.
+	defaultConfig = "/etc/erofs-snapshotter/config.toml"
 )
 
 // Config is the daemon's TOML file: its own keys and the library's
@@ -110,13 +117,64 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
+// decodeConfig reads the TOML file f (named name) into cfg: an unknown key
+// is an error that names it.
+func decodeConfig(f *os.File, name string, cfg *Config) error {
+	defer f.Close()
+	if err := toml.NewDecoder(f).DisallowUnknownFields().Decode(cfg); err != nil {
+		var sm *toml.StrictMissingError
+		if errors.As(err, &sm) {
+			return fmt.Errorf("%s: %s", name, sm.String())
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// usage is --help: what the daemon is, the containerd stanza to paste, where
+// its configuration comes from, then the flags.
+func usage(fs *flag.FlagSet) {
+	fmt.Fprintf(fs.Output(), `Usage: erofs-snapshotter-grpc [flags]
+
+Serves the erofs-snapshotter library to containerd as proxy plugins: a
+snapshotter (containerd's snapshots API) and a differ (its diff API, this
+library's EROFS differ), both on one unix socket. Run it as root, in
+containerd's mount namespace, then add to containerd's config.toml:
+
+  [proxy_plugins.erofs]
+    type = "snapshot"
+    address = %q
+    # rebase: parallel unpack; remap-ids, only-remap-ids: ID-mapped layers
+    # for user namespaces (the daemon logs at start what this kernel has)
+    capabilities = ["rebase", "remap-ids", "only-remap-ids"]
+  [proxy_plugins.erofs-differ]
+    type = "diff"
+    address = %q
+
+and use it: ctr images pull --snapshotter erofs ...; ctr run --snapshotter erofs ...
+(for the transfer service's unpack, an unpack_config entry with
+snapshotter = "erofs" and differ = "erofs-differ"; see the README).
+
+Configuration: %s if it exists (or --config FILE), TOML:
+the daemon's keys (address, containerd_address, log_level, log_format,
+shutdown_timeout) and the library's, as containerd's EROFS snapshotter
+names them (root, set_immutable, enable_fsverity, default_size,
+dmverity_mode, layer_content_caches = [...], mkfs_options = [...], ...);
+flags override it. An unknown key is an error.
+
+Flags:
+`, defaultSocket, defaultSocket, defaultConfig)
+	fs.PrintDefaults()
+}
+
 // parse reads the TOML file (if any), then the flags given on the command
 // line, which win over the file.
 func parse(args []string, stderr io.Writer) (Config, bool, error) {
 	fs := flag.NewFlagSet("erofs-snapshotter-grpc", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { usage(fs) }
 	var (
-		configFile  = fs.String("config", "", "TOML configuration file (flags override it)")
+		configFile  = fs.String("config", defaultConfig, "TOML configuration file (read when it exists if not given; flags override it)")
 		socket      = fs.String("socket", defaultSocket, "unix socket serving the snapshots and diff APIs")
 		ctrd        = fs.String("containerd-address", defaultContainerd, "containerd's gRPC socket, for the content of layers to apply")
 		root        = fs.String("root", defaultRoot, "snapshotter root directory (metadata.db, snapshots/)")
@@ -155,19 +213,21 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 		return Config{}, true, nil
 	}
 	cfg := Config{Address: defaultSocket, ContainerdAddress: defaultContainerd, LogLevel: "info", LogFormat: "text", ShutdownTimeout: "10s"}
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "config" })
 	if *configFile != "" {
 		f, err := os.Open(*configFile)
+		if errors.Is(err, os.ErrNotExist) && !given {
+			// The default file is optional.
+			f, err = nil, nil
+		}
 		if err != nil {
 			return Config{}, false, err
 		}
-		err = toml.NewDecoder(f).DisallowUnknownFields().Decode(&cfg)
-		f.Close()
-		if err != nil {
-			var sm *toml.StrictMissingError
-			if errors.As(err, &sm) {
-				return Config{}, false, fmt.Errorf("%s: %s", *configFile, sm.String())
+		if f != nil {
+			if err := decodeConfig(f, *configFile, &cfg); err != nil {
+				return Config{}, false, err
 			}
-			return Config{}, false, fmt.Errorf("%s: %w", *configFile, err)
 		}
 	}
 	fs.Visit(func(f *flag.Flag) {
@@ -324,9 +384,17 @@ func serve(cfg Config, grace time.Duration) error {
 	differ := loggingDiffer{erofs.NewDiffer(sn, provider)}
 	cleaner := loggingCleaner{sn, contentproxy.NewContentStore(healConn), healConn}
 
-	l, err := listen(cfg.Address)
+	// systemd's socket activation (erofs-snapshotter.socket) hands the
+	// socket over; else the daemon makes it.
+	l, err := activated()
 	if err != nil {
 		return err
+	}
+	ownSocket := l == nil
+	if ownSocket {
+		if l, err = listen(cfg.Address); err != nil {
+			return err
+		}
 	}
 	// WaitForHandlers: Stop returns only once every handler has, so the
 	// handle and the connection to containerd are closed after the last use.
@@ -380,14 +448,21 @@ func serve(cfg Config, grace time.Duration) error {
 	healCtx, stopHeal := context.WithCancel(ctx)
 	defer stopHeal()
 	go cleaner.healAtStart(healCtx)
+	// Type=notify units start containerd after this.
+	notify("READY=1\nSTATUS=serving snapshots and diff APIs on " + cfg.Address)
 	err = srv.Serve(l)
+	notify("STOPPING=1")
 	close(done)
 	<-stopped
-	// Serve closed the listener, which unlinks the socket; make sure.
-	if rerr := os.Remove(cfg.Address); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-		log.L.WithError(rerr).Warn("remove socket")
+	if ownSocket {
+		// Serve closed the listener, which unlinks the socket; make sure.
+		if rerr := os.Remove(cfg.Address); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			log.L.WithError(rerr).Warn("remove socket")
+		}
+		log.L.WithField("socket", cfg.Address).Info("stopped serving, socket removed")
+	} else {
+		log.L.WithField("socket", cfg.Address).Info("stopped serving (the socket is systemd's)")
 	}
-	log.L.WithField("socket", cfg.Address).Info("stopped serving, socket removed")
 	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -425,6 +500,53 @@ func lockSocket(path string) (*os.File, error) {
 		return nil, fmt.Errorf("socket lock %s: %w", name, err)
 	}
 	return f, nil
+}
+
+// activated is the listening socket systemd passed (socket activation:
+// LISTEN_PID is this process, LISTEN_FDS 1, the socket fd 3), or nil.
+func activated() (net.Listener, error) {
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err != nil || n < 1 {
+		return nil, nil
+	}
+	if n != 1 {
+		return nil, fmt.Errorf("socket activation: %d sockets passed, want 1 (ListenStream= once)", n)
+	}
+	// Not for the children (mkfs.erofs).
+	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(v)
+	}
+	syscall.CloseOnExec(3)
+	f := os.NewFile(3, "systemd-socket")
+	l, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("socket activation: fd 3: %w", err)
+	}
+	return l, nil
+}
+
+// notify tells systemd (a Type=notify unit: $NOTIFY_SOCKET) the daemon's
+// state; without it, nothing.
+func notify(state string) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return
+	}
+	if addr[0] == '@' {
+		addr = "\x00" + addr[1:] // an abstract socket
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err == nil {
+		_, err = c.Write([]byte(state))
+		c.Close()
+	}
+	if err != nil {
+		log.L.WithError(err).WithField("socket", addr).Warn("sd_notify")
+	}
 }
 
 // listen creates the socket, with the socket's lock held (lockSocket): a

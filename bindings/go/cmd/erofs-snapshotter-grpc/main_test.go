@@ -765,6 +765,19 @@ func TestVersionFlag(t *testing.T) {
 	}
 }
 
+func TestHelpSaysWhatToPaste(t *testing.T) {
+	var out bytes.Buffer
+	if rc := run([]string{"--help"}, &out, &out); rc != 0 {
+		t.Fatalf("--help: exit %d", rc)
+	}
+	for _, want := range []string{"Usage: erofs-snapshotter-grpc", "[proxy_plugins.erofs]", `type = "snapshot"`,
+		`type = "diff"`, "remap-ids", defaultConfig, "-default-size", "-root"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 func TestConfigFileAndFlags(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "config.toml")
 	os.WriteFile(file, []byte(`
@@ -823,6 +836,20 @@ mkfs_path = "/usr/bin/mkfs.erofs"
 	if cfg.MaxLayerSize == nil || *cfg.MaxLayerSize != 1000 || cfg.MaxFileSize == nil || *cfg.MaxFileSize != 0 ||
 		cfg.MaxExpansionRatio == nil || *cfg.MaxExpansionRatio != 0 || cfg.ConvertTimeoutSeconds != 60 {
 		t.Fatalf("limits: %+v", cfg.Config)
+	}
+	// Block mode: containerd's default_size, from the file and from a flag.
+	os.WriteFile(file, []byte("default_size = \"64Mi\"\n"), 0o600)
+	cfg, _, err = parse([]string{"--config", file}, io.Discard)
+	if err != nil || cfg.DefaultSize != "64Mi" {
+		t.Fatalf("default_size from the file: %+v, %v", cfg.Config, err)
+	}
+	cfg, _, err = parse([]string{"--config", file, "--default-size", "1g"}, io.Discard)
+	if err != nil || cfg.DefaultSize != "1g" {
+		t.Fatalf("--default-size over the file: %+v, %v", cfg.Config, err)
+	}
+	// A file named on the command line must exist; the default one need not.
+	if _, _, err = parse([]string{"--config", file + ".missing"}, io.Discard); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a missing --config file: %v", err)
 	}
 	cfg, _, err = parse(nil, io.Discard)
 	if err != nil || cfg.Address != defaultSocket || cfg.RootPath != defaultRoot || cfg.ContainerdAddress != defaultContainerd {
