@@ -61,9 +61,11 @@ install:
 	$(INSTALL_VARS) scripts/install.sh
 
 # make install into a DESTDIR, then the C example built and run with
-# pkg-config alone, the archive's symbols, SQLite beside it (as root).
+# pkg-config alone, the archive's symbols, SQLite beside it; the Python
+# wheel installed into a fresh venv and used from elsewhere (as root).
 test-install:
 	tests/install/check.sh
+	tests/install/python.sh
 
 $(BUILD):
 	mkdir -p $(BUILD)
