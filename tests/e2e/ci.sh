@@ -127,8 +127,8 @@ e2e "daemon + its own differ, no mkfs.erofs on its PATH; a commit's record lost 
 # Pulls through the transfer service, from a local registry.
 [ $overlayfs = 0 ] || e2e "overlayfs, parallel pull (max_concurrent_unpacks 3; harness check)" \
 	E2E_UNPACKS=3 -- overlayfs
-e2e "daemon + its own differ, sequential pull (max_concurrent_unpacks 1); block mode (default_size 32 MiB)" \
-	E2E_UNPACKS=1 E2E_QUOTA=32 E2E_PROXY_CMD='ours --default-size 32Mi' E2E_PROXY_DIFFER=proxy -- proxy
+e2e "daemon + its own differ, sequential pull (max_concurrent_unpacks 1); block mode (default_size 32 MiB); metrics scraped" \
+	E2E_UNPACKS=1 E2E_QUOTA=32 E2E_METRICS=1 E2E_PROXY_CMD='ours --default-size 32Mi' E2E_PROXY_DIFFER=proxy -- proxy
 e2e "daemon + its own differ, parallel pull (max_concurrent_unpacks 3, rebase); a container in a user namespace (remap-ids)" \
 	E2E_UNPACKS=3 E2E_USERNS=1 E2E_PROXY_CMD=ours E2E_PROXY_DIFFER=proxy -- proxy
 e2e "daemon + walking differ, parallel pull (max_concurrent_unpacks 3, rebase)" \

@@ -49,6 +49,9 @@
 # many MiB, block mode): a container's writable layer is an ext4 image of that
 # size: a write past it fails with ENOSPC inside, the image on the host never
 # grows past it, and removing the container removes it.
+# E2E_METRICS=1 (proxy mode, the daemon 'ours'): the daemon serves Prometheus
+# metrics on a free local port; after the containers ran, a scrape must show
+# the layers its differ applied and the requests it served.
 # Other knobs: E2E_TMPDIR (default /tmp) holds the run's directory (containerd
 # root and state, sockets); E2E_KEEP=1 keeps that directory; E2E_LOG_DIR
 # (default /tmp/erofs-e2e-logs) receives the logs of a failed run.
@@ -73,6 +76,13 @@ if [ -n "$E2E_UNPACKS" ]; then
 	[ "$E2E_UNPACKS" -le 1 ] || PARALLEL=1
 fi
 E2E_PROXY_TAP=${E2E_PROXY_TAP:-$PULL}
+METRICS_URL=
+if [ "${E2E_METRICS:-0}" = 1 ]; then
+	[ "$MODE" = proxy ] && [[ ${E2E_PROXY_CMD:-} == ours* ]] || { echo "E2E_METRICS=1 needs proxy mode with E2E_PROXY_CMD=ours..." >&2; exit 2; }
+	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	E2E_PROXY_CMD="$E2E_PROXY_CMD --metrics-address 127.0.0.1:$port"
+	METRICS_URL=http://127.0.0.1:$port/metrics
+fi
 
 PASSED=0
 FAILED=0
@@ -446,6 +456,21 @@ st_run_quota() {
 	ctr_ containers delete q1
 }
 
+# The daemon's Prometheus endpoint, scraped as Prometheus does.
+st_metrics() {
+	local body
+	body=$(python3 -c 'import sys, urllib.request; r = urllib.request.urlopen(sys.argv[1], timeout=10); print(r.headers["Content-Type"]); print(r.read().decode())' "$METRICS_URL") ||
+		fail "GET $METRICS_URL failed"
+	grep -E '^erofs_snapshotter_(layers_applied_total|requests_total\{operation="(Prepare|Commit)",code="OK"\}|trash_entries)' <<<"$body" | sed 's/^/  /'
+	head -n1 <<<"$body" | grep -q '^text/plain; version=0.0.4' || fail "Content-Type $(head -n1 <<<"$body")"
+	[ "$E2E_PROXY_DIFFER" != proxy ] || grep -qx 'erofs_snapshotter_layers_applied_total 3' <<<"$body" ||
+		fail "the scrape does not show the 3 layers the daemon's differ applied"
+	grep -qE '^erofs_snapshotter_requests_total\{operation="Prepare",code="OK"\} [1-9]' <<<"$body" ||
+		fail "the scrape shows no Prepare served"
+	grep -qE '^erofs_snapshotter_request_duration_seconds_count\{operation="Mounts"\} [1-9]' <<<"$body" ||
+		fail "the scrape shows no Mounts latency"
+}
+
 # A container in a user namespace: container root is host uid and gid 100000.
 st_run_userns() {
 	local out script upper owner
@@ -578,6 +603,7 @@ if [ "${E2E_USERNS:-0}" = 1 ]; then
 	[ "$MODE" = proxy ] || die "E2E_USERNS=1 needs proxy mode"
 	step "u1: a container in a user namespace, its layers ID-mapped (remap-ids), no chown" st_run_userns
 fi
+[ -z "$METRICS_URL" ] || step "the daemon's metrics scraped ($METRICS_URL)" st_metrics
 step "remove containers and image; GC empties snapshots and content" st_remove
 step "no mounts, no snapshot directories left" st_no_leftovers
 step "stop containerd$([ "$MODE" = proxy ] && echo ' and the daemon (SIGTERM, socket gone)'), nothing left" st_stop

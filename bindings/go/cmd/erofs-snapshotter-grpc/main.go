@@ -104,6 +104,8 @@ type Config struct {
 	LogLevel          string `toml:"log_level"`
 	LogFormat         string `toml:"log_format"`
 	ShutdownTimeout   string `toml:"shutdown_timeout"`
+	// MetricsAddress (host:port) serves Prometheus metrics on /metrics; empty: off.
+	MetricsAddress string `toml:"metrics_address"`
 	erofs.Config
 }
 
@@ -157,7 +159,7 @@ snapshotter = "erofs" and differ = "erofs-differ"; see the README).
 
 Configuration: %s if it exists (or --config FILE), TOML:
 the daemon's keys (address, containerd_address, log_level, log_format,
-shutdown_timeout) and the library's, as containerd's EROFS snapshotter
+shutdown_timeout, metrics_address) and the library's, as containerd's EROFS snapshotter
 names them (root, set_immutable, enable_fsverity, default_size,
 dmverity_mode, layer_content_caches = [...], mkfs_options = [...], ...);
 flags override it. An unknown key is an error.
@@ -195,6 +197,7 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 		logFormat   = fs.String("log-format", "text", "log format: text or json")
 		shutdown    = fs.String("shutdown-timeout", "10s", "how long SIGTERM waits for requests in flight")
 		showVersion = fs.Bool("version", false, "print the daemon's and the library's versions and exit")
+		metricsAddr = fs.String("metrics-address", "", "serve Prometheus metrics on http://HOST:PORT/metrics (empty: off)")
 		mkfsOpts    stringList
 		ovlOpts     stringList
 		caches      stringList
@@ -254,6 +257,8 @@ func parse(args []string, stderr io.Writer) (Config, bool, error) {
 			cfg.DmverityMode = *dmMode
 		case "default-size":
 			cfg.DefaultSize = *defaultSize
+		case "metrics-address":
+			cfg.MetricsAddress = *metricsAddr
 		case "mkfs-path":
 			cfg.MkfsPath = *mkfsPath
 		case "max-layer-size":
@@ -380,8 +385,18 @@ func serve(cfg Config, grace time.Duration) error {
 		return err
 	}
 	defer healConn.Close()
+	var met *metrics
+	if cfg.MetricsAddress != "" {
+		met = newMetrics(sn.Root())
+		ml, err := serveMetrics(cfg.MetricsAddress, met)
+		if err != nil {
+			return err
+		}
+		defer ml.Close()
+		log.L.WithField("address", "http://"+ml.Addr().String()+"/metrics").Info("serving metrics")
+	}
 	provider := newProvider(conn)
-	differ := loggingDiffer{erofs.NewDiffer(sn, provider)}
+	differ := loggingDiffer{erofs.NewDiffer(sn, provider), met}
 	cleaner := loggingCleaner{sn, contentproxy.NewContentStore(healConn), healConn}
 
 	// systemd's socket activation (erofs-snapshotter.socket) hands the
@@ -398,7 +413,7 @@ func serve(cfg Config, grace time.Duration) error {
 	}
 	// WaitForHandlers: Stop returns only once every handler has, so the
 	// handle and the connection to containerd are closed after the last use.
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logUnary), grpc.ChainStreamInterceptor(logStream),
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(logUnary, met.unary), grpc.ChainStreamInterceptor(logStream, met.stream),
 		grpc.WaitForHandlers(true))
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(cleaner))
 	diffapi.RegisterDiffServer(srv, diffservice.FromApplierAndComparer(differ, differ))
@@ -746,18 +761,23 @@ func (s loggingCleaner) ours(ctx context.Context, chainID string) bool {
 }
 
 // loggingDiffer logs each layer it applies, at info level.
-type loggingDiffer struct{ *erofs.Differ }
+type loggingDiffer struct {
+	*erofs.Differ
+	met *metrics
+}
 
 func (d loggingDiffer) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mount.Mount, opts ...diff.ApplyOpt) (ocispec.Descriptor, error) {
 	start := time.Now()
 	applied, err := d.Differ.Apply(ctx, desc, mounts, opts...)
 	if err == nil {
+		took := time.Since(start)
+		d.met.applied(desc.Size, took)
 		log.G(ctx).WithFields(log.Fields{
 			"digest": desc.Digest,
 			"media":  desc.MediaType,
 			"size":   desc.Size,
 			"diffid": applied.Digest,
-			"d":      time.Since(start),
+			"d":      took,
 		}).Info("layer applied")
 	}
 	return applied, err

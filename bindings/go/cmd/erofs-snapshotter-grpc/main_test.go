@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -299,7 +300,8 @@ func TestDaemon(t *testing.T) {
 	ctrd := startContainerd(t, filepath.Join(dir, "ctrd.sock"))
 	root := filepath.Join(dir, "root")
 	d := startDaemon(t, "--socket", filepath.Join(dir, "sn.sock"), "--root", root,
-		"--containerd-address", filepath.Join(dir, "ctrd.sock"), "--log-level", "debug", "--shutdown-timeout", "20s")
+		"--containerd-address", filepath.Join(dir, "ctrd.sock"), "--log-level", "debug", "--shutdown-timeout", "20s",
+		"--metrics-address", "127.0.0.1:0")
 
 	conn := dial(t, d.socket)
 	sn := snproxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "erofs-ours")
@@ -402,6 +404,25 @@ func TestDaemon(t *testing.T) {
 	}
 	if err := sn.(snapshots.Cleaner).Cleanup(ctx); err != nil {
 		t.Fatal(err)
+	}
+
+	// What was served, as Prometheus scrapes it.
+	scraped := scrape(t, d)
+	for _, want := range []string{
+		`erofs_snapshotter_layers_applied_total 2`,
+		fmt.Sprintf(`erofs_snapshotter_applied_bytes_total %d`, layers[0].Size+layers[1].Size),
+		`erofs_snapshotter_requests_total{operation="Prepare",code="OK"} 3`,
+		`erofs_snapshotter_requests_total{operation="Apply",code="Unimplemented"} 1`,
+		`erofs_snapshotter_errors_total{operation="Apply",kind="not_implemented"} 1`,
+		`erofs_snapshotter_errors_total{operation="Apply",kind="failed_precondition"}`,
+		`erofs_snapshotter_request_duration_seconds_count{operation="Commit"} 2`,
+		`erofs_snapshotter_request_duration_seconds_bucket{operation="Commit",le="+Inf"} 2`,
+		`erofs_snapshotter_trash_entries `,
+		`erofs_snapshotter_build_info{version="` + version + `"`,
+	} {
+		if !strings.Contains(scraped, want) {
+			t.Errorf("metrics lack %q:\n%s", want, scraped)
+		}
 	}
 
 	if err := d.stop(t); err != nil {
@@ -1018,4 +1039,27 @@ func shutdownDuringApply(t *testing.T, graceful bool) {
 	if graceful != (ferr == nil) {
 		t.Fatalf("layer file present %v, want %v", ferr == nil, graceful)
 	}
+}
+
+// scrape reads the daemon's /metrics at the address it logged.
+func scrape(t *testing.T, d *daemon) string {
+	t.Helper()
+	out := d.out.String()
+	i := strings.Index(out, "address=\"http://")
+	if i < 0 {
+		t.Fatalf("the daemon did not log its metrics address:\n%s", out)
+	}
+	url := out[i+len(`address="`):]
+	url = url[:strings.IndexByte(url, '"')]
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK ||
+		!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain; version=0.0.4") {
+		t.Fatalf("GET %s: %d %q %v", url, resp.StatusCode, resp.Header.Get("Content-Type"), err)
+	}
+	return string(b)
 }
