@@ -1,4 +1,4 @@
-//go:build erofs_dynamic && !erofs_external
+//go:build erofs_dynamic && !erofs_external && !erofs_pkgconfig
 
 package erofs
 

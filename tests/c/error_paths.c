@@ -15,6 +15,13 @@
 
 static int failures;
 
+/* Valgrind preloads its vgpreload_*.so into the program it runs. */
+static int running_on_valgrind(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+    return p && strstr(p, "vgpreload") != NULL;
+}
+
 #define EXPECT(cond)                                                          \
     do {                                                                      \
         if (!(cond)) {                                                        \
@@ -156,9 +163,11 @@ int main(int argc, char **argv)
     EXPECT_OK(erofs_snapshotter_check(s, &json, &err_));
     EXPECT(json && strcmp(json, "[]") == 0);
     erofs_snapshotter_string_free(json);
-    /* This kernel (6.18) mounts EROFS layers through ID-mapped mounts. */
+    /* remap-ids where the probe can make ID-mapped mounts: on this kernel
+     * (6.18), but not under valgrind, which does not know open_tree. */
     EXPECT_OK(erofs_snapshotter_capabilities(s, &json, &err_));
-    EXPECT(json && strcmp(json, "[\"rebase\",\"only-remap-ids\",\"remap-ids\"]") == 0);
+    EXPECT(json && (strcmp(json, "[\"rebase\",\"only-remap-ids\",\"remap-ids\"]") == 0 ||
+                    (running_on_valgrind() && strcmp(json, "[\"rebase\",\"only-remap-ids\"]") == 0)));
     erofs_snapshotter_string_free(json);
     EXPECT_OK(erofs_snapshotter_remove(s, "c", &err_));
     EXPECT_OK(erofs_snapshotter_cleanup(s, &err_));

@@ -13,7 +13,10 @@
 #     and runs;
 #   - a program that also links the system's SQLite gets the system's
 #     (sqlite3_libversion), and linking the system's libsqlite3.a beside the
-#     archive meets no duplicate symbol.
+#     archive meets no duplicate symbol;
+#   - the Go example (examples/go, its own module) builds with -tags
+#     erofs_pkgconfig against the installed copy, records no build-tree
+#     path, and runs.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -120,6 +123,32 @@ if [ -n "$sqlite_a" ]; then
 	fi
 else
 	bad "no libsqlite3.a (libsqlite3-dev) on this machine"
+fi
+
+# The Go example from its own module, linked against the installed library
+# with pkg-config (tag erofs_pkgconfig): no path into the build tree.
+# (CGO_CFLAGS names the DESTDIR: Go's build cache keeps a cgo package's
+# pkg-config answer, and keys it on CGO_CFLAGS, not on PKG_CONFIG_PATH.)
+if (cd "$REPO/examples/go" && CGO_CFLAGS="-O2 -g -I$DEST/usr/include" GOFLAGS=-buildvcs=false \
+	go build -tags erofs_pkgconfig -o "$run_root/go-example" .) \
+	>"$run_root/go-build.log" 2>&1; then
+	needed=$(readelf -d "$run_root/go-example" | sed -n 's/.*(NEEDED).*\[\(liberofs.*\)\]/\1/p')
+	paths=$(readelf -d "$run_root/go-example" | grep -E 'RPATH|RUNPATH' || true)
+	strings "$run_root/go-example" | grep -q "$REPO/target" && in_tree=yes || in_tree=no
+	if [ "$needed" = liberofs_snapshotter.so.0 ] && [ -z "$paths" ] && [ "$in_tree" = no ]; then
+		ok "Go example built with -tags erofs_pkgconfig: NEEDED $needed, no rpath, no target/ path in it"
+	else
+		bad "Go example: NEEDED '$needed', '$paths', build-tree path in the binary: $in_tree"
+	fi
+	printf 'version = 3\nroot = "%s/containerd"\n' "$run_root" >"$run_root/go-example.toml"
+	if LD_LIBRARY_PATH=$LIBDIR "$run_root/go-example" -config "$run_root/go-example.toml" >"$run_root/go-run.log" 2>&1 &&
+		grep -q 'Committed example' "$run_root/go-run.log"; then
+		ok "Go example ran against the installed library"
+	else
+		bad "Go example run:"; sed 's/^/  /' "$run_root/go-run.log"
+	fi
+else
+	bad "Go example with -tags erofs_pkgconfig:"; tail -n 20 "$run_root/go-build.log" | sed 's/^/  /'
 fi
 
 echo "test-install: $([ "$fails" = 0 ] && echo passed || echo "$fails failed")"
