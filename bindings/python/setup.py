@@ -5,7 +5,8 @@ Everything else is in pyproject.toml. `pip wheel bindings/python` (or
 in the repository and puts the library, its debug info stripped, inside the
 package, where the package looks first: the installed package needs no
 environment variable. $EROFS_SNAPSHOTTER_LIB names a library built
-elsewhere instead.
+elsewhere instead. An sdist carries the Rust sources (under rust/), so a
+wheel built from it builds the library from source (cargo needed).
 """
 
 import os
@@ -16,9 +17,12 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
+from setuptools.command.sdist import sdist
 
 HERE = Path(__file__).resolve().parent
 LIB = "liberofs_snapshotter.so"
+# What of the repository an sdist carries, to build the library from.
+RUST_SOURCES = ["Cargo.toml", "Cargo.lock", "build.rs", "src", "erofs-writer", "benches", "include"]
 
 
 def library() -> Path:
@@ -26,18 +30,20 @@ def library() -> Path:
     env = os.environ.get("EROFS_SNAPSHOTTER_LIB")
     if env:
         return Path(env)
-    repo = HERE.parent.parent
-    if not (repo / "Cargo.toml").is_file():
+    # An unpacked sdist's copy, else the checkout this directory is in.
+    repo = next((d for d in (HERE / "rust", HERE.parent.parent) if (d / "Cargo.toml").is_file()), None)
+    if repo is None:
         raise SystemExit(
-            "erofs-snapshotter: no Rust sources at ../../Cargo.toml to build "
-            f"{LIB} from; build from a checkout of the repository, or set "
-            "EROFS_SNAPSHOTTER_LIB to a built library"
+            f"erofs-snapshotter: no Rust sources (rust/ or ../../) to build {LIB} "
+            "from; build from a checkout or an sdist, or set EROFS_SNAPSHOTTER_LIB "
+            "to a built library"
         )
     cargo = shutil.which("cargo")
     if cargo is None:
         raise SystemExit(f"erofs-snapshotter: building {LIB} needs cargo (Rust) on PATH")
     subprocess.run([cargo, "build", "--release", "--locked", "--lib"], cwd=repo, check=True)
-    return repo / "target" / "release" / LIB
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or "target")
+    return (target if target.is_absolute() else repo / target) / "release" / LIB
 
 
 class BuildPy(build_py):
@@ -48,6 +54,23 @@ class BuildPy(build_py):
         if shutil.which("objcopy"):
             subprocess.run(["objcopy", "--strip-debug", str(dest)], check=True)
         os.chmod(dest, 0o755)
+
+
+class SDist(sdist):
+    """An sdist with the Rust sources of the library under rust/."""
+
+    def make_release_tree(self, base_dir: str, files) -> None:  # type: ignore[no-untyped-def]
+        super().make_release_tree(base_dir, files)
+        repo = HERE.parent.parent
+        for name in RUST_SOURCES:
+            src, dst = repo / name, Path(base_dir) / "rust" / name
+            if not src.exists():
+                raise SystemExit(f"erofs-snapshotter: sdist: {src} is missing (build the sdist from a checkout)")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("target", "__pycache__"))
+            else:
+                shutil.copy2(src, dst)
 
 
 class BdistWheel(bdist_wheel):
@@ -62,4 +85,4 @@ class BdistWheel(bdist_wheel):
         return "py3", "none", plat
 
 
-setup(cmdclass={"build_py": BuildPy, "bdist_wheel": BdistWheel})
+setup(cmdclass={"build_py": BuildPy, "bdist_wheel": BdistWheel, "sdist": SDist})
