@@ -38,6 +38,8 @@ need=()
 for p in gcc:gcc g++:g++ make:make pkg-config:pkg-config git:git valgrind:valgrind; do
     command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
 done
+# systemd-analyze, which checks packaging/systemd's units in the Go tests.
+command -v systemd-analyze >/dev/null || need+=(systemd)
 # The system's SQLite (libsqlite3-dev), which test-install links beside the
 # library's own to show the two never meet.
 compgen -G '/usr/lib/*-linux-gnu/libsqlite3.a' >/dev/null || need+=(libsqlite3-dev)
