@@ -36,7 +36,9 @@ done
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 SOVERSION=$(sed -n 's/^const SOVERSION: u32 = \([0-9]*\);$/\1/p' build.rs)
 [ -n "$VERSION" ] && [ -n "$SOVERSION" ] || { echo "install.sh: no version in Cargo.toml or build.rs" >&2; exit 1; }
-REL=$REPO/target/release
+target=${CARGO_TARGET_DIR:-target}
+[[ $target == /* ]] || target=$REPO/$target
+REL=$target/release
 LIB=liberofs_snapshotter
 
 # What a static link needs besides the archive, as rustc prints it (this

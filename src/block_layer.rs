@@ -170,7 +170,17 @@ pub(crate) fn has_image(dir: &Path) -> bool {
     fs::symlink_metadata(dir.join(IMAGE)).is_ok_and(|m| m.is_file())
 }
 
-/// `<dir>/rw`, the image mounted on it (mounted now if it is not).
+/// [`ensure_mounted`] with the snapshot directory's lock held, so that two
+/// callers never both find the image unmounted (and attach it twice) and a
+/// removal's unmount and retirement see no mount made in between.
+pub(crate) fn ensure_mounted_locked(dir: &Path) -> Result<PathBuf> {
+    let _lock = crate::layout::lock_dir(dir, true)
+        .map_err(|e| Error::io("lock snapshot directory", dir, e))?;
+    ensure_mounted(dir)
+}
+
+/// `<dir>/rw`, the image mounted on it (mounted now if it is not). The
+/// caller holds the directory's lock (see [`ensure_mounted_locked`]).
 pub(crate) fn ensure_mounted(dir: &Path) -> Result<PathBuf> {
     let mnt = dir.join(MOUNT_DIR);
     if is_mounted(dir, &mnt) {

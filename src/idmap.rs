@@ -76,6 +76,27 @@ pub fn parse_extents(what: &str, text: &str) -> Result<Vec<Extent>> {
             out.len()
         )));
     }
+    // The kernel refuses overlapping extents, on either side.
+    for (i, a) in out.iter().enumerate() {
+        for b in &out[..i] {
+            let overlap = |x: u32, y: u32| {
+                u64::from(x) < u64::from(y) + u64::from(b.count)
+                    && u64::from(y) < u64::from(x) + u64::from(a.count)
+            };
+            if overlap(a.inside, b.inside) || overlap(a.outside, b.outside) {
+                return Err(bad(format!(
+                    "{}:{}:{} overlaps {}:{}:{}",
+                    a.inside, a.outside, a.count, b.inside, b.outside, b.count
+                )));
+            }
+        }
+    }
+    // Nor does it take a map longer than a page in its one write.
+    if proc_map(&out).len() >= 4096 {
+        return Err(bad(
+            "longer than the kernel takes (4095 bytes written as a map)".into(),
+        ));
+    }
     Ok(out)
 }
 
@@ -104,8 +125,21 @@ impl IdMap {
     pub fn from_values(uid: Option<&str>, gid: Option<&str>) -> Result<Option<IdMap>> {
         let uid_text = uid.map(str::to_string);
         let gid_text = gid.map(str::to_string);
-        if uid_text.is_none() && gid_text.is_none() {
-            return Ok(None);
+        match (&uid_text, &gid_text) {
+            (None, None) => return Ok(None),
+            // An ID-mapped mount maps both (containerd's mount code and
+            // mount_all make none with one): half a mapping is refused.
+            (Some(_), None) | (None, Some(_)) => {
+                let (have, missing) = if uid_text.is_some() {
+                    (LABEL_UIDMAPPING, LABEL_GIDMAPPING)
+                } else {
+                    (LABEL_GIDMAPPING, LABEL_UIDMAPPING)
+                };
+                return Err(Error::invalid_argument(format!(
+                    "label {have:?} without label {missing:?}: ID-mapped layers need both"
+                )));
+            }
+            _ => {}
         }
         let parse = |label: &str, t: &Option<String>| match t {
             Some(t) => parse_extents(&format!("label {label:?}"), t),
@@ -223,6 +257,18 @@ mod tests {
         }
         let many = vec!["0:0:1"; MAX_EXTENTS + 1].join(",");
         assert!(parse_extents("m", &many).is_err());
+        // Overlaps on either side, which the kernel refuses.
+        for bad in ["0:100:10,5:200:10", "0:100:10,20:105:10"] {
+            let e = parse_extents("m", bad).unwrap_err();
+            assert!(e.message().contains("overlaps"), "{e}");
+        }
+        assert!(parse_extents("m", "0:100:10,10:200:10").is_ok());
+        // 340 extents of large IDs: more than a page written as a map.
+        let long: Vec<String> = (0..340)
+            .map(|i| format!("{}:{}:1", 4_000_000_000u32 + i, 4_100_000_000u32 + i))
+            .collect();
+        let e = parse_extents("m", &long.join(",")).unwrap_err();
+        assert!(e.message().contains("4095"), "{e}");
     }
 
     #[test]
@@ -235,16 +281,22 @@ mod tests {
             m.mount_options(),
             ["uidmap=1:5000:10,0:100000:1", "gidmap=0:200000:65536"]
         );
-        // One label alone: the other map is the identity (containerd's toHost).
-        let m = IdMap::from_values(Some("0:7:1"), None).unwrap().unwrap();
-        assert_eq!(m.root_pair().unwrap(), (7, 0));
-        assert_eq!(m.mount_options(), ["uidmap=0:7:1"]);
+        // One label alone: half a mapping, refused naming both.
+        for (u, g) in [(Some("0:7:1"), None), (None, Some("0:7:1"))] {
+            let e = IdMap::from_values(u, g).unwrap_err();
+            assert!(
+                e.message().contains(LABEL_UIDMAPPING) && e.message().contains(LABEL_GIDMAPPING),
+                "{e}"
+            );
+        }
         // No mapping of the root.
-        let m = IdMap::from_values(Some("1:7:1"), None).unwrap().unwrap();
+        let m = IdMap::from_values(Some("1:7:1"), Some("0:7:1"))
+            .unwrap()
+            .unwrap();
         let e = m.root_pair().unwrap_err();
         assert!(e.message().contains(LABEL_UIDMAPPING), "{e}");
         assert_eq!(IdMap::from_values(None, None).unwrap(), None);
-        let e = IdMap::from_values(None, Some("0:1")).unwrap_err();
+        let e = IdMap::from_values(Some("0:1:1"), Some("0:1")).unwrap_err();
         assert!(e.message().contains(LABEL_GIDMAPPING), "{e}");
     }
 }

@@ -400,18 +400,32 @@ pub(crate) fn mount_erofs_file(image: &Path, target: &Path, mode: &AtomicU8) -> 
 }
 
 /// Whether this kernel mounts an EROFS layer through an ID-mapped mount
-/// and stacks overlayfs on it (what `remap-ids` needs), tried once per
-/// process in a scratch directory under `scratch_parent`: an empty EROFS
-/// image is mounted, an ID-mapped copy of it made, and an overlay mounted
-/// on that. Err says why not.
+/// and stacks overlayfs on it (what `remap-ids` needs), tried in a scratch
+/// directory under `scratch_parent`: an empty EROFS image is mounted, an
+/// ID-mapped copy of it made, and an overlay mounted on that. Err says why
+/// not. The answer is kept for the process once the kernel gave it (it
+/// worked, or an ID-mapped step failed with EINVAL, EPERM, ENOSYS or
+/// EOPNOTSUPP); a failure of anything else (no loop device, no space) is
+/// tried again next time.
 pub(crate) fn remap_ids_supported(scratch_parent: &Path) -> std::result::Result<(), String> {
     static PROBED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    PROBED.get_or_init(|| probe_idmap(scratch_parent)).clone()
+    if let Some(known) = PROBED.get() {
+        return known.clone();
+    }
+    match probe_idmap(scratch_parent) {
+        Ok(()) => PROBED.get_or_init(|| Ok(())).clone(),
+        Err((why, true)) => PROBED.get_or_init(|| Err(why)).clone(),
+        Err((why, false)) => Err(why),
+    }
 }
 
-fn probe_idmap(parent: &Path) -> std::result::Result<(), String> {
-    let dir =
-        crate::layout::unique_dir(parent, ".idmap-probe-", 0o700).map_err(|e| e.to_string())?;
+/// The probe's failure: why, and whether the kernel said no (as opposed to
+/// a passing condition of this machine).
+type ProbeError = (String, bool);
+
+fn probe_idmap(parent: &Path) -> std::result::Result<(), ProbeError> {
+    let dir = crate::layout::unique_dir(parent, ".idmap-probe-", 0o700)
+        .map_err(|e| (e.to_string(), false))?;
     let r = probe_idmap_in(&dir);
     for sub in ["merged", "layer"] {
         let _ = sys::mount::unmount(&dir.join(sub), true);
@@ -420,8 +434,16 @@ fn probe_idmap(parent: &Path) -> std::result::Result<(), String> {
     r
 }
 
-fn probe_idmap_in(dir: &Path) -> std::result::Result<(), String> {
-    let step = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+fn probe_idmap_in(dir: &Path) -> std::result::Result<(), ProbeError> {
+    let step = |what: &str, e: &dyn std::fmt::Display| (format!("{what}: {e}"), false);
+    // A step only ID-mapped mounts need: the kernel's answer.
+    let kernel = |what: &str, e: &io::Error| {
+        let definitive = matches!(
+            sys::errno(e),
+            Some(sys::Errno::INVAL | sys::Errno::PERM | sys::Errno::NOSYS | sys::Errno::OPNOTSUPP)
+        );
+        (format!("{what}: {e}"), definitive)
+    };
     let image = dir.join("probe.erofs");
     let file = std::fs::File::create(&image).map_err(|e| step("create image", &e))?;
     let root = erofs_writer::Meta {
@@ -438,9 +460,9 @@ fn probe_idmap_in(dir: &Path) -> std::result::Result<(), String> {
     let mode = std::sync::atomic::AtomicU8::new(0);
     mount_erofs_file(&image, &layer, &mode).map_err(|e| step("mount EROFS", &e))?;
     let ns = sys::process::user_namespace("0 666 1\n", "0 666 1\n")
-        .map_err(|e| step("make a user namespace", &e))?;
+        .map_err(|e| kernel("make a user namespace", &e))?;
     let lower = sys::mount::clone_idmapped(&layer, &ns, true)
-        .map_err(|e| step("ID-mapped mount of EROFS", &e))?;
+        .map_err(|e| kernel("ID-mapped mount of EROFS", &e))?;
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
         sys::fs::fd_path(&lower).display(),
@@ -454,7 +476,7 @@ fn probe_idmap_in(dir: &Path) -> std::result::Result<(), String> {
         sys::mount::MountFlags::empty(),
         Some(&data),
     )
-    .map_err(|e| step("overlayfs on an ID-mapped lower dir", &e))
+    .map_err(|e| kernel("overlayfs on an ID-mapped lower dir", &e))
 }
 
 #[cfg(test)]

@@ -146,13 +146,21 @@ pub(crate) fn mount_via_loop(
 /// device would give two filesystems writing one file), else a new one.
 pub(crate) fn mount_writable(source: &Path, target: &Path, fstype: &str) -> io::Result<()> {
     if let Some(dev_path) = device_of(source)? {
-        return sys::mount::mount(
-            OsStr::new(dev_path.as_os_str()),
-            target,
-            fstype,
-            MountFlags::empty(),
-            None,
-        );
+        // Held open, the device cannot be cleared (autoclear waits for the
+        // last close) and given to another file; checked again once held.
+        if let Ok(held) = open(&dev_path, false) {
+            if device_of(source)?.as_deref() == Some(dev_path.as_path()) {
+                let r = sys::mount::mount(
+                    OsStr::new(dev_path.as_os_str()),
+                    target,
+                    fstype,
+                    MountFlags::empty(),
+                    None,
+                );
+                drop(held);
+                return r;
+            }
+        }
     }
     let (dev, dev_path) = attach_in(Path::new("/dev"), source, true)?;
     let r = sys::mount::mount(

@@ -427,7 +427,7 @@ impl Snapshotter {
         let dir = self.layout.snapshot_dir(id);
         let rw = match top {
             Top::Upper if kind == Kind::Active && block_layer::has_image(&dir) => {
-                Some(block_layer::ensure_mounted(&dir)?)
+                Some(block_layer::ensure_mounted_locked(&dir)?)
             }
             _ => None,
         };
@@ -1320,7 +1320,12 @@ impl Snapshotter {
             }
         }
         let dir = self.layout.snapshot_dir(row.id);
-        if row.kind == Kind::Active && block_layer::has_image(&dir) {
+        // A block layer (an active snapshot's, or a commit's that stopped
+        // before it was retired) is unmounted and the directory retired
+        // under its lock: no mounts() can mount it again in between.
+        let mut _lock = None;
+        if block_layer::has_image(&dir) {
+            _lock = lock_dir(&dir, true).ok();
             if let Err(e) = block_layer::unmount(&dir) {
                 self.log.warn(format_args!("remove {key:?}: {e}"));
             }
@@ -1386,7 +1391,7 @@ impl Snapshotter {
                     // A block layer: what is used in its image.
                     let dir = self.layout.snapshot_dir(row.id);
                     let upper = if block_layer::has_image(&dir) {
-                        block_layer::upper(&block_layer::ensure_mounted(&dir)?)
+                        block_layer::upper(&block_layer::ensure_mounted_locked(&dir)?)
                     } else {
                         self.layout.fs_dir(row.id)
                     };
@@ -1545,6 +1550,10 @@ impl Snapshotter {
             // `work/` outlives a commit only when the commit stopped before
             // retiring the upper dir (never touch a mounted layer's fs/).
             let fs_dir = self.layout.fs_dir(id);
+            // A commit that stopped before its block layer was retired.
+            if kind == Kind::Committed {
+                self.retire_block(&dir, id)?;
+            }
             if kind == Kind::Committed
                 && self.layout.work_dir(id).exists()
                 && !crate::layer_mounts::is_layer_mounted(&fs_dir)

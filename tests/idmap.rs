@@ -170,11 +170,14 @@ fn bad_mapping_labels_are_refused_naming_the_label_and_leave_nothing_behind() {
         (UIDMAP, "", "empty"),
         // The container's root must be mapped: it owns the upper dir.
         (UIDMAP, "1:100000:10", "container's root"),
+        // The kernel refuses overlapping extents.
+        (GIDMAP, "0:200000:10,5:300000:10", "overlaps"),
     ] {
+        // The other label well-formed: the error is about this one.
+        let mut l = mapped();
+        l.insert(label.to_string(), value.to_string());
         for parent in ["", "base"] {
-            let e = s
-                .prepare("bad", parent, &labels(&[(label, value)]))
-                .unwrap_err();
+            let e = s.prepare("bad", parent, &l).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{value:?}: {e}");
             assert!(
                 e.message().contains(label) && e.message().contains(says),
@@ -182,6 +185,15 @@ fn bad_mapping_labels_are_refused_naming_the_label_and_leave_nothing_behind() {
             );
         }
     }
+    // Half a mapping: an ID-mapped mount maps both.
+    let e = s
+        .prepare("bad", "base", &labels(&[(UIDMAP, "0:100000:65536")]))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(
+        e.message().contains(UIDMAP) && e.message().contains(GIDMAP),
+        "{e}"
+    );
     assert_eq!(
         fs::read_dir(env.root.join("snapshots")).unwrap().count(),
         before

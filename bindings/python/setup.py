@@ -29,7 +29,8 @@ def library() -> Path:
     """The library the wheel carries."""
     env = os.environ.get("EROFS_SNAPSHOTTER_LIB")
     if env:
-        return Path(env)
+        # A directory names the library in it, as at run time.
+        return Path(env) / LIB if Path(env).is_dir() else Path(env)
     # An unpacked sdist's copy, else the checkout this directory is in.
     repo = next((d for d in (HERE / "rust", HERE.parent.parent) if (d / "Cargo.toml").is_file()), None)
     if repo is None:

@@ -82,15 +82,16 @@ pub(crate) fn send_nosignal(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
 /// `/proc/PID/uid_map`: "inside outside count" lines), as an `O_RDONLY`
 /// descriptor of its `ns/user` file, for `MOUNT_ATTR_IDMAP`. Made as
 /// containerd's `GetUsernsFD` makes it: a child is cloned into a new user
-/// namespace, its maps are written, its namespace opened, and it is let go.
+/// namespace, its maps are written, its namespace opened, and it is killed.
+/// The child holds no descriptor (another thread's pipe kept open by it
+/// could hang that thread), blocks every signal, and dies with the thread
+/// that made it.
 pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
     use std::io::Write;
-    use std::os::fd::AsRawFd;
-    let (r, w) = pipe()?;
-    let (r_raw, w_raw) = (r.as_raw_fd(), w.as_raw_fd());
+    let parent = rustix::process::getpid().as_raw_nonzero().get();
     // The child starts with every signal blocked (it inherits this
     // thread's mask): no handler of the host (a Go runtime's, say) ever
-    // runs in it.
+    // runs in it, and only SIGKILL ends its pause.
     // SAFETY: sigset_t is plain data, filled by sigfillset before use;
     // pthread_sigmask only reads `all` and writes `old`.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -100,9 +101,9 @@ pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
     // SAFETY: clone without CLONE_VM gives the child a copy of this address
-    // space, as fork does. The child makes only raw system calls (close,
-    // read, _exit), which are async-signal-safe, so it is sound whatever
-    // the other threads of this process were doing.
+    // space, as fork does. The child makes only raw system calls (prctl,
+    // getppid, close_range, pause, _exit), which are async-signal-safe, so
+    // it is sound whatever the other threads of this process were doing.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -113,27 +114,29 @@ pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd
             0usize,
         )
     };
-    let failed = (pid < 0).then(io::Error::last_os_error);
-    if pid != 0 {
-        // SAFETY: restores the mask saved above, in the parent.
+    if pid == 0 {
+        // SAFETY: raw system calls only, in the child (see above).
         unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(0);
+            }
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            loop {
+                libc::pause();
+            }
         }
+    }
+    let failed = (pid < 0).then(io::Error::last_os_error);
+    // SAFETY: restores the mask saved above, in the parent.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
     if let Some(e) = failed {
         return Err(e);
     }
-    if pid == 0 {
-        // The child: waits until the parent closes its end (done, or gone).
-        // SAFETY: raw system calls on descriptors this child owns.
-        unsafe {
-            libc::close(w_raw);
-            let mut b = 0u8;
-            libc::read(r_raw, (&mut b as *mut u8).cast(), 1);
-            libc::_exit(0);
-        }
-    }
-    drop(r);
+    let child =
+        Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("clone returned pid 0"))?;
     let made = (|| {
         for (file, map) in [("uid_map", uid_map), ("gid_map", gid_map)] {
             let path = format!("/proc/{pid}/{file}");
@@ -147,10 +150,13 @@ pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
         Ok(OwnedFd::from(ns))
     })();
-    drop(w);
-    let _ = rustix::process::waitpid(
-        Pid::from_raw(pid as i32),
-        rustix::process::WaitOptions::empty(),
-    );
+    // Not yet reaped: the pid is still the child's.
+    let _ = rustix::process::kill_process(child, Signal::KILL);
+    loop {
+        match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => break,
+        }
+    }
     made
 }

@@ -88,9 +88,15 @@ class PathPermissionError(FailedPreconditionError, PermissionError):
 
 
 def for_path(e: SnapshotterError, path: object) -> SnapshotterError:
-    """``e``, as the ``OSError`` subclass that fits an error about ``path``
-    (its message ends with the system's ``(os error N)``), else as it is."""
+    """``e``, as the ``OSError`` subclass that fits it when it is about the
+    mount target ``path`` itself (the library's "mount point ..." and
+    "mount target ..." errors; the system's ``(os error N)`` at the end),
+    else as it is: a missing source or lower dir keeps its own message and
+    is not blamed on the target."""
     import errno as _errno
+
+    if not e.message.split(": ", 1)[-1].startswith(("mount point ", "mount target ")):
+        return e
 
     os_errno = None
     if e.message.endswith(")") and "(os error " in e.message:

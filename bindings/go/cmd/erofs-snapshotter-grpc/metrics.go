@@ -7,6 +7,7 @@ package main
 // library: a handful of counters needs no dependency.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -127,7 +128,20 @@ func errorKind(c codes.Code) string {
 	}
 }
 
+// write renders the metrics into w: under the lock into a buffer, so a
+// slow scraper never holds up the requests that count themselves.
 func (m *metrics) write(w io.Writer) {
+	var buf bytes.Buffer
+	m.render(&buf)
+	if entries, err := os.ReadDir(filepath.Join(m.root, "trash")); err == nil {
+		buf.WriteString("# HELP erofs_snapshotter_trash_entries Directories and files waiting for background deletion.\n")
+		buf.WriteString("# TYPE erofs_snapshotter_trash_entries gauge\n")
+		fmt.Fprintf(&buf, "erofs_snapshotter_trash_entries %d\n", len(entries))
+	}
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (m *metrics) render(w io.Writer) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
@@ -198,11 +212,6 @@ func (m *metrics) write(w io.Writer) {
 	p("# HELP erofs_snapshotter_apply_seconds_total Seconds spent applying layers.\n")
 	p("# TYPE erofs_snapshotter_apply_seconds_total counter\n")
 	p("erofs_snapshotter_apply_seconds_total %g\n", m.applySeconds)
-	if entries, err := os.ReadDir(filepath.Join(m.root, "trash")); err == nil {
-		p("# HELP erofs_snapshotter_trash_entries Directories and files waiting for background deletion.\n")
-		p("# TYPE erofs_snapshotter_trash_entries gauge\n")
-		p("erofs_snapshotter_trash_entries %d\n", len(entries))
-	}
 }
 
 // serveMetrics listens on addr (host:port) and serves /metrics until the
@@ -217,7 +226,7 @@ func serveMetrics(addr string, m *metrics) (net.Listener, error) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		m.write(w)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 	go func() {
 		if err := srv.Serve(l); err != nil && err != http.ErrServerClosed && !strings.Contains(err.Error(), "use of closed") {
 			log.L.WithError(err).Warn("metrics endpoint stopped")
