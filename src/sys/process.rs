@@ -152,11 +152,8 @@ pub(crate) fn user_namespace(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd
     })();
     // Not yet reaped: the pid is still the child's.
     let _ = rustix::process::kill_process(child, Signal::KILL);
-    loop {
-        match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()) {
-            Err(rustix::io::Errno::INTR) => continue,
-            _ => break,
-        }
-    }
+    while let Err(rustix::io::Errno::INTR) =
+        rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty())
+    {}
     made
 }
