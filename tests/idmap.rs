@@ -246,3 +246,33 @@ fn mount_all_wants_both_maps_and_well_formed_ones() {
         mounts_under(&target)
     );
 }
+
+/// Threads making ID-mapped mounts at once: each makes its own user
+/// namespace (a cloned child), and no child may hold another thread's
+/// descriptors (a pipe kept open by another's child hung both threads).
+#[test]
+fn id_mapped_mounts_from_many_threads_at_once() {
+    let env = Env::new();
+    let s = env.open();
+    layer(&env, &s, "base", "", |p| write(p, "f", "x"));
+    layer(&env, &s, "top", "base", |p| write(p, "g", "y"));
+    let mounts = s.view("v", "top", &mapped()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for t in 0..8 {
+        let (mounts, tx) = (mounts.clone(), tx.clone());
+        let target = env.target(&format!("t{t}"));
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                mount_all(&mounts, &target).unwrap();
+                assert_eq!(owner(&target.join("f")), (100000, 200000));
+                erofs_snapshotter::unmount_all(&target, false).unwrap();
+            }
+            tx.send(t).unwrap();
+        });
+    }
+    drop(tx);
+    for _ in 0..8 {
+        rx.recv_timeout(std::time::Duration::from_secs(120))
+            .expect("a thread making ID-mapped mounts hung or failed");
+    }
+}
