@@ -145,24 +145,12 @@ pub(crate) fn mount_via_loop(
 /// mounting that device again gives the same filesystem, where a second
 /// device would give two filesystems writing one file), else a new one.
 pub(crate) fn mount_writable(source: &Path, target: &Path, fstype: &str) -> io::Result<()> {
-    if let Some(dev_path) = device_of(source)? {
-        // Held open, the device cannot be cleared (autoclear waits for the
-        // last close) and given to another file; checked again once held.
-        if let Ok(held) = open(&dev_path, false) {
-            if device_of(source)?.as_deref() == Some(dev_path.as_path()) {
-                let r = sys::mount::mount(
-                    OsStr::new(dev_path.as_os_str()),
-                    target,
-                    fstype,
-                    MountFlags::empty(),
-                    None,
-                );
-                drop(held);
-                return r;
-            }
-        }
-    }
-    let (dev, dev_path) = attach_in(Path::new("/dev"), source, true)?;
+    // Held open until mounted: a device cannot be cleared (autoclear waits
+    // for the last close) and given to another file meanwhile.
+    let (held, dev_path) = match attached(source)? {
+        Some(found) => found,
+        None => attach_in(Path::new("/dev"), source, true)?,
+    };
     let r = sys::mount::mount(
         OsStr::new(dev_path.as_os_str()),
         target,
@@ -170,8 +158,20 @@ pub(crate) fn mount_writable(source: &Path, target: &Path, fstype: &str) -> io::
         MountFlags::empty(),
         None,
     );
-    drop(dev);
+    drop(held);
     r
+}
+
+/// The loop device `image` is attached to, opened, if one is: found by
+/// [`device_of`], and found again once held open.
+fn attached(image: &Path) -> io::Result<Option<(File, PathBuf)>> {
+    let Some(dev_path) = device_of(image)? else {
+        return Ok(None);
+    };
+    let Ok(held) = open(&dev_path, false) else {
+        return Ok(None);
+    };
+    Ok((device_of(image)?.as_deref() == Some(dev_path.as_path())).then_some((held, dev_path)))
 }
 
 /// The loop device `image` is attached to, if any (`/sys/block/loopN/loop/

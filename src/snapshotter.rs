@@ -228,6 +228,8 @@ impl Snapshotter {
         if idmap.is_some() && !parent.is_empty() {
             self.remap_ids_supported()?;
         }
+        // An image layer's extraction, not a container's snapshot.
+        let extraction = kind == Kind::Active && is_extraction(key, labels);
         // The parent's layers are mounted first: a new upper dir takes the
         // owner and mode of the parent's root, as containerd's snapshotters do.
         let mut attrs = owner
@@ -265,7 +267,6 @@ impl Snapshotter {
             // An image layer's extraction (containerd's unpacker labels it
             // with the chain it makes) is not a use: if the power goes, its
             // layer goes with the ones below. A container's snapshot is.
-            let extraction = kind == Kind::Active && is_extraction(key, labels);
             if !extraction {
                 self.make_durable(&pending)?;
             }
@@ -291,7 +292,7 @@ impl Snapshotter {
         // Block mode: a container's writable layer is an ext4 image (an
         // image layer's extraction, converted at its commit, needs none).
         let block_size = match kind {
-            Kind::Active if self.config.default_size > 0 && !is_extraction(key, labels) => {
+            Kind::Active if self.config.default_size > 0 && !extraction => {
                 let label = labels.get(block_layer::LABEL_MAX_SIZE).map(String::as_str);
                 let size = block_layer::size_for(label, self.config.default_size, &self.log);
                 if size != self.config.default_size {
@@ -364,14 +365,12 @@ impl Snapshotter {
             }
         };
         let cache_file = cached.as_ref().and_then(|b| b.path.as_deref());
-        self.mounts_of(
-            kind,
-            id,
-            &parent_ids,
-            cache_file,
-            &|k| labels.get(k).map(String::as_str),
-            generation,
-        )
+        let shape = Shape {
+            labelled: labels.contains_key(LABEL_PARENT_CHAIN_ID),
+            idmap,
+            block: Some(block_size.is_some()),
+        };
+        self.mounts_of(kind, id, &parent_ids, cache_file, &shape, generation)
     }
 
     /// Whether this kernel can mount the layers through ID-mapped mounts
@@ -400,22 +399,19 @@ impl Snapshotter {
 
     /// The mounts of active snapshot or view `id` over its mounted layers
     /// `parent_ids`: `cache_file` is the layer content cache's file serving
-    /// it; `label` gives its labels: [`LABEL_PARENT_CHAIN_ID`] (see
-    /// [`Top`]) and the ID mappings.
-    fn mounts_of<'l>(
+    /// it; `shape` what its labels and creation say.
+    fn mounts_of(
         &self,
         kind: Kind,
         id: i64,
         parent_ids: &[i64],
         cache_file: Option<&Path>,
-        label: &dyn Fn(&str) -> Option<&'l str>,
+        shape: &Shape,
         generation: i64,
     ) -> Result<Vec<Mount>> {
-        let labelled = label(LABEL_PARENT_CHAIN_ID).is_some();
-        let idmap = IdMap::from_values(label(LABEL_UIDMAPPING), label(LABEL_GIDMAPPING))?;
         let top = match cache_file {
             Some(file) if kind == Kind::Active => Top::Cached(file),
-            _ if awaits_rebase(kind, parent_ids, labelled) => Top::RebaseLater,
+            _ if awaits_rebase(kind, parent_ids, shape.labelled) => Top::RebaseLater,
             _ => Top::Upper,
         };
         if matches!(top, Top::Cached(_)) && !parent_ids.is_empty() {
@@ -424,14 +420,28 @@ impl Snapshotter {
             self.ensure_layers(&[id], generation)?;
         }
         // A block layer: its image mounted, upper and work dirs in it.
-        let dir = self.layout.snapshot_dir(id);
         let rw = match top {
-            Top::Upper if kind == Kind::Active && block_layer::has_image(&dir) => {
-                Some(block_layer::ensure_mounted_locked(&dir)?)
+            Top::Upper if kind == Kind::Active => {
+                let dir = self.layout.snapshot_dir(id);
+                match shape.block {
+                    Some(true) => Some(block_layer::ensure_mounted_locked(&dir)?),
+                    Some(false) => None,
+                    None if block_layer::has_image(&dir) => {
+                        Some(block_layer::ensure_mounted_locked(&dir)?)
+                    }
+                    None => None,
+                }
             }
             _ => None,
         };
-        Ok(self.build_mounts(kind, id, parent_ids, top, idmap.as_ref(), rw.as_deref()))
+        Ok(self.build_mounts(
+            kind,
+            id,
+            parent_ids,
+            top,
+            shape.idmap.as_ref(),
+            rw.as_deref(),
+        ))
     }
 
     /// Mounts the layers of the committed snapshots `ids` (what their
@@ -763,12 +773,20 @@ impl Snapshotter {
             )));
         }
         self.ensure_layers(&row.parent_ids, generation)?;
+        let shape = Shape {
+            labelled: row.labels.contains_key(LABEL_PARENT_CHAIN_ID),
+            idmap: IdMap::from_values(
+                row.labels.get(LABEL_UIDMAPPING),
+                row.labels.get(LABEL_GIDMAPPING),
+            )?,
+            block: None,
+        };
         self.mounts_of(
             row.kind,
             row.id,
             &row.parent_ids,
             row.blob_ref.as_deref(),
-            &|k| row.labels.get(k),
+            &shape,
             generation,
         )
     }
@@ -784,8 +802,8 @@ impl Snapshotter {
         idmap: Option<&IdMap>,
         rw: Option<&Path>,
     ) -> Vec<Mount> {
-        let upper = rw.map_or_else(|| self.layout.fs_dir(id), block_layer::upper);
-        let work = rw.map_or_else(|| self.layout.work_dir(id), block_layer::work);
+        let upper = || rw.map_or_else(|| self.layout.fs_dir(id), block_layer::upper);
+        let work = || rw.map_or_else(|| self.layout.work_dir(id), block_layer::work);
         // containerd's uidmap=/gidmap= on what mounts layers; an upper dir
         // alone (no parent) is owned by the mapped root and needs none.
         let mapped = idmap.map(IdMap::mount_options).unwrap_or_default();
@@ -801,7 +819,7 @@ impl Snapshotter {
             let mode = if kind == Kind::Active { "rw" } else { "ro" };
             return vec![Mount {
                 kind: "bind".into(),
-                source: path(upper),
+                source: path(upper()),
                 target: None,
                 options: vec![mode.into(), "rbind".into()],
             }];
@@ -825,8 +843,8 @@ impl Snapshotter {
             options.push("index=off".to_string());
         }
         if kind == Kind::Active && !matches!(top, Top::Cached(_)) {
-            options.push(format!("workdir={}", path(work)));
-            options.push(format!("upperdir={}", path(upper)));
+            options.push(format!("workdir={}", path(work())));
+            options.push(format!("upperdir={}", path(upper())));
         } else {
             // Without an upper dir the overlay is read-only anyway; saying so
             // lets callers (a differ) see it without parsing the options.
@@ -1608,6 +1626,17 @@ impl Drop for Snapshotter {
             store.write(|tx| tx.bump_mount_generation()).map(drop)
         });
     }
+}
+
+/// What a snapshot's labels, and at its creation its block layer, say about
+/// its mounts (see [`Snapshotter::mounts_of`]).
+struct Shape {
+    /// It has [`LABEL_PARENT_CHAIN_ID`] (see [`Top`]).
+    labelled: bool,
+    /// containerd's ID mappings.
+    idmap: Option<IdMap>,
+    /// It has a block layer; None: not known, looked for (`rwlayer.img`).
+    block: Option<bool>,
 }
 
 /// An image layer's extraction, as containerd makes one: its unpacker
