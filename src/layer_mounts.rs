@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -399,14 +400,38 @@ pub(crate) fn mount_erofs_file(image: &Path, target: &Path, mode: &AtomicU8) -> 
     crate::loopdev::mount_via_loop(image, target, flags, None)
 }
 
+/// A detached read-only mount (see [`sys::mount::mount_detached`]) of the
+/// EROFS image `image`: file-backed where that works, through a loop device
+/// otherwise.
+fn mount_erofs_detached(image: &Path) -> io::Result<OwnedFd> {
+    match erofs_detached(image) {
+        Err(e) if sys::errno(&e) == Some(Errno::NOTBLK) => erofs_detached_via_loop(image),
+        r => r,
+    }
+}
+
+/// [`mount_erofs_detached`] through a loop device, which clears itself
+/// (autoclear) when the mount goes or, if mounting fails, at once.
+fn erofs_detached_via_loop(image: &Path) -> io::Result<OwnedFd> {
+    let (dev, dev_path) = crate::loopdev::attach(image)?;
+    let r = erofs_detached(&dev_path);
+    drop(dev);
+    r
+}
+
+fn erofs_detached(source: &Path) -> io::Result<OwnedFd> {
+    let source = source.to_str().ok_or_else(|| sys::error(Errno::INVAL))?;
+    sys::mount::mount_detached("erofs", &[("source", Some(source))], true)
+}
+
 /// Whether this kernel mounts an EROFS layer through an ID-mapped mount
-/// and stacks overlayfs on it (what `remap-ids` needs), tried in a scratch
-/// directory under `scratch_parent`: an empty EROFS image is mounted, an
-/// ID-mapped copy of it made, and an overlay mounted on that. Err says why
-/// not. The answer is kept for the process once the kernel gave it (it
-/// worked, or an ID-mapped step failed with EINVAL, EPERM, ENOSYS or
-/// EOPNOTSUPP); a failure of anything else (no loop device, no space) is
-/// tried again next time.
+/// and stacks overlayfs on it (what `remap-ids` needs), tried on the
+/// filesystem of `scratch_parent`: an empty EROFS image is mounted, the
+/// mount ID-mapped, and an overlay mounted on that. Err says why not. The
+/// answer is kept for the process once the kernel gave it (it worked, or
+/// an ID-mapped step failed with EINVAL, EPERM, ENOSYS or EOPNOTSUPP); a
+/// failure of anything else (no loop device, no space) is tried again next
+/// time.
 pub(crate) fn remap_ids_supported(scratch_parent: &Path) -> std::result::Result<(), String> {
     static PROBED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     if let Some(known) = PROBED.get() {
@@ -423,60 +448,64 @@ pub(crate) fn remap_ids_supported(scratch_parent: &Path) -> std::result::Result<
 /// a passing condition of this machine).
 type ProbeError = (String, bool);
 
+/// The probe. Nothing it makes has a name: the image is an unnamed file on
+/// `parent`'s filesystem, the mounts are detached (the overlay's upper and
+/// work directories on a detached tmpfs), the loop device (if any) clears
+/// itself. A process killed at any point leaves no file, directory, mount
+/// or device behind, and nothing appears in the mount table meanwhile.
 fn probe_idmap(parent: &Path) -> std::result::Result<(), ProbeError> {
-    let dir = crate::layout::unique_dir(parent, ".idmap-probe-", 0o700)
-        .map_err(|e| (e.to_string(), false))?;
-    let r = probe_idmap_in(&dir);
-    for sub in ["merged", "layer"] {
-        let _ = sys::mount::unmount(&dir.join(sub), true);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    r
-}
-
-fn probe_idmap_in(dir: &Path) -> std::result::Result<(), ProbeError> {
     let step = |what: &str, e: &dyn std::fmt::Display| (format!("{what}: {e}"), false);
     // A step only ID-mapped mounts need: the kernel's answer.
     let kernel = |what: &str, e: &io::Error| {
         let definitive = matches!(
             sys::errno(e),
-            Some(sys::Errno::INVAL | sys::Errno::PERM | sys::Errno::NOSYS | sys::Errno::OPNOTSUPP)
+            Some(Errno::INVAL | Errno::PERM | Errno::NOSYS | Errno::OPNOTSUPP)
         );
         (format!("{what}: {e}"), definitive)
     };
-    let image = dir.join("probe.erofs");
-    let file = std::fs::File::create(&image).map_err(|e| step("create image", &e))?;
+    let file = sys::fs::tmpfile_in(parent).map_err(|e| {
+        step(
+            &format!("create an unnamed file in {}", parent.display()),
+            &e,
+        )
+    })?;
+    let image = sys::fs::fd_path(&file);
     let root = erofs_writer::Meta {
         mode: 0o755,
         ..Default::default()
     };
-    erofs_writer::Builder::new(file, erofs_writer::Options::default(), root)
+    let writer = file.try_clone().map_err(|e| step("write image", &e))?;
+    erofs_writer::Builder::new(writer, erofs_writer::Options::default(), root)
         .and_then(|b| b.finish())
         .map_err(|e| step("write image", &e))?;
-    for sub in ["layer", "upper", "work", "merged"] {
-        std::fs::create_dir(dir.join(sub)).map_err(|e| step("create directory", &e))?;
-    }
-    let layer = dir.join("layer");
-    let mode = std::sync::atomic::AtomicU8::new(0);
-    mount_erofs_file(&image, &layer, &mode).map_err(|e| step("mount EROFS", &e))?;
+    let layer = mount_erofs_detached(&image).map_err(|e| step("mount EROFS", &e))?;
     let ns = sys::process::user_namespace("0 666 1\n", "0 666 1\n")
         .map_err(|e| kernel("make a user namespace", &e))?;
-    let lower = sys::mount::clone_idmapped(&layer, &ns, true)
-        .map_err(|e| kernel("ID-mapped mount of EROFS", &e))?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        sys::fs::fd_path(&lower).display(),
-        dir.join("upper").display(),
-        dir.join("work").display()
+    sys::mount::set_idmap(&layer, &ns, true).map_err(|e| kernel("ID-mapped mount of EROFS", &e))?;
+    let tmpfs = sys::mount::mount_detached("tmpfs", &[("mode", Some("0700"))], false)
+        .map_err(|e| step("mount tmpfs", &e))?;
+    let scratch = sys::fs::fd_path(&tmpfs);
+    for sub in ["upper", "work"] {
+        std::fs::create_dir(scratch.join(sub)).map_err(|e| step("create directory", &e))?;
+    }
+    let path = |p: &Path| {
+        p.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| step("path", &"not UTF-8"))
+    };
+    let (lower, upper, work) = (
+        path(&sys::fs::fd_path(&layer))?,
+        path(&scratch.join("upper"))?,
+        path(&scratch.join("work"))?,
     );
-    sys::mount::mount(
-        "overlay".as_ref(),
-        &dir.join("merged"),
-        "overlay",
-        sys::mount::MountFlags::empty(),
-        Some(&data),
-    )
-    .map_err(|e| kernel("overlayfs on an ID-mapped lower dir", &e))
+    let options = [
+        ("lowerdir", Some(lower.as_str())),
+        ("upperdir", Some(upper.as_str())),
+        ("workdir", Some(work.as_str())),
+    ];
+    sys::mount::mount_detached("overlay", &options, false)
+        .map(drop)
+        .map_err(|e| kernel("overlayfs on an ID-mapped lower dir", &e))
 }
 
 #[cfg(test)]
@@ -516,5 +545,96 @@ mod tests {
         crate::loopdev::mount_via_loop(&img, &mnt, MountFlags::RDONLY, None).unwrap();
         assert_eq!(std::fs::read(mnt.join("hello")).unwrap(), b"hi");
         unmount(&mnt, false).unwrap();
+    }
+
+    /// Loop devices whose backing file is `image`.
+    fn loops_of(image: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/sys/block").unwrap() {
+            let e = e.unwrap();
+            let backing = e.path().join("loop/backing_file");
+            if let Ok(b) = std::fs::read_to_string(backing) {
+                if Path::new(b.trim_end()) == image {
+                    found.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn detached_erofs_mounts_file_backed_and_through_a_loop_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path());
+        let mnt = mount_erofs_detached(&img).unwrap();
+        assert_eq!(
+            fs_magic(&sys::fs::fd_path(&mnt)).unwrap(),
+            EROFS_SUPER_MAGIC
+        );
+        assert_eq!(
+            std::fs::read(sys::fs::fd_path(&mnt).join("hello")).unwrap(),
+            b"hi"
+        );
+        assert!(loops_of(&img).is_empty(), "file-backed on this kernel");
+        drop(mnt);
+        // The loop path (kernels without file-backed EROFS): the device goes
+        // with the mount.
+        let mnt = erofs_detached_via_loop(&img).unwrap();
+        assert_eq!(
+            std::fs::read(sys::fs::fd_path(&mnt).join("hello")).unwrap(),
+            b"hi"
+        );
+        assert_eq!(loops_of(&img).len(), 1);
+        drop(mnt);
+        let released = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            loops_of(&img).is_empty()
+        });
+        assert!(released, "loop device still attached: {:?}", loops_of(&img));
+        assert!(mounts_under(dir.path()).is_empty());
+    }
+
+    /// Mount points (field 5 of /proc/self/mountinfo) under `dir`.
+    fn mounts_under(dir: &Path) -> Vec<String> {
+        let prefix = format!("{}/", dir.display());
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The remap-ids probe never gives anything a name: while it runs, over
+    /// and over, nothing appears in its directory or under it in the mount
+    /// table, so a process killed mid-probe leaves nothing behind (the
+    /// proxy daemon probes at start; killed then, the earlier probe left an
+    /// EROFS mount in the root that nothing removed).
+    #[test]
+    fn the_remap_ids_probe_names_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (root, done) = (root.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                while !done.load(Ordering::Relaxed) {
+                    seen.extend(mounts_under(&root));
+                    for e in std::fs::read_dir(&root).unwrap() {
+                        seen.insert(e.unwrap().path().display().to_string());
+                    }
+                }
+                seen
+            })
+        };
+        for _ in 0..20 {
+            probe_idmap(&root).unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        assert!(seen.is_empty(), "the probe made {seen:?}");
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
     }
 }

@@ -346,3 +346,15 @@ pub(crate) fn memfd(name: &str) -> io::Result<File> {
         MemfdFlags::CLOEXEC,
     )?))
 }
+
+/// An unnamed file on the filesystem of directory `dir`, readable and
+/// writable, mode 0600 (`O_TMPFILE`): nothing to remove afterwards, even
+/// when the process is killed. `EOPNOTSUPP` or `EISDIR` where that
+/// filesystem has no unnamed files.
+pub(crate) fn tmpfile_in(dir: &Path) -> io::Result<File> {
+    Ok(File::from(rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?))
+}

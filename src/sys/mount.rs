@@ -3,7 +3,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -70,7 +70,25 @@ pub(crate) fn mount_configured(
     read_only: bool,
     dest: &impl AsFd,
 ) -> io::Result<()> {
+    attach(&mount_detached(fstype, options, read_only)?, dest)
+}
+
+/// A new `fstype` filesystem configured with `options` (as in
+/// [`mount_configured`]; read only, both the filesystem and the mount,
+/// when `read_only`), mounted nowhere: a detached mount (`fsmount`),
+/// usable as a path through `/proc/self/fd/N` and gone when the descriptor
+/// is closed, by the caller or by the kernel when the process dies.
+pub(crate) fn mount_detached(
+    fstype: &str,
+    options: &[(&str, Option<&str>)],
+    read_only: bool,
+) -> io::Result<OwnedFd> {
     let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)?;
+    if read_only {
+        // The superblock's flag (a read-only device cannot be opened for
+        // writing), as MS_RDONLY sets; the mount's is set below.
+        rustix::mount::fsconfig_set_flag(&fs, "ro")?;
+    }
     for (key, value) in options {
         match value {
             Some(v) => {
@@ -85,15 +103,11 @@ pub(crate) fn mount_configured(
     } else {
         MountAttrFlags::empty()
     };
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
-    rustix::mount::move_mount(
-        &mnt,
-        "",
-        dest,
-        "",
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )?;
-    Ok(())
+    Ok(rustix::mount::fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        attrs,
+    )?)
 }
 
 /// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`,
@@ -105,14 +119,22 @@ pub(crate) fn clone_idmapped(
     path: &Path,
     userns: &impl AsFd,
     read_only: bool,
-) -> io::Result<std::os::fd::OwnedFd> {
+) -> io::Result<OwnedFd> {
     use rustix::mount::OpenTreeFlags;
-    use std::os::fd::AsRawFd;
     let tree = rustix::mount::open_tree(
         rustix::fs::CWD,
         path,
         OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
     )?;
+    set_idmap(&tree, userns, read_only)?;
+    Ok(tree)
+}
+
+/// Maps the IDs of the detached mount `mnt` (one never attached: the
+/// kernel refuses the others) through the user namespace `userns`
+/// (`mount_setattr(MOUNT_ATTR_IDMAP)`), and makes it read only when
+/// `read_only`.
+pub(crate) fn set_idmap(mnt: &impl AsFd, userns: &impl AsFd, read_only: bool) -> io::Result<()> {
     let mut attr = libc::mount_attr {
         attr_set: libc::MOUNT_ATTR_IDMAP,
         attr_clr: 0,
@@ -127,7 +149,7 @@ pub(crate) fn clone_idmapped(
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
+            mnt.as_fd().as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH as libc::c_uint,
             &mut attr as *mut libc::mount_attr,
@@ -137,7 +159,7 @@ pub(crate) fn clone_idmapped(
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(tree)
+    Ok(())
 }
 
 /// Attaches the detached mount `mnt` onto the directory `dest` (an open
