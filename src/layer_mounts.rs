@@ -586,7 +586,7 @@ mod tests {
         );
         assert_eq!(loops_of(&img).len(), 1);
         drop(mnt);
-        let released = (0..100).any(|_| {
+        let released = (0..500).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(10));
             loops_of(&img).is_empty()
         });
