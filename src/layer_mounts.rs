@@ -449,7 +449,7 @@ pub(crate) fn remap_ids_supported(scratch_parent: &Path) -> std::result::Result<
 type ProbeError = (String, bool);
 
 /// The probe. Nothing it makes has a name: the image is an unnamed file on
-/// `parent`'s filesystem, the mounts are detached (the overlay's upper and
+/// `parent`'s filesystem (or in memory), the mounts are detached (the overlay's upper and
 /// work directories on a detached tmpfs), the loop device (if any) clears
 /// itself. A process killed at any point leaves no file, directory, mount
 /// or device behind, and nothing appears in the mount table meanwhile.
@@ -463,7 +463,16 @@ fn probe_idmap(parent: &Path) -> std::result::Result<(), ProbeError> {
         );
         (format!("{what}: {e}"), definitive)
     };
-    let file = sys::fs::tmpfile_in(parent).map_err(|e| {
+    // On the root's filesystem, where layers are; in memory where that
+    // filesystem has no unnamed files (NFS, FUSE): whichever filesystem
+    // backs the image, the question is EROFS's.
+    let file = match sys::fs::tmpfile_in(parent) {
+        Err(e) if matches!(sys::errno(&e), Some(Errno::OPNOTSUPP | Errno::ISDIR)) => {
+            sys::fs::memfd("erofs-idmap-probe")
+        }
+        r => r,
+    }
+    .map_err(|e| {
         step(
             &format!("create an unnamed file in {}", parent.display()),
             &e,
@@ -636,5 +645,14 @@ mod tests {
         let seen = watcher.join().unwrap();
         assert!(seen.is_empty(), "the probe made {seen:?}");
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+    }
+
+    /// On a filesystem without unnamed files (sysfs here; NFS, FUSE in
+    /// use), the probe's image is made in memory.
+    #[test]
+    fn the_remap_ids_probe_needs_no_unnamed_file_on_the_root() {
+        let e = sys::fs::tmpfile_in(Path::new("/sys/kernel")).unwrap_err();
+        assert_eq!(sys::errno(&e), Some(Errno::OPNOTSUPP));
+        probe_idmap(Path::new("/sys/kernel")).unwrap();
     }
 }

@@ -338,7 +338,8 @@ pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?)
 }
 
-/// An anonymous file in memory (the fuzz targets write images there).
+/// An anonymous file in memory (the fuzz targets write images there, and
+/// the remap-ids probe where the root has no unnamed files).
 pub(crate) fn memfd(name: &str) -> io::Result<File> {
     use rustix::fs::MemfdFlags;
     Ok(File::from(rustix::fs::memfd_create(
