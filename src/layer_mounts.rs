@@ -405,18 +405,11 @@ pub(crate) fn mount_erofs_file(image: &Path, target: &Path, mode: &AtomicU8) -> 
 /// otherwise.
 fn mount_erofs_detached(image: &Path) -> io::Result<OwnedFd> {
     match erofs_detached(image) {
-        Err(e) if sys::errno(&e) == Some(Errno::NOTBLK) => erofs_detached_via_loop(image),
+        Err(e) if sys::errno(&e) == Some(Errno::NOTBLK) => {
+            crate::loopdev::through_loop(image, erofs_detached)
+        }
         r => r,
     }
-}
-
-/// [`mount_erofs_detached`] through a loop device, which clears itself
-/// (autoclear) when the mount goes or, if mounting fails, at once.
-fn erofs_detached_via_loop(image: &Path) -> io::Result<OwnedFd> {
-    let (dev, dev_path) = crate::loopdev::attach(image)?;
-    let r = erofs_detached(&dev_path);
-    drop(dev);
-    r
 }
 
 fn erofs_detached(source: &Path) -> io::Result<OwnedFd> {
@@ -556,21 +549,6 @@ mod tests {
         unmount(&mnt, false).unwrap();
     }
 
-    /// Loop devices whose backing file is `image`.
-    fn loops_of(image: &Path) -> Vec<String> {
-        let mut found = Vec::new();
-        for e in std::fs::read_dir("/sys/block").unwrap() {
-            let e = e.unwrap();
-            let backing = e.path().join("loop/backing_file");
-            if let Ok(b) = std::fs::read_to_string(backing) {
-                if Path::new(b.trim_end()) == image {
-                    found.push(e.file_name().to_string_lossy().into_owned());
-                }
-            }
-        }
-        found
-    }
-
     #[test]
     fn detached_erofs_mounts_file_backed_and_through_a_loop_device() {
         let dir = tempfile::tempdir().unwrap();
@@ -584,35 +562,24 @@ mod tests {
             std::fs::read(sys::fs::fd_path(&mnt).join("hello")).unwrap(),
             b"hi"
         );
-        assert!(loops_of(&img).is_empty(), "file-backed on this kernel");
+        let loop_of = || crate::loopdev::device_of(&img).unwrap();
+        assert_eq!(loop_of(), None, "file-backed on this kernel");
         drop(mnt);
         // The loop path (kernels without file-backed EROFS): the device goes
         // with the mount.
-        let mnt = erofs_detached_via_loop(&img).unwrap();
+        let mnt = crate::loopdev::through_loop(&img, erofs_detached).unwrap();
         assert_eq!(
             std::fs::read(sys::fs::fd_path(&mnt).join("hello")).unwrap(),
             b"hi"
         );
-        assert_eq!(loops_of(&img).len(), 1);
+        assert!(loop_of().is_some());
         drop(mnt);
         let released = (0..500).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(10));
-            loops_of(&img).is_empty()
+            loop_of().is_none()
         });
-        assert!(released, "loop device still attached: {:?}", loops_of(&img));
-        assert!(mounts_under(dir.path()).is_empty());
-    }
-
-    /// Mount points (field 5 of /proc/self/mountinfo) under `dir`.
-    fn mounts_under(dir: &Path) -> Vec<String> {
-        let prefix = format!("{}/", dir.display());
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&prefix))
-            .map(str::to_owned)
-            .collect()
+        assert!(released, "loop device still attached: {:?}", loop_of());
+        assert!(mount_points_under(dir.path()).unwrap().is_empty());
     }
 
     /// The remap-ids probe never gives anything a name: while it runs, over
@@ -630,9 +597,9 @@ mod tests {
             std::thread::spawn(move || {
                 let mut seen = std::collections::BTreeSet::new();
                 while !done.load(Ordering::Relaxed) {
-                    seen.extend(mounts_under(&root));
+                    seen.extend(mount_points_under(&root).unwrap());
                     for e in std::fs::read_dir(&root).unwrap() {
-                        seen.insert(e.unwrap().path().display().to_string());
+                        seen.insert(e.unwrap().path());
                     }
                 }
                 seen

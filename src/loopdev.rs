@@ -125,16 +125,27 @@ pub(crate) fn mount_via_loop(
     flags: MountFlags,
     data: Option<&str>,
 ) -> io::Result<()> {
-    let (dev, dev_path) = attach(source)?;
-    let r = sys::mount::mount(
-        OsStr::new(dev_path.as_os_str()),
-        target,
-        "erofs",
-        flags | MountFlags::RDONLY,
-        data,
-    );
-    // Closing our reference lets autoclear detach the device with the mount
-    // (or right now, when the mount failed).
+    through_loop(source, |dev_path| {
+        sys::mount::mount(
+            OsStr::new(dev_path.as_os_str()),
+            target,
+            "erofs",
+            flags | MountFlags::RDONLY,
+            data,
+        )
+    })
+}
+
+/// `mount` (which mounts the device at the path it is given) on a loop
+/// device with `image` attached read-only. Closing our reference afterwards
+/// lets autoclear detach the device with the mount (or right away, when
+/// `mount` failed).
+pub(crate) fn through_loop<T>(
+    image: &Path,
+    mount: impl FnOnce(&Path) -> io::Result<T>,
+) -> io::Result<T> {
+    let (dev, dev_path) = attach(image)?;
+    let r = mount(&dev_path);
     drop(dev);
     r
 }
@@ -176,7 +187,7 @@ fn attached(image: &Path) -> io::Result<Option<(File, PathBuf)>> {
 
 /// The loop device `image` is attached to, if any (`/sys/block/loopN/loop/
 /// backing_file` names it, by the path it was attached with).
-fn device_of(image: &Path) -> io::Result<Option<PathBuf>> {
+pub(crate) fn device_of(image: &Path) -> io::Result<Option<PathBuf>> {
     let want = std::fs::canonicalize(image)?;
     let Ok(entries) = std::fs::read_dir("/sys/block") else {
         return Ok(None);
