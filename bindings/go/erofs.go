@@ -396,21 +396,30 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, filters .
 // upper dir owned by the mapped root and mounts with uidmap= and gidmap=
 // options, which containerd's mount code (or MountAll) makes ID-mapped.
 func (s *Snapshotter) Capabilities(ctx context.Context) ([]string, error) {
+	return s.stringList(ctx, "capabilities", func(h *C.erofs_snapshotter, out, cerr **C.char) C.int32_t {
+		return C.erofs_snapshotter_capabilities(h, out, cerr)
+	})
+}
+
+// stringList makes call, a library function that writes a JSON array of
+// strings (what names it in an error), on the handle.
+func (s *Snapshotter) stringList(ctx context.Context, what string,
+	call func(h *C.erofs_snapshotter, out, cerr **C.char) C.int32_t) ([]string, error) {
 	h, err := s.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out, cerr *C.char
-	rc := C.erofs_snapshotter_capabilities(h, &out, &cerr)
+	rc := call(h, &out, &cerr)
 	s.release()
 	if rc != C.EROFS_OK {
 		return nil, newError(int32(rc), takeString(cerr))
 	}
-	var caps []string
-	if err := withBytes(out, func(b []byte) error { return json.Unmarshal(b, &caps) }); err != nil {
-		return nil, fmt.Errorf("decode capabilities: %v: %w", err, errdefs.ErrInternal)
+	var list []string
+	if err := withBytes(out, func(b []byte) error { return json.Unmarshal(b, &list) }); err != nil {
+		return nil, fmt.Errorf("decode %s: %v: %w", what, err, errdefs.ErrInternal)
 	}
-	return caps, nil
+	return list, nil
 }
 
 // Cleanup deletes what no snapshot owns (snapshots.Cleaner).

@@ -8,7 +8,6 @@ import "C"
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,21 +31,9 @@ import (
 // known to be on disk (the only ones a power cut can take), Cleanup all of
 // them.
 func (s *Snapshotter) Check(ctx context.Context) ([]string, error) {
-	h, err := s.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out, cerr *C.char
-	rc := C.erofs_snapshotter_check(h, &out, &cerr)
-	s.release()
-	if rc != C.EROFS_OK {
-		return nil, newError(int32(rc), takeString(cerr))
-	}
-	var keys []string
-	if err := withBytes(out, func(b []byte) error { return json.Unmarshal(b, &keys) }); err != nil {
-		return nil, fmt.Errorf("decode lost layers: %v: %w", err, errdefs.ErrInternal)
-	}
-	return keys, nil
+	return s.stringList(ctx, "lost layers", func(h *C.erofs_snapshotter, out, cerr **C.char) C.int32_t {
+		return C.erofs_snapshotter_check(h, out, cerr)
+	})
 }
 
 // Repair makes lost layer key (see Check) again from its OCI layer, read
